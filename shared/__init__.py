@@ -1,0 +1,1 @@
+"""What every Salesbook service uses: settings, database, money, auth, errors, events, messaging."""

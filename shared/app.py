@@ -1,0 +1,145 @@
+"""Builds a FastAPI app from one or more service modules: routes, errors, workers, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from shared.auth import signing_secret
+from shared.config import Settings, get_settings
+from shared.db import Database
+from shared.errors import install_error_handlers
+from shared.messaging.consumer import Subscription
+from shared.messaging.transport import build_workers
+
+log = logging.getLogger("salesbook.app")
+
+API_PREFIX = "/v1"
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+@dataclass(frozen=True)
+class ServiceModule:
+    """One service as the app factory sees it."""
+
+    name: str
+    routers: list[APIRouter]
+    subscriptions: list[Subscription] = field(default_factory=list)
+    migrations: Path | None = None
+    produces_events: bool = True
+
+
+def create_app(
+    modules: list[ServiceModule],
+    *,
+    settings: Settings | None = None,
+    database_url: str | None = None,
+    run_workers: bool = True,
+    title: str = "Salesbook",
+) -> FastAPI:
+    """An app serving the given modules under /v1 with their consumers running alongside."""
+    settings = settings or get_settings()
+    url = database_url or settings.database_url
+    if not url:
+        raise RuntimeError("no database: set SALESBOOK_DATABASE_URL or use `salesbook run`")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(url)
+        app.state.db = db
+        tasks: list[asyncio.Task[None]] = []
+        if run_workers:
+            workers = build_workers(
+                settings,
+                db,
+                producers=[m.name for m in modules if m.produces_events],
+                subscriptions=[s for m in modules for s in m.subscriptions],
+            )
+            app.state.workers = workers
+            tasks = [asyncio.create_task(_supervise(w.run), name=type(w).__name__) for w in workers]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await db.dispose()
+
+    app = FastAPI(title=title, version="1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.token_secret = signing_secret(settings)
+    app.state.workers = []
+    install_error_handlers(app)
+    _install_request_id(app)
+    app.include_router(_health_router())
+    for module in modules:
+        for router in module.routers:
+            app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+async def _supervise(run: Callable[[], Awaitable[None]]) -> None:
+    """Keep a worker alive: a crash is logged and the worker restarted after a pause."""
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker crashed; restarting in 1s")
+            await asyncio.sleep(1)
+
+
+def _install_request_id(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request.state.request_id = rid[:80]
+        response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = request.state.request_id
+        return response
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """The database answers (and so does the transport, where it has its own server)."""
+        checks: dict[str, str] = {}
+        try:
+            async with request.app.state.db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unavailable: {type(exc).__name__}"
+        for worker in request.app.state.workers:
+            probe = getattr(worker, "ready", None)
+            if probe is not None:
+                checks[f"transport:{type(worker).__name__}"] = "ok" if probe() else "unavailable"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+        )
+
+    return router

@@ -1,0 +1,105 @@
+"""Signed bearer tokens carrying a subject and a role, and the role checks of every route."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.config import Settings
+from shared.errors import Forbidden, Unauthorized
+
+ALGORITHM = "HS256"
+ISSUER = "salesbook"
+
+
+class Role(StrEnum):
+    POS = "pos"
+    SALES = "sales"
+    APPROVER = "approver"
+    FINANCE = "finance"
+    ANALYST = "analyst"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is calling: the token's subject and role."""
+
+    subject: str
+    role: Role
+
+
+def signing_secret(settings: Settings) -> str:
+    """The configured secret, or the one generated once and kept in the data folder."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.data_dir) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_suffix(".tmp")
+        candidate.write_text(secrets.token_urlsafe(48))
+        candidate.chmod(0o600)
+        candidate.replace(path)
+    return path.read_text().strip()
+
+
+def issue_token(*, secret: str, subject: str, role: Role, ttl: timedelta) -> str:
+    now = datetime.now(UTC)
+    claims = {"sub": subject, "role": role.value, "iss": ISSUER, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_token(token: str, *, secret: str) -> Actor:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "sub"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the token has expired") from None
+    except jwt.PyJWTError:
+        raise Unauthorized("the token is not valid") from None
+    try:
+        role = Role(claims.get("role"))
+    except ValueError:
+        raise Unauthorized("the token carries an unknown role") from None
+    return Actor(subject=str(claims["sub"]), role=role)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_actor(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Actor:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("a bearer token is required")
+    actor = decode_token(credentials.credentials, secret=request.app.state.token_secret)
+    request.state.actor = actor
+    return actor
+
+
+def require(*roles: Role):
+    """A dependency admitting the given roles; admin is always admitted."""
+    allowed = {*roles, Role.ADMIN}
+
+    async def dependency(actor: Actor = Depends(current_actor)) -> Actor:
+        if actor.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
+        return actor
+
+    return dependency
+
+
+ANY_ROLE = tuple(Role)

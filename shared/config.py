@@ -1,0 +1,87 @@
+"""One settings object for every service, read from `SALESBOOK_*` environment variables."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "change-me"
+
+Transport = Literal["postgres", "kafka"]
+
+
+class Settings(BaseSettings):
+    """Configuration of a Salesbook process; see the README for the full table."""
+
+    model_config = SettingsConfigDict(env_prefix="SALESBOOK_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset means the embedded server under data_dir.",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; set means the kafka transport."
+    )
+    transport: Transport | None = Field(
+        default=None, description="Event transport; defaults to kafka when kafka_bootstrap is set."
+    )
+    kafka_partitions: int = Field(default=3, ge=1)
+    data_dir: Path = Path(".salesbook")
+    secret_key: str | None = Field(
+        default=None, description="Token signing secret; generated into data_dir when unset."
+    )
+    token_ttl_hours: int = 24 * 30
+    currency: str = "CNY"
+    timezone: str = "Asia/Shanghai"
+    approval_thresholds: list[Decimal] = Field(
+        default_factory=lambda: [Decimal("10000"), Decimal("100000")],
+        description="Gross above the n-th threshold needs n approvals by distinct approvers.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    consumer_batch_size: int = Field(default=500, ge=1)
+    consumer_poll_seconds: float = Field(default=1.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+    @field_validator("approval_thresholds")
+    @classmethod
+    def _ascending(cls, value: list[Decimal]) -> list[Decimal]:
+        if value != sorted(value):
+            raise ValueError("approval thresholds must be ascending")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secret_in_production(self) -> Settings:
+        if self.environment == "production" and self.secret_key in (None, PLACEHOLDER_SECRET):
+            raise ValueError("SALESBOOK_SECRET_KEY must be set to a real secret in production")
+        if self.effective_transport == "kafka" and not self.kafka_bootstrap:
+            raise ValueError("the kafka transport needs SALESBOOK_KAFKA_BOOTSTRAP")
+        return self
+
+    @property
+    def effective_transport(self) -> Transport:
+        if self.transport:
+            return self.transport
+        return "kafka" if self.kafka_bootstrap else "postgres"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

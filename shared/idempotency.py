@@ -1,0 +1,89 @@
+"""`Idempotency-Key` for POSTs that create documents.
+
+The first request with a key claims it by inserting a row in the same transaction as the
+document; a concurrent retry blocks on that row until the first commits, then replays the
+stored response. A failed first attempt rolls back its claim, so a retry simply runs again.
+The same key with a different body is refused with 422.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth import Actor
+from shared.errors import InvalidInput
+from shared.tables import common_tables
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 200
+
+
+def request_hash(body: Any) -> str:
+    canonical = json.dumps(jsonable_encoder(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def idempotent(
+    session: AsyncSession,
+    *,
+    schema: str,
+    actor: Actor,
+    key: str | None,
+    endpoint: str,
+    body: BaseModel | dict[str, Any] | None,
+    create: Callable[[], Awaitable[BaseModel]],
+    status_code: int = 201,
+) -> JSONResponse:
+    """Run `create` once per (subject, endpoint, key) and answer every retry the same way."""
+    if key is None:
+        return JSONResponse(jsonable_encoder(await create()), status_code=status_code)
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(HEADER, f"must be 1 to {MAX_KEY_LENGTH} characters")
+    table = common_tables(schema).idempotency_keys
+    digest = request_hash(body.model_dump(mode="json") if isinstance(body, BaseModel) else body)
+    claimed = await session.execute(
+        insert(table)
+        .values(
+            subject=actor.subject,
+            endpoint=endpoint,
+            key=key,
+            request_hash=digest,
+            status_code=0,
+            response={},
+        )
+        .on_conflict_do_nothing()
+        .returning(table.c.key)
+    )
+    if claimed.first() is None:
+        stored = (
+            await session.execute(
+                select(table.c.request_hash, table.c.status_code, table.c.response).where(
+                    table.c.subject == actor.subject,
+                    table.c.endpoint == endpoint,
+                    table.c.key == key,
+                )
+            )
+        ).one()
+        if stored.request_hash != digest:
+            raise InvalidInput(HEADER, "this key was already used with a different request body")
+        return JSONResponse(
+            stored.response, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"}
+        )
+    content = jsonable_encoder(await create())
+    await session.execute(
+        table.update()
+        .where(table.c.subject == actor.subject, table.c.endpoint == endpoint, table.c.key == key)
+        .values(status_code=status_code, response=content)
+    )
+    return JSONResponse(content, status_code=status_code)

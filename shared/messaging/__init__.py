@@ -1,0 +1,1 @@
+"""Outbox, inbox, and the two event transports (postgres outbox reading, kafka)."""

@@ -1,0 +1,63 @@
+"""What a consumer is, and how a batch of events is applied exactly once.
+
+Both transports deliver at least once. `apply_batch` makes every consumer idempotent: it
+records each event_id in the consumer's inbox (processed_events) in the same transaction
+as the handler's effects, and hands the handler only events it has never processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.events.envelope import Event
+from shared.tables import common_tables
+
+BatchHandler = Callable[[AsyncSession, list[Event]], Awaitable[None]]
+EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A named consumer of one or more sources' events, owned by the service of `schema`."""
+
+    name: str
+    schema: str
+    sources: tuple[str, ...]
+    handle: BatchHandler
+
+
+def one_by_one(handler: EventHandler) -> BatchHandler:
+    """Adapt a per-event handler to the batch interface, keeping the events' order."""
+
+    async def handle(session: AsyncSession, events: list[Event]) -> None:
+        for event in events:
+            await handler(session, event)
+
+    return handle
+
+
+async def apply_batch(
+    session: AsyncSession, subscription: Subscription, events: Sequence[Event]
+) -> int:
+    """Apply the events not yet processed by this subscription; returns how many were new."""
+    if not events:
+        return 0
+    inbox = common_tables(subscription.schema).processed_events
+    unique: dict[object, Event] = {}
+    for event in events:
+        unique.setdefault(event.event_id, event)
+    inserted = await session.execute(
+        insert(inbox)
+        .values([{"consumer": subscription.name, "event_id": eid} for eid in unique])
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    fresh_ids = set(inserted.scalars())
+    fresh = [e for eid, e in unique.items() if eid in fresh_ids]
+    if fresh:
+        await subscription.handle(session, fresh)
+    return len(fresh)

@@ -1,0 +1,92 @@
+"""Money rules: Decimal only, two places, half-up rounding, strings in JSON."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+CENT = Decimal("0.01")
+ZERO = Decimal("0.00")
+
+
+def round_money(value: Decimal) -> Decimal:
+    """Round to two places, half away from zero (the accounting half-up)."""
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def _decimal_places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+        raise ValueError(f'{what} must be a decimal string such as "12.50"')
+    try:
+        # Floats go through str() so 0.1 stays 0.1 instead of its binary expansion.
+        value = Decimal(str(raw)) if not isinstance(raw, Decimal) else raw
+    except InvalidOperation:
+        raise ValueError(f'{what} must be a decimal string such as "12.50"') from None
+    if not value.is_finite():
+        raise ValueError(f"{what} must be a finite number")
+    if _decimal_places(value) > places:
+        raise ValueError(f"{what} must have at most {places} decimal places")
+    return value
+
+
+def _money(raw: Any) -> Decimal:
+    return round_money(_parse_decimal(raw, places=2, what="amount"))
+
+
+def _quantity(raw: Any) -> Decimal:
+    return _parse_decimal(raw, places=3, what="quantity")
+
+
+def _rate(raw: Any) -> Decimal:
+    return _parse_decimal(raw, places=4, what="rate")
+
+
+def money_str(value: Decimal) -> str:
+    return str(round_money(value))
+
+
+def _plain_str(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
+
+
+_DECIMAL_SCHEMA = WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d+)?$"})
+
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    PlainSerializer(money_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
+"""An amount: at most two decimal places, serialised as a string with exactly two."""
+
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(_quantity),
+    PlainSerializer(_plain_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
+"""A quantity of a product: at most three decimal places."""
+
+Rate = Annotated[
+    Decimal,
+    BeforeValidator(_rate),
+    PlainSerializer(_plain_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
+"""A rate such as a tax rate (0.13): at most four decimal places."""
+
+
+def line_amounts(
+    *, quantity: Decimal, unit_price: Decimal, discount: Decimal, tax_rate: Decimal
+) -> tuple[Decimal, Decimal, Decimal]:
+    """Net, tax and gross of one line, each rounded half-up per line."""
+    net = round_money(quantity * unit_price - discount)
+    tax = round_money(net * tax_rate)
+    return net, tax, net + tax
