@@ -6,12 +6,14 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import Database, async_url, metadata
+from shared.tables import AUDIT_APPEND_ONLY_SQL
 
 
 def alembic_config(*, migrations: Path, schema: str, url: str | None = None) -> Config:
@@ -73,6 +75,80 @@ def run_migrations(schema: str) -> None:
     asyncio.run(standalone())
 
 
+def create_common_tables_v1(schema: str) -> None:
+    """First migration of every service: outbox, inbox, offsets, idempotency keys, audit log
+    and document numbers, as they were in version 1. Frozen: change them in new revisions."""
+    from alembic import op
+    from sqlalchemy.dialects import postgresql
+
+    now = sa.text("now()")
+    op.create_table(
+        "outbox",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("event_id", sa.UUID(), nullable=False),
+        sa.Column("type", sa.String(length=80), nullable=False),
+        sa.Column("key", sa.String(length=80), nullable=False),
+        sa.Column("payload", postgresql.JSONB(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_outbox"),
+        sa.UniqueConstraint("event_id", name="uq_outbox_event_id"),
+        schema=schema,
+    )
+    op.create_table(
+        "processed_events",
+        sa.Column("consumer", sa.String(length=80), nullable=False),
+        sa.Column("event_id", sa.UUID(), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "event_id", name="pk_processed_events"),
+        schema=schema,
+    )
+    op.create_table(
+        "consumer_offsets",
+        sa.Column("consumer", sa.String(length=80), nullable=False),
+        sa.Column("source", sa.String(length=80), nullable=False),
+        sa.Column("position", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "source", name="pk_consumer_offsets"),
+        schema=schema,
+    )
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("subject", sa.String(length=200), nullable=False),
+        sa.Column("endpoint", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("request_hash", sa.String(length=64), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=False),
+        sa.Column("response", postgresql.JSONB(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.PrimaryKeyConstraint("subject", "endpoint", "key", name="pk_idempotency_keys"),
+        schema=schema,
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=now, nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=40), nullable=False),
+        sa.Column("action", sa.String(length=80), nullable=False),
+        sa.Column("entity", sa.String(length=80), nullable=False),
+        sa.Column("entity_id", sa.String(length=80), nullable=False),
+        sa.Column("details", postgresql.JSONB(), nullable=False),
+        sa.Column("request_id", sa.String(length=80), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
+        schema=schema,
+    )
+    for statement in AUDIT_APPEND_ONLY_SQL:
+        op.execute(statement.format(schema=schema))
+    op.create_table(
+        "document_numbers",
+        sa.Column("prefix", sa.String(length=10), nullable=False),
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("last", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("prefix", "year", name="pk_document_numbers"),
+        schema=schema,
+    )
+
+
 async def upgrade(db: Database, targets: list[tuple[str, Path]]) -> None:
     """Bring each (schema, migrations folder) to its newest revision."""
     for schema, migrations in targets:
@@ -86,3 +162,33 @@ async def upgrade(db: Database, targets: list[tuple[str, Path]]) -> None:
             # Serialise concurrent migrators (several processes starting at once).
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('salesbook.migrate'))"))
             await conn.run_sync(run)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Developer entry point: `python -m shared.migrations revision SERVICE "message"`.
+
+    Autogenerates a revision for one service against SALESBOOK_DATABASE_URL (a scratch
+    database already at head for that service).
+    """
+    import argparse
+
+    from services.registry import service_module
+    from shared.config import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m shared.migrations")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rev = sub.add_parser("revision", help="autogenerate a revision for one service")
+    rev.add_argument("service")
+    rev.add_argument("message")
+    args = parser.parse_args(argv)
+    module = service_module(args.service)
+    if module.migrations is None:
+        raise SystemExit(f"{args.service} has no migrations folder")
+    config = alembic_config(
+        migrations=module.migrations, schema=module.name, url=get_settings().database_url
+    )
+    command.revision(config, message=args.message, autogenerate=True)
+
+
+if __name__ == "__main__":
+    main()

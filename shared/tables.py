@@ -114,12 +114,16 @@ def common_tables(schema: str) -> CommonTables:
     )
 
 
-AUDIT_APPEND_ONLY_SQL = """
-CREATE OR REPLACE FUNCTION {schema}.audit_log_append_only() RETURNS trigger AS $$
-BEGIN
-    RAISE EXCEPTION 'audit_log is append-only';
-END
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON {schema}.audit_log
-    FOR EACH ROW EXECUTE FUNCTION {schema}.audit_log_append_only();
-"""
+AUDIT_APPEND_ONLY_SQL = (
+    """
+    CREATE OR REPLACE FUNCTION {schema}.audit_log_append_only() RETURNS trigger AS $$
+    BEGIN
+        RAISE EXCEPTION 'audit_log is append-only';
+    END
+    $$ LANGUAGE plpgsql
+    """,
+    """
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON {schema}.audit_log
+        FOR EACH ROW EXECUTE FUNCTION {schema}.audit_log_append_only()
+    """,
+)

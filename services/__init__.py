@@ -1,0 +1,1 @@
+"""The four Salesbook services: orders, payments, closing, analytics."""

@@ -1,0 +1,1 @@
+"""The orders service: customers, products, orders, invoices and credit notes."""

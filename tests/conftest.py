@@ -1,0 +1,91 @@
+"""Session-wide real servers: one PostgreSQL database, migrated once for every service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.registry import all_modules, migration_targets
+from shared.app import ServiceModule, create_app
+from shared.auth import Role, issue_token
+from shared.config import Settings
+from shared.db import Database
+from shared.migrations import upgrade
+from tests.support.database import fresh_database, postgres_server
+
+TEST_SECRET = "test-secret-key-for-salesbook-tests"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: str) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+async def migrated(database_url: str) -> str:
+    db = Database(database_url)
+    try:
+        await upgrade(db, migration_targets(all_modules()))
+    finally:
+        await db.dispose()
+    return database_url
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        secret_key=TEST_SECRET,
+        data_dir=tmp_path,
+        consumer_poll_seconds=0.2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+def token(role: Role | str, subject: str = "tester") -> str:
+    from datetime import timedelta
+
+    return issue_token(secret=TEST_SECRET, subject=subject, role=Role(role), ttl=timedelta(hours=1))
+
+
+def auth(role: Role | str, subject: str = "tester") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, subject)}"}
+
+
+AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def app_client(migrated: str, settings: Settings) -> AppClient:
+    """Start an app (lifespan and workers included) and talk to it over ASGI."""
+
+    @asynccontextmanager
+    async def start(
+        modules: list[ServiceModule] | None = None,
+        *,
+        run_workers: bool = True,
+        settings_override: Settings | None = None,
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        app: FastAPI = create_app(
+            modules or all_modules(),
+            settings=settings_override or settings,
+            database_url=migrated,
+            run_workers=run_workers,
+        )
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                client.app = app  # type: ignore[attr-defined]
+                yield client
+
+    return start
