@@ -19,6 +19,7 @@ from shared.tables import AUDIT_APPEND_ONLY_SQL
 def alembic_config(*, migrations: Path, schema: str, url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(migrations / "versions"))
     config.attributes["schema"] = schema
     if url:

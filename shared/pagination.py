@@ -6,6 +6,7 @@ import base64
 import binascii
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+from uuid import UUID
 
 from fastapi import Query
 from pydantic import BaseModel
@@ -56,3 +57,11 @@ def cut_page(
     kept = list(rows[:limit])
     more = len(rows) > limit
     return kept, encode_cursor(key(kept[-1])) if more and kept else None
+
+
+def cursor_uuid(value: str) -> UUID:
+    """A cursor that holds a UUID key, or 422 when it was not one this API returned."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidInput("cursor", "not a cursor this API returned") from None

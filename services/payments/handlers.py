@@ -1,0 +1,213 @@
+"""Reactions to order events: the replica of customers and orders that allocations are
+checked against, settling pending allocations and releasing what no longer fits."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
+from services.payments.service import check_allocation, emit_allocated, lock_orders, release
+from shared.errors import DomainError
+from shared.events.envelope import Event
+from shared.events.orders import (
+    CustomerCreated,
+    CustomerUpdated,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderFulfilled,
+    OrderRejected,
+    OrderReturned,
+    OrderSubmitted,
+)
+from shared.messaging.consumer import Subscription, one_by_one
+
+ZERO = Decimal("0.00")
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        Subscription(
+            name="payments.orders", schema=SCHEMA, sources=("orders",), handle=one_by_one(on_event)
+        )
+    ]
+
+
+async def on_event(session: AsyncSession, event: Event) -> None:
+    match event.type:
+        case "customer.created" | "customer.updated":
+            payload = event.payload()
+            assert isinstance(payload, CustomerCreated | CustomerUpdated)
+            await _upsert_customer(session, payload.customer_id, payload.name)
+        case "order.submitted":
+            submitted = OrderSubmitted.model_validate(event.data)
+            await _upsert_order(
+                session,
+                submitted.order.order_id,
+                submitted.order.customer_id,
+                submitted.order.number,
+                submitted.order.gross,
+                "submitted",
+            )
+        case "order.confirmed":
+            confirmed = OrderConfirmed.model_validate(event.data)
+            await _upsert_order(
+                session,
+                confirmed.order.order_id,
+                confirmed.order.customer_id,
+                confirmed.order.number,
+                confirmed.order.gross,
+                "confirmed",
+            )
+            await settle_pending(session, confirmed.order.order_id)
+        case "order.fulfilled":
+            fulfilled = OrderFulfilled.model_validate(event.data)
+            order = await session.get(KnownOrder, fulfilled.order_id)
+            if order is not None:
+                order.status = "fulfilled"
+        case "order.rejected":
+            rejected = OrderRejected.model_validate(event.data)
+            await _end_order(session, rejected.order_id, "rejected")
+        case "order.cancelled":
+            cancelled = OrderCancelled.model_validate(event.data)
+            await _end_order(session, cancelled.order_id, "cancelled")
+        case "order.returned":
+            returned = OrderReturned.model_validate(event.data)
+            await _credit_order(session, returned.order_id, returned.gross)
+
+
+async def _upsert_customer(session: AsyncSession, customer_id: UUID, name: str) -> None:
+    table = KnownCustomer.__table__
+    await session.execute(
+        insert(table)
+        .values(customer_id=customer_id, name=name)
+        .on_conflict_do_update(index_elements=[table.c.customer_id], set_={"name": name})
+    )
+
+
+async def _upsert_order(
+    session: AsyncSession,
+    order_id: UUID,
+    customer_id: UUID,
+    number: str,
+    gross: Decimal,
+    status: str,
+) -> None:
+    table = KnownOrder.__table__
+    await session.execute(
+        insert(table)
+        .values(
+            order_id=order_id,
+            customer_id=customer_id,
+            number=number,
+            status=status,
+            gross=gross,
+            credited=ZERO,
+            applied=ZERO,
+        )
+        .on_conflict_do_update(
+            index_elements=[table.c.order_id], set_={"status": status, "gross": gross}
+        )
+    )
+
+
+async def _allocations_of(
+    session: AsyncSession, order_id: UUID, statuses: tuple[str, ...]
+) -> list[Allocation]:
+    return list(
+        (
+            await session.execute(
+                select(Allocation)
+                .where(Allocation.order_id == order_id, Allocation.status.in_(statuses))  # type: ignore[attr-defined]
+                .order_by(Allocation.created_at, Allocation.id)
+            )
+        ).scalars()
+    )
+
+
+async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[UUID, Payment]:
+    rows = (
+        await session.execute(
+            select(Payment)
+            .where(Payment.id.in_(sorted(payment_ids)))  # type: ignore[attr-defined]
+            .order_by(Payment.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    return {p.id: p for p in rows}
+
+
+async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
+    """Check an order's pending allocations, oldest first: apply what fits, release the rest."""
+    pending = await _allocations_of(session, order_id, ("pending",))
+    if not pending:
+        return
+    payments = await _lock_payments(session, {a.payment_id for a in pending})
+    orders = await lock_orders(session, {order_id})
+    order = orders[order_id]
+    for allocation in pending:
+        payment = payments[allocation.payment_id]
+        try:
+            check_allocation(order, allocation.customer_id, allocation.amount, "allocation")
+        except DomainError as refused:
+            await release(
+                session,
+                payment,
+                allocation,
+                allocation.amount,
+                reason=refused.detail,
+                orders=orders,
+            )
+            continue
+        allocation.status = "applied"
+        order.applied += allocation.amount
+        emit_allocated(session, payment, allocation)
+
+
+async def _end_order(session: AsyncSession, order_id: UUID, status: str) -> None:
+    """A rejected or cancelled order gives back every allocation made to it."""
+    live = await _allocations_of(session, order_id, ("pending", "applied"))
+    payments = await _lock_payments(session, {a.payment_id for a in live})
+    orders = await lock_orders(session, {order_id})
+    if order_id in orders:
+        orders[order_id].status = status
+    for allocation in live:
+        await release(
+            session,
+            payments[allocation.payment_id],
+            allocation,
+            allocation.amount,
+            reason=f"order {status}",
+            orders=orders,
+        )
+
+
+async def _credit_order(session: AsyncSession, order_id: UUID, credited: Decimal) -> None:
+    """A credit note lowers what the order can carry; release the newest excess allocations."""
+    live = await _allocations_of(session, order_id, ("applied",))
+    payments = await _lock_payments(session, {a.payment_id for a in live})
+    orders = await lock_orders(session, {order_id})
+    order = orders.get(order_id)
+    if order is None:
+        return
+    order.credited += credited
+    excess = -order.open_amount
+    for allocation in reversed(live):
+        if excess <= ZERO:
+            break
+        part = min(allocation.amount, excess)
+        payment = payments[allocation.payment_id]
+        await release(
+            session,
+            payment,
+            allocation,
+            part,
+            reason="credit note left the order overpaid",
+            orders=orders,
+        )
+        excess -= part

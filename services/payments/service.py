@@ -1,0 +1,401 @@
+"""Payments: receiving money, applying it to orders, refunding it.
+
+Invariant kept by every function here: a payment's amount = allocated + unapplied + refunded,
+where `allocated` counts applied and pending allocations. Lock order, to stay deadlock-free:
+payment rows first (by id), then replicated order rows (by id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment, Refund
+from services.payments.periods import ensure_period_open
+from services.payments.schemas import AllocationRequest, PaymentCreate, RefundCreate
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.config import Settings
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.events.payments import (
+    AllocationReleased,
+    AllocationState,
+    PaymentAllocated,
+    PaymentReceived,
+    PaymentRefunded,
+)
+from shared.messaging.outbox import emit
+from shared.numbering import next_number
+from shared.periods import business_date_of, check_not_future, period_of, today
+
+ZERO = Decimal("0.00")
+# A customer created a moment ago may not have reached this service's replica yet.
+CUSTOMER_REPLICA_WAIT_SECONDS = 2.0
+
+
+class PaymentNotFound(NotFound):
+    title = "Payment not found"
+
+
+class OverAllocation(Conflict):
+    title = "Over-allocation"
+
+
+class OverRefund(Conflict):
+    title = "Over-refund"
+
+
+async def receive(
+    *, session: AsyncSession, data: PaymentCreate, actor: Actor, settings: Settings
+) -> Payment:
+    """Record money received from a customer and apply the requested allocations."""
+    if data.currency is not None and data.currency != settings.currency:
+        raise InvalidInput("currency", f"this deployment keeps its books in {settings.currency}")
+    await _ensure_known_customer(session, data.customer_id)
+    now = datetime.now(UTC)
+    received_at = data.received_at or now
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    if received_at > now:
+        raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
+    business_date = business_date_of(received_at, settings.zone)
+    period = period_of(business_date)
+    await ensure_period_open(session, period)
+    payment = Payment(
+        number=await next_number(session, schema=SCHEMA, prefix="PAY", year=business_date.year),
+        customer_id=data.customer_id,
+        amount=data.amount,
+        method=data.method.value,
+        received_at=received_at,
+        business_date=business_date,
+        period=period,
+        reference=data.reference,
+        unapplied=data.amount,
+        created_by=actor.subject,
+    )
+    session.add(payment)
+    await session.flush()
+    allocations = await _allocate(session, payment, data.allocations, field="allocations")
+    emit(
+        session,
+        PaymentReceived(
+            payment_id=payment.id,
+            number=payment.number,
+            customer_id=payment.customer_id,
+            amount=payment.amount,
+            method=payment.method,
+            received_at=payment.received_at,
+            business_date=business_date,
+            reference=payment.reference,
+            allocations=[_state(a) for a in allocations],
+        ),
+        source=SCHEMA,
+        key=str(payment.customer_id),
+        business_date=business_date,
+    )
+    _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="payment.received",
+        entity="payment",
+        entity_id=payment.id,
+        details={"number": payment.number, "amount": payment.amount, "method": payment.method},
+    )
+    return payment
+
+
+async def allocate(
+    *, session: AsyncSession, payment_id: UUID, requests: list[AllocationRequest], actor: Actor
+) -> Payment:
+    """Apply part of a payment's unapplied credit to orders."""
+    payment = await lock_payment(session, payment_id)
+    allocations = await _allocate(session, payment, requests, field="allocations")
+    _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="payment.allocated",
+        entity="payment",
+        entity_id=payment.id,
+        details={"allocations": [_state(a).model_dump(mode="json") for a in allocations]},
+    )
+    return payment
+
+
+async def refund(
+    *, session: AsyncSession, payment_id: UUID, data: RefundCreate, actor: Actor, settings: Settings
+) -> Payment:
+    """Pay money back: unapplied credit first, then the newest allocations are released."""
+    business_date = data.business_date or today(settings.zone)
+    check_not_future(business_date, zone=settings.zone, field="business_date")
+    period = period_of(business_date)
+    await ensure_period_open(session, period)
+    payment = await lock_payment(session, payment_id)
+    refundable = payment.amount - payment.refunded
+    if data.amount > refundable:
+        raise OverRefund(
+            f"refund {data.amount} exceeds what is refundable on {payment.number}: {refundable}",
+            refundable=str(refundable),
+        )
+    if business_date < payment.business_date:
+        raise InvalidInput("business_date", "a refund cannot be dated before its payment")
+    from_unapplied = min(payment.unapplied, data.amount)
+    to_release = data.amount - from_unapplied
+    released = await release_newest(session, payment, to_release, reason="refund")
+    payment.unapplied -= data.amount  # released money came back to unapplied just above
+    payment.refunded += data.amount
+    row = Refund(
+        payment_id=payment.id,
+        amount=data.amount,
+        business_date=business_date,
+        period=period,
+        reason=data.reason,
+        created_by=actor.subject,
+    )
+    session.add(row)
+    await session.flush()
+    emit(
+        session,
+        PaymentRefunded(
+            refund_id=row.id,
+            payment_id=payment.id,
+            payment_number=payment.number,
+            customer_id=payment.customer_id,
+            amount=data.amount,
+            method=payment.method,
+            business_date=business_date,
+            reason=data.reason,
+            released_allocations=[a.id for a in released],
+        ),
+        source=SCHEMA,
+        key=str(payment.customer_id),
+        business_date=business_date,
+    )
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="payment.refunded",
+        entity="payment",
+        entity_id=payment.id,
+        details={"refund_id": row.id, "amount": data.amount, "reason": data.reason},
+    )
+    return payment
+
+
+async def get_payment(session: AsyncSession, payment_id: UUID) -> Payment:
+    payment = await session.get(Payment, payment_id)
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
+    return payment
+
+
+async def lock_payment(session: AsyncSession, payment_id: UUID) -> Payment:
+    payment = (
+        await session.execute(
+            select(Payment)
+            .where(Payment.id == payment_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if payment is None:
+        raise PaymentNotFound(f"no payment {payment_id}")
+    return payment
+
+
+async def release_newest(
+    session: AsyncSession, payment: Payment, amount: Decimal, *, reason: str
+) -> list[Allocation]:
+    """Release `amount` of the payment's allocations, newest first, back to unapplied credit.
+
+    The oldest allocation touched may be split: its released part becomes its own row.
+    """
+    if amount <= ZERO:
+        return []
+    live = (
+        (
+            await session.execute(
+                select(Allocation)
+                .where(Allocation.payment_id == payment.id, Allocation.status != "released")
+                .order_by(Allocation.created_at.desc(), Allocation.id.desc())  # type: ignore[union-attr]
+            )
+        )
+        .scalars()
+        .all()
+    )
+    orders = await lock_orders(session, {a.order_id for a in live})
+    released: list[Allocation] = []
+    remaining = amount
+    for allocation in live:
+        if remaining <= ZERO:
+            break
+        part = min(allocation.amount, remaining)
+        released.append(
+            await release(session, payment, allocation, part, reason=reason, orders=orders)
+        )
+        remaining -= part
+    return released
+
+
+async def release(
+    session: AsyncSession,
+    payment: Payment,
+    allocation: Allocation,
+    amount: Decimal,
+    *,
+    reason: str,
+    orders: dict[UUID, KnownOrder],
+) -> Allocation:
+    """Release `amount` of one allocation of `payment` back to its unapplied credit."""
+    was_applied = allocation.status == "applied"
+    if amount == allocation.amount:
+        allocation.status = "released"
+        allocation.was_applied = was_applied
+        allocation.reason = reason
+        allocation.released_at = datetime.now(UTC)
+        released = allocation
+    else:
+        allocation.amount -= amount
+        released = Allocation(
+            payment_id=allocation.payment_id,
+            order_id=allocation.order_id,
+            customer_id=allocation.customer_id,
+            amount=amount,
+            status="released",
+            was_applied=was_applied,
+            reason=reason,
+            released_at=datetime.now(UTC),
+        )
+        session.add(released)
+        await session.flush()
+    payment.allocated -= amount
+    payment.unapplied += amount
+    order = orders.get(allocation.order_id)
+    if was_applied and order is not None:
+        order.applied -= amount
+    emit(
+        session,
+        AllocationReleased(
+            allocation_id=released.id,
+            payment_id=allocation.payment_id,
+            customer_id=allocation.customer_id,
+            order_id=allocation.order_id,
+            amount=amount,
+            was_applied=was_applied,
+            reason=reason,
+        ),
+        source=SCHEMA,
+        key=str(allocation.customer_id),
+    )
+    return released
+
+
+async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID, KnownOrder]:
+    if not order_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(KnownOrder)
+            .where(KnownOrder.order_id.in_(sorted(order_ids)))  # type: ignore[attr-defined]
+            .order_by(KnownOrder.order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalars()
+    return {o.order_id: o for o in rows}
+
+
+async def _allocate(
+    session: AsyncSession, payment: Payment, requests: list[AllocationRequest], *, field: str
+) -> list[Allocation]:
+    total = sum((r.amount for r in requests), ZERO)
+    if total > payment.unapplied:
+        raise OverAllocation(
+            f"allocations total {total}; {payment.number} has {payment.unapplied} unapplied",
+            unapplied=str(payment.unapplied),
+        )
+    orders = await lock_orders(session, {r.order_id for r in requests})
+    created: list[Allocation] = []
+    for index, request in enumerate(requests):
+        order = orders.get(request.order_id)
+        status = "pending"
+        if order is not None:
+            check_allocation(order, payment.customer_id, request.amount, f"{field}.{index}")
+            if order.status in ("confirmed", "fulfilled"):
+                status = "applied"
+                order.applied += request.amount
+        allocation = Allocation(
+            payment_id=payment.id,
+            order_id=request.order_id,
+            customer_id=payment.customer_id,
+            amount=request.amount,
+            status=status,
+        )
+        session.add(allocation)
+        created.append(allocation)
+    payment.allocated += total
+    payment.unapplied -= total
+    await session.flush()
+    return created
+
+
+def check_allocation(order: KnownOrder, customer_id: UUID, amount: Decimal, field: str) -> None:
+    """The rules an allocation to a known order must pass (409 otherwise)."""
+    if order.customer_id != customer_id:
+        raise Conflict(f"{field}: order {order.number} belongs to another customer", field=field)
+    if order.status in ("cancelled", "rejected"):
+        raise Conflict(f"{field}: order {order.number} is {order.status}", field=field)
+    if order.status in ("confirmed", "fulfilled") and amount > order.open_amount:
+        raise OverAllocation(
+            f"{field}: {amount} exceeds the {order.open_amount} still open on order {order.number}",
+            field=field,
+            open_amount=str(order.open_amount),
+        )
+
+
+def _emit_applied(session: AsyncSession, payment: Payment, applied: list[Allocation]) -> None:
+    for allocation in applied:
+        emit_allocated(session, payment, allocation)
+
+
+def emit_allocated(session: AsyncSession, payment: Payment, allocation: Allocation) -> None:
+    emit(
+        session,
+        PaymentAllocated(
+            allocation_id=allocation.id,
+            payment_id=payment.id,
+            payment_number=payment.number,
+            customer_id=payment.customer_id,
+            order_id=allocation.order_id,
+            amount=allocation.amount,
+            business_date=payment.business_date,
+        ),
+        source=SCHEMA,
+        key=str(payment.customer_id),
+    )
+
+
+def _state(allocation: Allocation) -> AllocationState:
+    return AllocationState(
+        allocation_id=allocation.id,
+        order_id=allocation.order_id,
+        amount=allocation.amount,
+        status=allocation.status,  # type: ignore[arg-type]
+    )
+
+
+async def _ensure_known_customer(session: AsyncSession, customer_id: UUID) -> None:
+    deadline = asyncio.get_running_loop().time() + CUSTOMER_REPLICA_WAIT_SECONDS
+    while await session.get(KnownCustomer, customer_id, populate_existing=True) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+        await asyncio.sleep(0.05)

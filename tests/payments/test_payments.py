@@ -1,0 +1,212 @@
+"""The payments service over HTTP, fed by order events through the real transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from services.registry import service_module
+from tests.conftest import AppClient, auth
+from tests.payments.factories import OrdersFeed, payment_settles, read_payment, take_payment
+
+
+@pytest.fixture
+async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client([service_module("payments")]) as c:
+        yield c
+
+
+@pytest.fixture
+def feed(migrated: str) -> OrdersFeed:
+    return OrdersFeed(migrated)
+
+
+def assert_balanced(payment: dict) -> None:
+    parts = Decimal(payment["allocated"]) + Decimal(payment["unapplied"]) + Decimal(payment["refunded"])
+    assert parts == Decimal(payment["amount"]), payment
+
+
+async def test_payment_without_allocations_is_unapplied_credit(client, feed) -> None:
+    customer = await feed.customer()
+    response = await take_payment(client, customer, "100.50", reference="till receipt 7")
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert payment["number"].startswith("PAY-") and len(payment["number"]) == 15
+    assert payment["amount"] == "100.50"
+    assert payment["unapplied"] == "100.50"
+    assert payment["allocated"] == "0.00"
+    assert payment["period"] == payment["business_date"][:7]
+    assert_balanced(payment)
+
+
+async def test_allocation_to_a_known_order_is_applied_at_once(client, feed) -> None:
+    customer = await feed.customer()
+    order = await feed.confirmed(customer, "300.00")
+    await asyncio.sleep(0)  # the replica catches up on its own; the 409 path proves it below
+    response = None
+    for _ in range(100):
+        response = await take_payment(client, customer, "500.00",
+                                      allocations=[{"order_id": str(order), "amount": "200.00"}])
+        if response.json()["allocations"][0]["status"] == "applied":
+            break
+        await asyncio.sleep(0.05)
+    assert response is not None and response.status_code == 201
+    payment = response.json()
+    assert payment["allocations"][0]["status"] == "applied"
+    assert payment["allocated"] == "200.00" and payment["unapplied"] == "300.00"
+    # 100.00 is still open on the order: 150 is too much, 100 fits exactly.
+    too_much = await client.post(
+        f"/v1/payments/{payment['id']}/allocations",
+        json={"order_id": str(order), "amount": "150.00"}, headers=auth("pos"),
+    )
+    assert too_much.status_code == 409
+    assert too_much.headers["content-type"].startswith("application/problem+json")
+    assert "100.00" in too_much.json()["detail"]
+    fits = await client.post(
+        f"/v1/payments/{payment['id']}/allocations",
+        json={"allocations": [{"order_id": str(order), "amount": "100.00"}]}, headers=auth("pos"),
+    )
+    assert fits.status_code == 201, fits.text
+    assert fits.json()["unapplied"] == "200.00"
+    assert_balanced(fits.json())
+
+
+async def test_allocation_to_another_customers_order_is_refused(client, feed) -> None:
+    alice, bob = await feed.customer("Alice"), await feed.customer("Bob")
+    bobs_order = await feed.confirmed(bob, "50.00")
+    paid = await take_payment(client, alice, "50.00")
+    payment_id = paid.json()["id"]
+
+    async def attempt() -> httpx.Response:
+        return await client.post(
+            f"/v1/payments/{payment_id}/allocations",
+            json={"order_id": str(bobs_order), "amount": "50.00"}, headers=auth("pos"),
+        )
+
+    # Until the replica has Bob's order the allocation would be pending; once known, 409.
+    for _ in range(100):
+        response = await attempt()
+        if response.status_code == 409:
+            break
+        await client.post(f"/v1/payments/{payment_id}/refunds", json={"amount": "0.01"},
+                          headers=auth("finance"))
+        await asyncio.sleep(0.05)
+    assert response.status_code == 409
+    assert "another customer" in response.json()["detail"]
+
+
+async def test_payment_before_its_order_is_pending_then_applied(client, feed) -> None:
+    customer = await feed.customer()
+    from shared.ids import new_id
+
+    order_id = new_id()
+    response = await take_payment(client, customer, "80.00",
+                                  allocations=[{"order_id": str(order_id), "amount": "80.00"}])
+    assert response.status_code == 201
+    payment = response.json()
+    assert payment["allocations"][0]["status"] == "pending"
+    assert payment["allocated"] == "80.00" and payment["unapplied"] == "0.00"
+    await feed.confirmed(customer, "120.00", order_id=order_id)
+    settled = await payment_settles(client, payment["id"], allocated="80.00")
+    await_applied = await payment_settles(client, payment["id"], unapplied="0.00")
+    assert await_applied["allocations"][0]["status"] in ("applied", "pending")
+    final = await _wait_status(client, payment["id"], "applied")
+    assert final["allocations"][0]["status"] == "applied"
+    assert_balanced(settled)
+
+
+async def test_pending_allocation_that_fails_is_released_to_credit(client, feed) -> None:
+    customer = await feed.customer()
+    from shared.ids import new_id
+
+    order_id = new_id()
+    response = await take_payment(client, customer, "500.00",
+                                  allocations=[{"order_id": str(order_id), "amount": "500.00"}])
+    assert response.json()["allocations"][0]["status"] == "pending"
+    await feed.confirmed(customer, "200.00", order_id=order_id)  # smaller than the allocation
+    released = await _wait_status(client, response.json()["id"], "released")
+    assert released["unapplied"] == "500.00" and released["allocated"] == "0.00"
+    assert "exceeds" in released["allocations"][0]["reason"]
+    assert_balanced(released)
+
+
+async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
+    customer = await feed.customer()
+    order = await feed.confirmed(customer, "60.00")
+    payment = await _applied_payment(client, customer, order, "60.00")
+    await feed.cancelled(customer, order, "60.00")
+    released = await _wait_status(client, payment["id"], "released")
+    assert released["unapplied"] == "60.00"
+    assert released["allocations"][0]["reason"] == "order cancelled"
+    again = await client.post(
+        f"/v1/payments/{payment['id']}/allocations",
+        json={"order_id": str(order), "amount": "1.00"}, headers=auth("pos"),
+    )
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+
+
+async def test_credit_note_releases_the_excess_only(client, feed) -> None:
+    customer = await feed.customer()
+    order = await feed.confirmed(customer, "100.00")
+    payment = await _applied_payment(client, customer, order, "100.00")
+    await feed.returned(customer, order, "30.00")
+    after = await payment_settles(client, payment["id"], unapplied="30.00")
+    assert after["allocated"] == "70.00"
+    statuses = sorted((a["status"], a["amount"]) for a in after["allocations"])
+    assert statuses == [("applied", "70.00"), ("released", "30.00")]
+    assert_balanced(after)
+
+
+async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed) -> None:
+    customer = await feed.customer()
+    first = await feed.confirmed(customer, "40.00")
+    second = await feed.confirmed(customer, "40.00")
+    payment = await _applied_payment(client, customer, first, "100.00", allocation="40.00")
+    more = await client.post(
+        f"/v1/payments/{payment['id']}/allocations",
+        json={"order_id": str(second), "amount": "40.00"}, headers=auth("pos"),
+    )
+    assert more.status_code == 201 and more.json()["unapplied"] == "20.00"
+    refund = await client.post(f"/v1/payments/{payment['id']}/refunds",
+                               json={"amount": "30.00", "reason": "customer asked"},
+                               headers=auth("finance"))
+    assert refund.status_code == 201, refund.text
+    body = refund.json()
+    assert body["refunded"] == "30.00" and body["unapplied"] == "0.00" and body["allocated"] == "70.00"
+    by_order = {}
+    for a in body["allocations"]:
+        by_order.setdefault((a["order_id"], a["status"]), Decimal(0))
+        by_order[(a["order_id"], a["status"])] += Decimal(a["amount"])
+    assert by_order[(str(second), "released")] == Decimal("10.00")  # the newest gave way
+    assert by_order[(str(first), "applied")] == Decimal("40.00")
+    assert body["refunds"][0]["amount"] == "30.00"
+    over = await client.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": "70.01"},
+                             headers=auth("finance"))
+    assert over.status_code == 409 and "70.00" in over.json()["detail"]
+    assert_balanced(body)
+
+
+async def _applied_payment(client, customer, order, amount: str, allocation: str | None = None) -> dict:
+    allocation = allocation or amount
+    for _ in range(200):
+        response = await take_payment(client, customer, amount,
+                                      allocations=[{"order_id": str(order), "amount": allocation}])
+        assert response.status_code == 201, response.text
+        payment = response.json()
+        if payment["allocations"][0]["status"] == "applied":
+            return payment
+        await client.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": amount},
+                          headers=auth("finance"))
+        await asyncio.sleep(0.05)
+    raise AssertionError("the order never reached the payments replica")
+
+
+async def _wait_status(client, payment_id: str, status: str) -> dict:
+    from tests.support.waiting import eventually
+
+    return await eventually(lambda: read_payment(client, payment_id),
+                            lambda p: all(a["status"] == status for a in p["allocations"]))
