@@ -26,7 +26,9 @@ def feed(migrated: str) -> OrdersFeed:
 
 
 def assert_balanced(payment: dict) -> None:
-    parts = Decimal(payment["allocated"]) + Decimal(payment["unapplied"]) + Decimal(payment["refunded"])
+    parts = (
+        Decimal(payment["allocated"]) + Decimal(payment["unapplied"]) + Decimal(payment["refunded"])
+    )
     assert parts == Decimal(payment["amount"]), payment
 
 
@@ -49,8 +51,9 @@ async def test_allocation_to_a_known_order_is_applied_at_once(client, feed) -> N
     await asyncio.sleep(0)  # the replica catches up on its own; the 409 path proves it below
     response = None
     for _ in range(100):
-        response = await take_payment(client, customer, "500.00",
-                                      allocations=[{"order_id": str(order), "amount": "200.00"}])
+        response = await take_payment(
+            client, customer, "500.00", allocations=[{"order_id": str(order), "amount": "200.00"}]
+        )
         if response.json()["allocations"][0]["status"] == "applied":
             break
         await asyncio.sleep(0.05)
@@ -61,14 +64,16 @@ async def test_allocation_to_a_known_order_is_applied_at_once(client, feed) -> N
     # 100.00 is still open on the order: 150 is too much, 100 fits exactly.
     too_much = await client.post(
         f"/v1/payments/{payment['id']}/allocations",
-        json={"order_id": str(order), "amount": "150.00"}, headers=auth("pos"),
+        json={"order_id": str(order), "amount": "150.00"},
+        headers=auth("pos"),
     )
     assert too_much.status_code == 409
     assert too_much.headers["content-type"].startswith("application/problem+json")
     assert "100.00" in too_much.json()["detail"]
     fits = await client.post(
         f"/v1/payments/{payment['id']}/allocations",
-        json={"allocations": [{"order_id": str(order), "amount": "100.00"}]}, headers=auth("pos"),
+        json={"allocations": [{"order_id": str(order), "amount": "100.00"}]},
+        headers=auth("pos"),
     )
     assert fits.status_code == 201, fits.text
     assert fits.json()["unapplied"] == "200.00"
@@ -84,7 +89,8 @@ async def test_allocation_to_another_customers_order_is_refused(client, feed) ->
     async def attempt() -> httpx.Response:
         return await client.post(
             f"/v1/payments/{payment_id}/allocations",
-            json={"order_id": str(bobs_order), "amount": "50.00"}, headers=auth("pos"),
+            json={"order_id": str(bobs_order), "amount": "50.00"},
+            headers=auth("pos"),
         )
 
     # Until the replica has Bob's order the allocation would be pending; once known, 409.
@@ -92,8 +98,9 @@ async def test_allocation_to_another_customers_order_is_refused(client, feed) ->
         response = await attempt()
         if response.status_code == 409:
             break
-        await client.post(f"/v1/payments/{payment_id}/refunds", json={"amount": "0.01"},
-                          headers=auth("finance"))
+        await client.post(
+            f"/v1/payments/{payment_id}/refunds", json={"amount": "0.01"}, headers=auth("finance")
+        )
         await asyncio.sleep(0.05)
     assert response.status_code == 409
     assert "another customer" in response.json()["detail"]
@@ -104,8 +111,9 @@ async def test_payment_before_its_order_is_pending_then_applied(client, feed) ->
     from shared.ids import new_id
 
     order_id = new_id()
-    response = await take_payment(client, customer, "80.00",
-                                  allocations=[{"order_id": str(order_id), "amount": "80.00"}])
+    response = await take_payment(
+        client, customer, "80.00", allocations=[{"order_id": str(order_id), "amount": "80.00"}]
+    )
     assert response.status_code == 201
     payment = response.json()
     assert payment["allocations"][0]["status"] == "pending"
@@ -124,8 +132,9 @@ async def test_pending_allocation_that_fails_is_released_to_credit(client, feed)
     from shared.ids import new_id
 
     order_id = new_id()
-    response = await take_payment(client, customer, "500.00",
-                                  allocations=[{"order_id": str(order_id), "amount": "500.00"}])
+    response = await take_payment(
+        client, customer, "500.00", allocations=[{"order_id": str(order_id), "amount": "500.00"}]
+    )
     assert response.json()["allocations"][0]["status"] == "pending"
     await feed.confirmed(customer, "200.00", order_id=order_id)  # smaller than the allocation
     released = await _wait_status(client, response.json()["id"], "released")
@@ -144,7 +153,8 @@ async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
     assert released["allocations"][0]["reason"] == "order cancelled"
     again = await client.post(
         f"/v1/payments/{payment['id']}/allocations",
-        json={"order_id": str(order), "amount": "1.00"}, headers=auth("pos"),
+        json={"order_id": str(order), "amount": "1.00"},
+        headers=auth("pos"),
     )
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
@@ -168,15 +178,20 @@ async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed
     payment = await _applied_payment(client, customer, first, "100.00", allocation="40.00")
     more = await client.post(
         f"/v1/payments/{payment['id']}/allocations",
-        json={"order_id": str(second), "amount": "40.00"}, headers=auth("pos"),
+        json={"order_id": str(second), "amount": "40.00"},
+        headers=auth("pos"),
     )
     assert more.status_code == 201 and more.json()["unapplied"] == "20.00"
-    refund = await client.post(f"/v1/payments/{payment['id']}/refunds",
-                               json={"amount": "30.00", "reason": "customer asked"},
-                               headers=auth("finance"))
+    refund = await client.post(
+        f"/v1/payments/{payment['id']}/refunds",
+        json={"amount": "30.00", "reason": "customer asked"},
+        headers=auth("finance"),
+    )
     assert refund.status_code == 201, refund.text
     body = refund.json()
-    assert body["refunded"] == "30.00" and body["unapplied"] == "0.00" and body["allocated"] == "70.00"
+    assert (
+        body["refunded"] == "30.00" and body["unapplied"] == "0.00" and body["allocated"] == "70.00"
+    )
     by_order = {}
     for a in body["allocations"]:
         by_order.setdefault((a["order_id"], a["status"]), Decimal(0))
@@ -184,23 +199,30 @@ async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed
     assert by_order[(str(second), "released")] == Decimal("10.00")  # the newest gave way
     assert by_order[(str(first), "applied")] == Decimal("40.00")
     assert body["refunds"][0]["amount"] == "30.00"
-    over = await client.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": "70.01"},
-                             headers=auth("finance"))
+    over = await client.post(
+        f"/v1/payments/{payment['id']}/refunds", json={"amount": "70.01"}, headers=auth("finance")
+    )
     assert over.status_code == 409 and "70.00" in over.json()["detail"]
     assert_balanced(body)
 
 
-async def _applied_payment(client, customer, order, amount: str, allocation: str | None = None) -> dict:
+async def _applied_payment(
+    client, customer, order, amount: str, allocation: str | None = None
+) -> dict:
     allocation = allocation or amount
     for _ in range(200):
-        response = await take_payment(client, customer, amount,
-                                      allocations=[{"order_id": str(order), "amount": allocation}])
+        response = await take_payment(
+            client, customer, amount, allocations=[{"order_id": str(order), "amount": allocation}]
+        )
         assert response.status_code == 201, response.text
         payment = response.json()
         if payment["allocations"][0]["status"] == "applied":
             return payment
-        await client.post(f"/v1/payments/{payment['id']}/refunds", json={"amount": amount},
-                          headers=auth("finance"))
+        await client.post(
+            f"/v1/payments/{payment['id']}/refunds",
+            json={"amount": amount},
+            headers=auth("finance"),
+        )
         await asyncio.sleep(0.05)
     raise AssertionError("the order never reached the payments replica")
 
@@ -208,5 +230,7 @@ async def _applied_payment(client, customer, order, amount: str, allocation: str
 async def _wait_status(client, payment_id: str, status: str) -> dict:
     from tests.support.waiting import eventually
 
-    return await eventually(lambda: read_payment(client, payment_id),
-                            lambda p: all(a["status"] == status for a in p["allocations"]))
+    return await eventually(
+        lambda: read_payment(client, payment_id),
+        lambda p: all(a["status"] == status for a in p["allocations"]),
+    )
