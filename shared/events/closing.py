@@ -1,5 +1,68 @@
-"""Control events of the month-end close on `salesbook.closing`."""
+"""Control events of the month-end close on `salesbook.closing` (and the sources' cutoffs).
+
+The protocol: closing emits `period.close_requested`; orders and payments each lock the
+period and answer, on their own topic, with `period.cutoff` carrying control totals; closing
+completes when its ledger matches every total exactly and emits `period.closed`.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.events.envelope import EventPayload, payload_type
+from shared.money import Money
+
 SOURCE = "closing"
+CONTROL_KEY = "period-control"  # the key of control events; they are not about one customer
+
+# Document kinds whose counts and sums the sources report at cutoff.
+ORDERS_KINDS = ("invoice", "credit_note", "cancellation")
+PAYMENTS_KINDS = ("payment", "refund")
+
+
+class ControlTotal(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    count: int
+    amount: Money
+
+
+@payload_type("period.close_requested")
+class PeriodCloseRequested(EventPayload):
+    period: str
+    close_id: UUID
+    requested_by: str
+    requested_at: datetime
+
+
+@payload_type("period.cutoff")
+class PeriodCutoff(EventPayload):
+    """A source locked the period; these are its documents dated into it, by kind."""
+
+    period: str
+    close_id: UUID
+    source: str
+    control_totals: dict[str, ControlTotal]
+    locked_at: datetime
+
+
+@payload_type("period.closed")
+class PeriodClosed(EventPayload):
+    period: str
+    version: int
+    hash: str
+    closed_at: datetime
+    customers: int
+    closing_total: Money
+
+
+@payload_type("period.reopened")
+class PeriodReopened(EventPayload):
+    period: str
+    version: int
+    reason: str
+    reopened_by: str
+    reopened_at: datetime
