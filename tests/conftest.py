@@ -16,6 +16,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.migrations import upgrade
 from tests.support.database import fresh_database, postgres_server
+from tests.support.tansu import tansu_broker
 
 TEST_SECRET = "test-secret-key-for-salesbook-tests"
 
@@ -40,6 +41,13 @@ async def migrated(database_url: str) -> str:
     finally:
         await db.dispose()
     return database_url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A Kafka-protocol broker (Tansu, in memory) for the session; started on first use."""
+    with tansu_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
