@@ -19,6 +19,7 @@ from shared.auth import signing_secret
 from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.errors import install_error_handlers
+from shared.logs import request_id_var
 from shared.messaging.consumer import Subscription
 from shared.messaging.transport import build_workers
 
@@ -110,7 +111,11 @@ def _install_request_id(app: FastAPI) -> None:
     ) -> Response:
         rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         request.state.request_id = rid[:80]
-        response = await call_next(request)
+        token = request_id_var.set(request.state.request_id)
+        try:
+            response = await call_next(request)
+        finally:
+            request_id_var.reset(token)
         response.headers[REQUEST_ID_HEADER] = request.state.request_id
         return response
 
