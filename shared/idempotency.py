@@ -4,6 +4,11 @@ The first request with a key claims it by inserting a row in the same transactio
 document; a concurrent retry blocks on that row until the first commits, then replays the
 stored response. A failed first attempt rolls back its claim, so a retry simply runs again.
 The same key with a different body is refused with 422.
+
+`create` usually returns the created document (answered with `status_code`); it may instead
+return a ready JSONResponse when the document was created but the answer is not a plain
+success (an order created yet held for approval answers 409): that status and body are
+stored and replayed, problem+json staying problem+json.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Actor
-from shared.errors import InvalidInput
+from shared.errors import PROBLEM_JSON, InvalidInput
 from shared.tables import common_tables
 
 HEADER = "Idempotency-Key"
@@ -42,12 +47,12 @@ async def idempotent(
     key: str | None,
     endpoint: str,
     body: BaseModel | dict[str, Any] | None,
-    create: Callable[[], Awaitable[BaseModel]],
+    create: Callable[[], Awaitable[BaseModel | JSONResponse]],
     status_code: int = 201,
 ) -> JSONResponse:
     """Run `create` once per (subject, endpoint, key) and answer every retry the same way."""
     if key is None:
-        return JSONResponse(jsonable_encoder(await create()), status_code=status_code)
+        return _answer(await create(), status_code)
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(HEADER, f"must be 1 to {MAX_KEY_LENGTH} characters")
     table = common_tables(schema).idempotency_keys
@@ -78,12 +83,21 @@ async def idempotent(
         if stored.request_hash != digest:
             raise InvalidInput(HEADER, "this key was already used with a different request body")
         return JSONResponse(
-            stored.response, status_code=stored.status_code, headers={REPLAYED_HEADER: "true"}
+            stored.response,
+            status_code=stored.status_code,
+            headers={REPLAYED_HEADER: "true"},
+            media_type=PROBLEM_JSON if stored.status_code >= 400 else None,
         )
-    content = jsonable_encoder(await create())
+    answer = _answer(await create(), status_code)
     await session.execute(
         table.update()
         .where(table.c.subject == actor.subject, table.c.endpoint == endpoint, table.c.key == key)
-        .values(status_code=status_code, response=content)
+        .values(status_code=answer.status_code, response=json.loads(answer.body))
     )
-    return JSONResponse(content, status_code=status_code)
+    return answer
+
+
+def _answer(created: BaseModel | JSONResponse, status_code: int) -> JSONResponse:
+    if isinstance(created, JSONResponse):
+        return created
+    return JSONResponse(jsonable_encoder(created), status_code=status_code)

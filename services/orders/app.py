@@ -6,13 +6,21 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.orders import api, handlers
 from shared.app import ServiceModule, create_app
+from shared.audit import audit_router
 
 NAME = "orders"
 
 
 def module() -> ServiceModule:
-    return ServiceModule(name=NAME, routers=[], migrations=Path(__file__).parent / "migrations")
+    return ServiceModule(
+        name=NAME,
+        # The audit log first: /orders/audit must not be taken for an order id.
+        routers=[audit_router(schema=NAME, path="/orders/audit"), api.router],
+        subscriptions=[handlers.subscription],
+        migrations=Path(__file__).parent / "migrations",
+    )
 
 
 def app(**options: object) -> FastAPI:

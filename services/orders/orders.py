@@ -1,0 +1,556 @@
+"""The order lifecycle: create, submit, approve, reject, confirm (the invoice), fulfil, cancel.
+
+    draft ──submit──► submitted ──(enough approvals)──► confirmed ──fulfil──► fulfilled
+      │                  │  └──reject──► rejected            │
+      └──cancel──────────┴──cancel──► cancelled ◄──cancel────┘
+
+Every transition locks the order row (SELECT … FOR UPDATE) first, so concurrent requests on
+one order queue instead of losing updates; it appends to the status history, to the audit
+log and to the outbox in the request's transaction.
+
+Approvals: an order whose gross exceeds the n-th threshold of `approval_thresholds` needs n
+approvals by distinct approvers, none of them its creator; below the first threshold,
+submitting confirms it at once.
+
+Credit limit: when submitting would confirm an order at once but its gross would push the
+customer's open receivable (what confirmed and fulfilled orders still have outstanding)
+over the customer's `credit_limit`, the order is not confirmed: it is held in `submitted`
+with `credit_hold` set and needs one approval, and the caller is told so (409). An
+approver's approval is the override: it confirms the order. Orders that need approval
+anyway are not checked again: their approvers see the customer's position and decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orders.customers import get_customer
+from services.orders.models import (
+    RECEIVABLE_STATUSES,
+    SCHEMA,
+    ZERO,
+    Approval,
+    Customer,
+    Instalment,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Product,
+    StatusChange,
+    utcnow,
+)
+from services.orders.periods import document_date, ensure_open, today
+from services.orders.pricing import approvals_needed, price_line, totals
+from services.orders.schemas import OrderCreate
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.config import Settings
+from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from shared.events import orders as events
+from shared.messaging.outbox import emit
+from shared.numbering import next_number
+
+S = OrderStatus
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.DRAFT: frozenset({S.SUBMITTED, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.CONFIRMED, S.REJECTED, S.CANCELLED}),
+    S.CONFIRMED: frozenset({S.FULFILLED, S.CANCELLED}),
+    S.FULFILLED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class CreditHold:
+    """Why an order was held instead of confirmed."""
+
+    credit_limit: Decimal
+    open_receivable: Decimal
+    order_gross: Decimal
+
+    def explain(self, order: Order) -> str:
+        return (
+            f"order {order.number} ({self.order_gross}) would take the customer's open "
+            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
+            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
+            "approver approves it"
+        )
+
+
+@dataclass(frozen=True)
+class Submission:
+    order: Order
+    credit_hold: CreditHold | None
+
+
+async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
+    """The order, row-locked until the transaction ends; 404 if there is none."""
+    order = (
+        await session.execute(
+            select(Order)
+            .where(Order.id == order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if order is None:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
+async def create_order(
+    *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
+) -> Order:
+    """Price the lines server-side and record a draft order (`submit` is the caller's next step)."""
+    if data.currency is not None and data.currency != settings.currency:
+        raise InvalidInput("currency", f"only {settings.currency} is accepted")
+    customer = await session.get(Customer, data.customer_id)
+    if customer is None:
+        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
+    if data.business_date is not None:
+        await document_date(session, data.business_date, settings=settings, field="business_date")
+
+    skus = {line.sku for line in data.lines}
+    products = {
+        p.sku: p
+        for p in (await session.execute(select(Product).where(Product.sku.in_(skus)))).scalars()
+    }
+    lines: list[OrderLine] = []
+    for i, line in enumerate(data.lines):
+        product = products.get(line.sku)
+        if product is None:
+            raise InvalidInput(f"lines.{i}.sku", f"no product {line.sku}")
+        if not product.active:
+            raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
+        unit_price = product.unit_price if line.unit_price is None else line.unit_price
+        if line.discount > line.quantity * unit_price:
+            raise InvalidInput(
+                f"lines.{i}.discount",
+                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+            )
+        priced = price_line(
+            quantity=line.quantity,
+            unit_price=unit_price,
+            discount=line.discount,
+            tax_rate=product.tax_rate,
+        )
+        lines.append(
+            OrderLine(
+                line_no=i + 1,
+                sku=product.sku,
+                name=product.name,
+                category=product.category,
+                quantity=priced.quantity,
+                unit_price=priced.unit_price,
+                discount=priced.discount,
+                tax_rate=priced.tax_rate,
+                net=priced.net,
+                tax=priced.tax,
+                gross=priced.gross,
+            )
+        )
+    total = totals(lines)  # type: ignore[arg-type]  (OrderLine has net and tax)
+    if data.instalments:
+        scheduled = sum((i.amount for i in data.instalments), ZERO)
+        if scheduled != total.gross:
+            raise InvalidInput(
+                "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
+            )
+
+    number = await next_number(session, schema=SCHEMA, prefix="SO", year=today(settings).year)
+    order = Order(
+        number=number,
+        customer_id=customer.id,
+        status=S.DRAFT,
+        channel=data.channel,
+        salesperson=data.salesperson,
+        note=data.note,
+        business_date=data.business_date,
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+        created_by=actor.subject,
+    )
+    session.add(order)
+    await session.flush()
+    for line in lines:
+        line.order_id = order.id
+    session.add_all(lines)
+    schedule = sorted(data.instalments, key=lambda i: i.due_date)
+    session.add_all(
+        Instalment(order_id=order.id, seq=n, due_date=i.due_date, amount=i.amount)
+        for n, i in enumerate(schedule, start=1)
+    )
+    session.add(_history(order, None, S.DRAFT, actor, None))
+    await session.flush()
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="order.created",
+        entity="order",
+        entity_id=order.id,
+        details={"number": order.number, "gross": order.gross, "lines": len(lines)},
+    )
+    return order
+
+
+async def submit(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings
+) -> Submission:
+    """Submit a draft: confirm it at once below the first approval threshold and within the
+    customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.SUBMITTED, "submitted")
+    if order.business_date is not None:
+        await ensure_open(session, order.business_date, field="business_date")
+    required = approvals_needed(order.gross, settings.approval_thresholds)
+    hold = None
+    if required == 0:
+        hold = await credit_check(session, order)
+        if hold is not None:
+            order.credit_hold = True
+            required = 1
+    order.approvals_required = required
+    reason = hold.explain(order) if hold else None
+    await _move(session, order, S.SUBMITTED, actor, reason)
+    emit(
+        session,
+        events.OrderSubmitted(
+            order=await order_facts(session, order),
+            submitted_at=utcnow(),
+            approvals_required=required,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    if required == 0:
+        await confirm(
+            session=session,
+            order=order,
+            actor=actor,
+            settings=settings,
+            reason="below the approval threshold",
+        )
+    return Submission(order=order, credit_hold=hold)
+
+
+async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
+    """A hold if confirming `order` would push its customer's open receivable over the limit.
+
+    The customer row is locked while a limit applies, so two orders of one customer cannot
+    both pass the check against the same receivable.
+    """
+    customer = await get_customer(session, order.customer_id)
+    if customer.credit_limit is None:
+        return None
+    customer = (
+        await session.execute(
+            select(Customer)
+            .where(Customer.id == order.customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if customer.credit_limit is None:
+        return None
+    open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
+    if open_receivable + order.gross <= customer.credit_limit:
+        return None
+    return CreditHold(
+        credit_limit=customer.credit_limit,
+        open_receivable=open_receivable,
+        order_gross=order.gross,
+    )
+
+
+async def open_receivable_of(
+    session: AsyncSession, customer_id: UUID, *, excluding: UUID | None = None
+) -> Decimal:
+    """What the customer's confirmed and fulfilled orders still have outstanding."""
+    query = select(func.coalesce(func.sum(Order.gross - Order.credited - Order.paid), 0)).where(
+        Order.customer_id == customer_id, Order.status.in_(RECEIVABLE_STATUSES)
+    )
+    if excluding is not None:
+        query = query.where(Order.id != excluding)
+    return Decimal((await session.execute(query)).scalar_one())
+
+
+async def approve(
+    *,
+    session: AsyncSession,
+    order_id: UUID,
+    actor: Actor,
+    settings: Settings,
+    note: str | None = None,
+) -> Order:
+    """Record one approver's approval; the last one needed confirms the order."""
+    order = await lock_order(session, order_id)
+    if order.status != S.SUBMITTED:
+        raise _illegal(order, "approved")
+    if actor.subject == order.created_by:
+        raise Conflict(
+            f"{actor.subject} created order {order.number} and cannot approve it",
+            order_id=str(order.id),
+        )
+    if await session.get(Approval, (order.id, actor.subject)) is not None:
+        raise Conflict(
+            f"{actor.subject} has already approved order {order.number}; "
+            "a second approval must come from another approver",
+            order_id=str(order.id),
+        )
+    session.add(Approval(order_id=order.id, approver=actor.subject, role=actor.role, note=note))
+    await session.flush()
+    approvers = list(
+        (
+            await session.execute(
+                select(Approval.approver).where(Approval.order_id == order.id).order_by(Approval.at)
+            )
+        ).scalars()
+    )
+    order.updated_at = utcnow()
+    emit(
+        session,
+        events.OrderApproved(
+            order_id=order.id,
+            customer_id=order.customer_id,
+            approver=actor.subject,
+            approvals=len(approvers),
+            approvals_required=order.approvals_required,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="order.approved",
+        entity="order",
+        entity_id=order.id,
+        details={
+            "approvals": len(approvers),
+            "approvals_required": order.approvals_required,
+            "credit_hold": order.credit_hold,
+            "note": note,
+        },
+    )
+    if len(approvers) >= order.approvals_required:
+        await confirm(
+            session=session,
+            order=order,
+            actor=actor,
+            settings=settings,
+            reason="approved by " + ", ".join(approvers),
+        )
+    return order
+
+
+async def confirm(
+    *, session: AsyncSession, order: Order, actor: Actor, settings: Settings, reason: str
+) -> Order:
+    """Confirm a locked, submitted order: issue its invoice (gapless INV-YYYY-NNNNNN in the
+    year of its business date), fix its business and due dates, and recognise the receivable."""
+    day = await document_date(
+        session, order.business_date, settings=settings, field="business_date"
+    )
+    customer = await get_customer(session, order.customer_id)
+    order.business_date = day
+    order.due_date = day + timedelta(days=customer.payment_terms_days)
+    order.invoice_number = await next_number(session, schema=SCHEMA, prefix="INV", year=day.year)
+    order.confirmed_at = utcnow()
+    await _move(session, order, S.CONFIRMED, actor, reason)
+    stated = (
+        await session.execute(
+            select(Instalment).where(Instalment.order_id == order.id).order_by(Instalment.seq)
+        )
+    ).scalars()
+    # Consumers always get the full schedule: without stated instalments, gross on due_date.
+    schedule = [events.Instalment(due_date=i.due_date, amount=i.amount) for i in stated] or [
+        events.Instalment(due_date=order.due_date, amount=order.gross)
+    ]
+    emit(
+        session,
+        events.OrderConfirmed(
+            order=await order_facts(session, order, customer),
+            invoice_number=order.invoice_number,
+            business_date=day,
+            due_date=order.due_date,
+            instalments=schedule,
+            confirmed_at=order.confirmed_at,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+        business_date=day,
+    )
+    return order
+
+
+async def reject(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, reason: str | None
+) -> Order:
+    """Refuse a submitted order; it stays on record as rejected."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.REJECTED, "rejected")
+    await _move(session, order, S.REJECTED, actor, reason)
+    emit(
+        session,
+        events.OrderRejected(
+            order_id=order.id, customer_id=order.customer_id, by=actor.subject, reason=reason
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    return order
+
+
+async def fulfil(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, reason: str | None = None
+) -> Order:
+    """Mark a confirmed order as delivered; from then on it can be returned but not cancelled."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.FULFILLED, "fulfilled")
+    await _move(session, order, S.FULFILLED, actor, reason)
+    emit(
+        session,
+        events.OrderFulfilled(
+            order_id=order.id, customer_id=order.customer_id, fulfilled_at=order.updated_at
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    return order
+
+
+async def cancel(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings, reason: str | None
+) -> Order:
+    """Cancel an order before fulfilment; a confirmed one has what is left of its invoice
+    (after credit notes) reversed, dated today in an open period."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.CANCELLED, "cancelled")
+    was_confirmed = order.status == S.CONFIRMED
+    if was_confirmed:
+        day = await document_date(session, None, settings=settings, field="business_date")
+        reversed_net = order.net - order.credited_net
+        reversed_tax = order.tax - order.credited_tax
+    else:
+        day = today(settings)
+        reversed_net = reversed_tax = ZERO
+    await _move(session, order, S.CANCELLED, actor, reason)
+    emit(
+        session,
+        events.OrderCancelled(
+            order_id=order.id,
+            number=order.number,
+            customer_id=order.customer_id,
+            was_confirmed=was_confirmed,
+            invoice_number=order.invoice_number,
+            business_date=day,
+            reversed_net=reversed_net,
+            reversed_tax=reversed_tax,
+            reversed_gross=reversed_net + reversed_tax,
+            reason=reason,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+        business_date=day,
+    )
+    return order
+
+
+async def order_facts(
+    session: AsyncSession, order: Order, customer: Customer | None = None
+) -> events.OrderFacts:
+    """The order as every consumer of its events needs it."""
+    customer = customer or await get_customer(session, order.customer_id)
+    lines = (
+        await session.execute(
+            select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
+        )
+    ).scalars()
+    return events.OrderFacts(
+        order_id=order.id,
+        number=order.number,
+        customer_id=order.customer_id,
+        customer_name=customer.name,
+        region=customer.region,
+        segment=customer.segment,
+        channel=order.channel,
+        salesperson=order.salesperson,
+        created_by=order.created_by,
+        lines=[
+            events.OrderLine(
+                line_no=line.line_no,
+                sku=line.sku,
+                name=line.name,
+                category=line.category,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                discount=line.discount,
+                tax_rate=line.tax_rate,
+                net=line.net,
+                tax=line.tax,
+                gross=line.gross,
+            )
+            for line in lines
+        ],
+        net=order.net,
+        tax=order.tax,
+        gross=order.gross,
+    )
+
+
+def _illegal(order: Order, verb: str) -> IllegalTransition:
+    return IllegalTransition(
+        f"order {order.number} is {order.status} and cannot be {verb}",
+        order_id=str(order.id),
+        status=order.status,
+    )
+
+
+def _check_transition(order: Order, to: OrderStatus, verb: str) -> None:
+    if to not in TRANSITIONS[OrderStatus(order.status)]:
+        raise _illegal(order, verb)
+
+
+def _history(
+    order: Order, from_status: str | None, to: OrderStatus, actor: Actor, reason: str | None
+) -> StatusChange:
+    return StatusChange(
+        order_id=order.id,
+        actor=actor.subject,
+        role=actor.role,
+        from_status=from_status,
+        to_status=to,
+        reason=reason,
+    )
+
+
+async def _move(
+    session: AsyncSession, order: Order, to: OrderStatus, actor: Actor, reason: str | None
+) -> None:
+    """Change the status of a locked order, with its history entry and audit record."""
+    _check_transition(order, to, to.value)
+    from_status = order.status
+    order.status = to
+    order.updated_at = utcnow()
+    session.add(_history(order, from_status, to, actor, reason))
+    await session.flush()
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action=f"order.{to.value}",
+        entity="order",
+        entity_id=order.id,
+        details={"number": order.number, "from": from_status, "to": to.value, "reason": reason},
+    )

@@ -1,0 +1,84 @@
+"""Business dates and accounting periods: which dates a document may carry.
+
+A document is dated today (in the business time zone) unless the caller passes an earlier
+date; never a future one, and never one in a period locked by the month-end close.
+
+Race with the close: every document takes a shared advisory lock on its period before
+checking `period_locks`, and holds it until commit. Locking a period takes the same lock
+exclusively, so it waits for documents already being written into the period and every
+later document sees the lock. No document slips in after the cutoff.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orders.models import SCHEMA, PeriodLock, utcnow
+from shared.config import Settings
+from shared.errors import InvalidInput, PeriodLocked
+from shared.events.envelope import period_of
+
+
+def today(settings: Settings) -> date:
+    """The current date in the business time zone."""
+    return datetime.now(settings.zone).date()
+
+
+def _period_lock_key(period: str) -> str:
+    return f"salesbook.{SCHEMA}.period.{period}"
+
+
+def check_not_future(day: date | None, *, settings: Settings, field: str) -> None:
+    """Refuse a business date after today (422)."""
+    if day is not None and day > today(settings):
+        raise InvalidInput(field, f"{day.isoformat()} is in the future; only earlier dates")
+
+
+async def document_date(
+    session: AsyncSession, requested: date | None, *, settings: Settings, field: str
+) -> date:
+    """The business date of a document being written now: `requested` or today, checked to
+    be neither future (422) nor in a locked period (409)."""
+    check_not_future(requested, settings=settings, field=field)
+    day = requested or today(settings)
+    await ensure_open(session, day, field=field)
+    return day
+
+
+async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
+    """Refuse (409) a document dated into a locked period; hold the period open until commit."""
+    period = period_of(day)
+    await session.execute(
+        select(func.pg_advisory_xact_lock_shared(func.hashtext(_period_lock_key(period))))
+    )
+    locked = await session.get(PeriodLock, period)
+    if locked is not None:
+        raise PeriodLocked(
+            f"period {period} is locked (closed by {locked.locked_by}); "
+            f"{field} {day.isoformat()} cannot be used",
+            field=field,
+            period=period,
+        )
+
+
+async def lock_period(session: AsyncSession, *, period: str, by: str) -> None:
+    """Close `period` to new documents, after every document already being written into it."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(_period_lock_key(period))))
+    )
+    await session.execute(
+        insert(PeriodLock)
+        .values(period=period, locked_by=by, locked_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+
+
+async def unlock_period(session: AsyncSession, *, period: str) -> None:
+    """Open `period` to documents again (a reopen)."""
+    lock = await session.get(PeriodLock, period)
+    if lock is not None:
+        await session.delete(lock)

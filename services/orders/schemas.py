@@ -1,0 +1,263 @@
+"""Request and response models of the orders API (Create / Update / Public)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from services.orders.models import Channel, OrderStatus
+from shared.money import Money, Quantity, Rate
+
+# Bounds keep every accepted order inside the NUMERIC columns (see models.py): at most
+# 200 lines of 1e6 units at 1e9 each stays below 1e18.
+MAX_QUANTITY = Decimal("1000000")
+MAX_PRICE = Decimal("1000000000")
+MAX_LINES = 200
+MAX_INSTALMENTS = 120
+MAX_LIMIT = Decimal("1000000000000000")
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the driver.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_nul),
+]
+Label = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=100), AfterValidator(_no_nul)
+]
+Contact = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_nul)
+]
+Note = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+Person = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_nul),
+]
+
+PositiveQuantity = Annotated[Quantity, Field(gt=0, le=MAX_QUANTITY)]
+Price = Annotated[Money, Field(ge=0, le=MAX_PRICE)]
+TaxRate = Annotated[Rate, Field(ge=0, le=1)]
+CreditLimit = Annotated[Money, Field(ge=0, le=MAX_LIMIT)]
+Terms = Annotated[int, Field(ge=0, le=3650)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Customers ---------------------------------------------------------------------------------
+
+
+class CustomerCreate(_Input):
+    name: Name
+    contact: Contact | None = None
+    region: Label | None = None
+    segment: Label | None = None
+    payment_terms_days: Terms = 0
+    credit_limit: CreditLimit | None = None
+
+
+class CustomerUpdate(_Input):
+    """Only the fields sent are changed; send null to clear an optional one."""
+
+    name: Name | None = None
+    contact: Contact | None = None
+    region: Label | None = None
+    segment: Label | None = None
+    payment_terms_days: Terms | None = None
+    credit_limit: CreditLimit | None = None
+
+
+class CustomerPublic(BaseModel):
+    id: UUID
+    name: str
+    contact: str | None
+    region: str | None
+    segment: str | None
+    payment_terms_days: int
+    credit_limit: Money | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# Products ----------------------------------------------------------------------------------
+
+
+class ProductCreate(_Input):
+    sku: Sku
+    name: Name
+    category: Label | None = None
+    unit_price: Price
+    tax_rate: TaxRate
+    active: bool = True
+
+
+class ProductUpdate(_Input):
+    name: Name | None = None
+    category: Label | None = None
+    unit_price: Price | None = None
+    tax_rate: TaxRate | None = None
+    active: bool | None = None
+
+
+class ProductPublic(BaseModel):
+    sku: str
+    name: str
+    category: str | None
+    unit_price: Money
+    tax_rate: Rate
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+# Orders ------------------------------------------------------------------------------------
+
+
+class LineCreate(_Input):
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    quantity: PositiveQuantity
+    unit_price: Price | None = Field(None, description="Overrides the product's price")
+    discount: Annotated[Money, Field(ge=0)] = Decimal("0.00")
+
+
+class InstalmentIn(_Input):
+    due_date: date
+    amount: Annotated[Money, Field(gt=0)]
+
+
+class OrderCreate(_Input):
+    customer_id: UUID
+    channel: Channel
+    salesperson: Person | None = None
+    lines: Annotated[list[LineCreate], Field(min_length=1, max_length=MAX_LINES)]
+    currency: str | None = Field(None, description="Must be the deployment's currency if sent")
+    business_date: date | None = Field(
+        None, description="An earlier date for the invoice, in an open period; never future"
+    )
+    note: Note | None = None
+    instalments: Annotated[list[InstalmentIn], Field(max_length=MAX_INSTALMENTS)] = []
+    submit: bool = Field(False, description="Submit at once (the POS path)")
+
+
+class Reason(_Input):
+    reason: Note | None = None
+
+
+class ReturnLineIn(_Input):
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    quantity: PositiveQuantity
+    line_no: int | None = Field(
+        None, ge=1, description="Which line of the sku; by default its lines in order"
+    )
+
+
+class ReturnCreate(_Input):
+    lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=MAX_LINES)]
+    business_date: date | None = None
+    reason: Note | None = None
+
+
+class LinePublic(BaseModel):
+    line_no: int
+    sku: str
+    name: str
+    category: str | None
+    quantity: Quantity
+    unit_price: Money
+    discount: Money
+    tax_rate: Rate
+    net: Money
+    tax: Money
+    gross: Money
+    returned_quantity: Quantity
+
+
+class InstalmentPublic(BaseModel):
+    due_date: date
+    amount: Money
+
+
+class ApprovalPublic(BaseModel):
+    approver: str
+    role: str
+    at: datetime
+    note: str | None
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    actor: str
+    role: str
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    reason: str | None
+
+
+class CreditNoteLinePublic(BaseModel):
+    line_no: int
+    sku: str
+    quantity: Quantity
+    net: Money
+    tax: Money
+    gross: Money
+
+
+class CreditNotePublic(BaseModel):
+    id: UUID
+    number: str
+    order_id: UUID
+    business_date: date
+    period: str
+    net: Money
+    tax: Money
+    gross: Money
+    reason: str | None
+    lines: list[CreditNoteLinePublic]
+    created_by: str
+    created_at: datetime
+
+
+class OrderPublic(BaseModel):
+    id: UUID
+    number: str
+    customer_id: UUID
+    status: OrderStatus
+    channel: Channel
+    salesperson: str | None
+    note: str | None
+    currency: str
+    lines: list[LinePublic]
+    net: Money
+    tax: Money
+    gross: Money
+    paid: Money
+    credited: Money
+    outstanding: Money
+    business_date: date | None
+    period: str | None
+    invoice_number: str | None
+    due_date: date | None
+    instalments: list[InstalmentPublic]
+    approvals_required: int
+    approvals: list[ApprovalPublic]
+    credit_hold: bool
+    credit_notes: list[CreditNotePublic]
+    history: list[HistoryEntry]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
