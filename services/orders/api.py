@@ -183,7 +183,7 @@ def _held(submission: orders.Submission, view: OrderPublic) -> JSONResponse:
         hold.explain(submission.order),
         order_id=str(view.id),
         order_number=view.number,
-        status=view.status.value,
+        order_status=view.status.value,
         credit_limit=str(hold.credit_limit),
         open_receivable=str(hold.open_receivable),
         order_gross=str(hold.order_gross),

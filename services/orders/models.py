@@ -269,5 +269,5 @@ class PeriodLock(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     period: str = Field(primary_key=True, sa_type=String(7))
-    locked_by: str = Field(sa_type=String(200))
+    locked_by: str | None = Field(default=None, sa_type=String(200))
     locked_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())

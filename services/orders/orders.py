@@ -513,7 +513,7 @@ def _illegal(order: Order, verb: str) -> IllegalTransition:
     return IllegalTransition(
         f"order {order.number} is {order.status} and cannot be {verb}",
         order_id=str(order.id),
-        status=order.status,
+        order_status=order.status,
     )
 
 

@@ -50,7 +50,7 @@ async def create_return(
             f"order {order.number} is {order.status}; only a confirmed or fulfilled order "
             "can be returned",
             order_id=str(order.id),
-            status=order.status,
+            order_status=order.status,
         )
     day = await document_date(session, data.business_date, settings=settings, field="business_date")
     assert order.business_date is not None  # set at confirmation

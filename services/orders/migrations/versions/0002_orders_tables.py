@@ -60,7 +60,7 @@ def upgrade() -> None:
     op.create_table(
         "period_locks",
         sa.Column("period", sa.String(length=7), nullable=False),
-        sa.Column("locked_by", sa.String(length=200), nullable=False),
+        sa.Column("locked_by", sa.String(length=200), nullable=True),
         sa.Column("locked_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("period", name=op.f("pk_period_locks")),
         schema="orders",
