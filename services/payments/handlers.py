@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.payments.cutoff import on_closing_event
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import check_allocation, emit_allocated, lock_orders, release
 from shared.errors import DomainError
@@ -33,7 +34,13 @@ def subscriptions() -> list[Subscription]:
     return [
         Subscription(
             name="payments.orders", schema=SCHEMA, sources=("orders",), handle=one_by_one(on_event)
-        )
+        ),
+        Subscription(
+            name="payments.closing",
+            schema=SCHEMA,
+            sources=("closing",),
+            handle=one_by_one(on_closing_event),
+        ),
     ]
 
 

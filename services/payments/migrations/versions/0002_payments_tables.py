@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0002_payments_tables"
 down_revision: str | None = "0001_payments_common"
 branch_labels: str | Sequence[str] | None = None

@@ -1,0 +1,302 @@
+"""HTTP routes of the closing service under /v1/closing: parse, authorise, call the service."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing import close, reports, statements
+from services.closing.models import SCHEMA, PeriodVersion, Statement
+from services.closing.schemas import (
+    BalanceRow,
+    CustomerStatement,
+    PeriodPublic,
+    ReopenRequest,
+    StatementConfirm,
+    StatementDispute,
+    StatementPublic,
+    StatementSend,
+    TrialBalance,
+    VersionPublic,
+)
+from shared.audit import audit_router
+from shared.auth import Actor, Role, require
+from shared.csvout import csv_response, wants_csv
+from shared.db import request_session
+from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
+
+router = APIRouter(prefix="/closing", tags=["closing"])
+router.include_router(audit_router(schema=SCHEMA, path="/audit"))
+
+Session = Depends(request_session, scope="function")
+READERS = (Role.FINANCE, Role.ANALYST)
+PeriodPath = str
+
+
+@router.get("/periods", response_model=list[PeriodPublic])
+async def list_periods(
+    session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> list[PeriodPublic]:
+    """Every period that holds documents or has been closed, oldest first."""
+    return [await reports.period_public(session, p) for p in await reports.list_periods(session)]
+
+
+@router.get("/periods/{period}", response_model=PeriodPublic)
+async def read_period(
+    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> PeriodPublic:
+    """A period's status, totals, control totals, close progress and hash."""
+    return await reports.period_public(session, await reports.read_period(session, period))
+
+
+@router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)
+async def close_period(
+    period: PeriodPath,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.FINANCE)),
+) -> PeriodPublic:
+    """Close a month (结账): the sources lock it, the ledger is matched against their control
+    totals, then balances are computed. Returns at once; poll the period for progress."""
+    row = await close.request_close(session=session, period=period, actor=actor)
+    return await reports.period_public(session, row)
+
+
+@router.post("/periods/{period}/reopen", response_model=PeriodPublic)
+async def reopen_period(
+    period: PeriodPath,
+    body: ReopenRequest,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.ADMIN)),
+) -> PeriodPublic:
+    """Reopen a closed month (admin, with a reason); later closed months become stale."""
+    row = await close.reopen(session=session, period=period, reason=body.reason, actor=actor)
+    return await reports.period_public(session, row)
+
+
+BALANCE_COLUMNS = (
+    "customer_id",
+    "opening",
+    "invoiced",
+    "returned",
+    "received",
+    "refunded",
+    "closing",
+    "current",
+    "d1_30",
+    "d31_60",
+    "d61_90",
+    "over_90",
+)
+
+
+@router.get("/periods/{period}/balances", response_model=Page[BalanceRow])
+async def period_balances(
+    period: PeriodPath,
+    request: Request,
+    customer_id: UUID | None = None,
+    min_closing: Decimal | None = None,
+    overdue_only: bool = False,
+    version: int | None = Query(default=None, ge=1),
+    page: PageParams = Depends(page_params),
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS)),
+) -> Page[BalanceRow] | Response:
+    """Per-customer balances of a closed period, by customer id; CSV with Accept: text/csv."""
+    rows = await reports.balances(
+        session,
+        period=period,
+        version=version,
+        customer_id=customer_id,
+        min_closing=min_closing,
+        overdue_only=overdue_only,
+        after=cursor_uuid(page.after) if page.after else None,
+        limit=page.limit,
+    )
+    kept, cursor = cut_page(rows, limit=page.limit, key=lambda b: str(b.customer_id))
+    items = [reports.balance_row(b) for b in kept]
+    if wants_csv(request):
+        flat = [
+            {**i.model_dump(mode="json", exclude={"ageing"}), **i.ageing.model_dump(mode="json")}
+            for i in items
+        ]
+        return csv_response(flat, BALANCE_COLUMNS, filename=f"balances-{period}.csv")
+    return Page[BalanceRow](items=items, next_cursor=cursor)
+
+
+@router.get("/periods/{period}/trial-balance", response_model=TrialBalance)
+async def period_trial_balance(
+    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> TrialBalance:
+    """Debits and credits per account posted into the period (frozen once closed)."""
+    close.parse_period(period)
+    return await reports.trial_balance_of(session, period)
+
+
+@router.get("/periods/{period}/reconciliation")
+async def period_reconciliation(
+    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> dict:
+    """Late events, failed pending allocations, overpaid orders, credit balances and
+    control-total mismatches of a period."""
+    close.parse_period(period)
+    return await reports.reconciliation(session, period)
+
+
+@router.get("/periods/{period}/verify")
+async def verify_period(
+    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> dict:
+    """Recompute a closed period from the ledger; check its hash chain and trial balance."""
+    return await reports.verify(session, period)
+
+
+@router.get("/periods/{period}/versions", response_model=list[VersionPublic])
+async def period_versions(
+    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+) -> list[VersionPublic]:
+    """Every close of the period, oldest first, with who reopened it and why."""
+    current = await reports.read_period(session, period)
+    rows = (
+        await session.execute(
+            select(PeriodVersion)
+            .where(PeriodVersion.period == period)
+            .order_by(PeriodVersion.version)
+        )
+    ).scalars()
+    return [
+        VersionPublic(
+            **v.model_dump(exclude={"trial_balance", "control_totals"}),
+            current=current.status == "closed" and v.version == current.version,
+        )
+        for v in rows
+    ]
+
+
+@router.get("/periods/{period}/versions/diff")
+async def period_version_diff(
+    period: PeriodPath,
+    from_version: int = Query(alias="from", ge=1),
+    to_version: int = Query(alias="to", ge=1),
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS)),
+) -> dict:
+    """Balance changes between two closes of one period."""
+    close.parse_period(period)
+    return await reports.version_diff(session, period, from_version, to_version)
+
+
+STATEMENT_COLUMNS = (
+    "date",
+    "kind",
+    "document",
+    "document_id",
+    "period",
+    "late",
+    "debit",
+    "credit",
+    "balance",
+)
+
+
+@router.get("/customers/{customer_id}/statement", response_model=CustomerStatement)
+async def customer_statement(
+    customer_id: UUID,
+    request: Request,
+    date_from: date = Query(alias="from"),
+    date_to: date = Query(alias="to"),
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS, Role.SALES)),
+) -> Response | dict:
+    """对账单: opening balance, every document in date order with running balance, closing."""
+    statement = await statements.customer_statement(
+        session, customer_id=customer_id, date_from=date_from, date_to=date_to
+    )
+    if wants_csv(request):
+        rows = [line.model_dump(mode="json") for line in statement.lines]
+        opening = {"kind": "opening", "balance": str(statement.opening), "date": str(date_from)}
+        closing = {"kind": "closing", "balance": str(statement.closing), "date": str(date_to)}
+        return csv_response(
+            [opening, *rows, closing],
+            STATEMENT_COLUMNS,
+            filename=f"statement-{customer_id}-{date_from}-{date_to}.csv",
+        )
+    return statement.model_dump(mode="json", by_alias=True)
+
+
+@router.post("/statements", status_code=201, response_model=StatementPublic)
+async def send_statement(
+    body: StatementSend,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.FINANCE)),
+) -> StatementPublic:
+    """Send a closed period's statement to a customer for confirmation."""
+    statement = await statements.send_statement(
+        session=session, customer_id=body.customer_id, period=body.period, actor=actor
+    )
+    return StatementPublic.model_validate(statement, from_attributes=True)
+
+
+@router.get("/statements", response_model=list[StatementPublic])
+async def list_statements(
+    status: str | None = Query(default=None, pattern="^(sent|confirmed|disputed)$"),
+    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    customer_id: UUID | None = None,
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS)),
+) -> list[StatementPublic]:
+    """Statements sent for confirmation; `status=disputed` lists the open disputes."""
+    query = select(Statement).order_by(Statement.id)
+    if status:
+        query = query.where(Statement.status == status)
+    if period:
+        query = query.where(Statement.period == period)
+    if customer_id:
+        query = query.where(Statement.customer_id == customer_id)
+    return [
+        StatementPublic.model_validate(s, from_attributes=True)
+        for s in (await session.execute(query)).scalars()
+    ]
+
+
+@router.post("/statements/{statement_id}/confirm", response_model=StatementPublic)
+async def confirm_statement(
+    statement_id: UUID,
+    body: StatementConfirm | None = None,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.FINANCE, Role.SALES)),
+) -> StatementPublic:
+    """Record that the customer confirmed the statement."""
+    statement = await statements.answer_statement(
+        session=session,
+        statement_id=statement_id,
+        actor=actor,
+        confirmed=True,
+        reason=body.note if body else None,
+        documents=None,
+    )
+    return StatementPublic.model_validate(statement, from_attributes=True)
+
+
+@router.post("/statements/{statement_id}/dispute", response_model=StatementPublic)
+async def dispute_statement(
+    statement_id: UUID,
+    body: StatementDispute,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.FINANCE, Role.SALES)),
+) -> StatementPublic:
+    """Record that the customer disputes the statement, with the reason and documents."""
+    statement = await statements.answer_statement(
+        session=session,
+        statement_id=statement_id,
+        actor=actor,
+        confirmed=False,
+        reason=body.reason,
+        documents=body.documents,
+    )
+    return StatementPublic.model_validate(statement, from_attributes=True)

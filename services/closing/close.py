@@ -1,0 +1,397 @@
+"""The month-end close (结账): request, cutoffs from the sources, completion, reopen.
+
+1. `request_close` marks the period `closing` and emits `period.close_requested`.
+2. Orders and payments lock the period and answer with `period.cutoff` (control totals).
+3. `try_complete` runs after every ledger batch: once both sources have answered and the
+   ledger's document totals equal their control totals exactly, `complete` computes the
+   balances, ageing, trial balance and chained hash, and emits `period.closed`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing.ageing import age_balances
+from services.closing.hashing import period_hash
+from services.closing.models import (
+    SCHEMA,
+    ClosedBalance,
+    CustomerActivity,
+    DocumentTotal,
+    Period,
+    PeriodVersion,
+)
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.errors import Conflict, InvalidInput
+from shared.events.closing import (
+    CONTROL_KEY,
+    ORDERS_KINDS,
+    PAYMENTS_KINDS,
+    PeriodClosed,
+    PeriodCloseRequested,
+    PeriodCutoff,
+    PeriodReopened,
+)
+from shared.ids import new_id
+from shared.messaging.outbox import emit
+from shared.money import money_str
+
+SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
+PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+ZERO = Decimal("0.00")
+
+
+class PeriodOutOfOrder(Conflict):
+    title = "Earlier period not closed"
+
+
+def parse_period(period: str) -> str:
+    if not PERIOD_PATTERN.match(period):
+        raise InvalidInput("period", f"{period!r} is not a period like 2026-10")
+    return period
+
+
+def last_day(period: str) -> date:
+    year, month = int(period[:4]), int(period[5:7])
+    return date(year, month, calendar.monthrange(year, month)[1])
+
+
+async def lock_period(session: AsyncSession, period: str) -> Period:
+    """The period's row, created if needed, locked for the rest of the transaction."""
+    await session.execute(
+        text(
+            "INSERT INTO closing.periods (period, status, version, control_totals) "
+            "VALUES (:p, 'open', 0, '{}') ON CONFLICT DO NOTHING"
+        ),
+        {"p": period},
+    )
+    return (
+        await session.execute(
+            select(Period)
+            .where(Period.period == period)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+
+
+async def earliest_unclosed_before(session: AsyncSession, period: str) -> str | None:
+    """The earliest period before `period` that holds documents and is not closed."""
+    row = await session.execute(
+        text(
+            """
+            SELECT min(x.period) FROM (
+                SELECT period FROM closing.customer_activity WHERE period < :p
+                UNION SELECT period FROM closing.document_totals WHERE period < :p
+                UNION SELECT period FROM closing.periods WHERE period < :p AND status <> 'open'
+            ) x LEFT JOIN closing.periods p USING (period)
+            WHERE p.status IS DISTINCT FROM 'closed'
+            """
+        ),
+        {"p": period},
+    )
+    return row.scalar_one()
+
+
+async def request_close(*, session: AsyncSession, period: str, actor: Actor) -> Period:
+    """Start closing a period; closing a closed period again changes nothing."""
+    parse_period(period)
+    today = datetime.now(UTC).date()
+    if period > f"{today.year:04d}-{today.month:02d}":
+        raise InvalidInput("period", f"{period} has not begun yet")
+    row = await lock_period(session, period)
+    if row.status in ("closed", "closing"):
+        return row
+    earlier = await earliest_unclosed_before(session, period)
+    if earlier is not None:
+        raise PeriodOutOfOrder(
+            f"close {earlier} first: periods close in order and {earlier} holds documents",
+            period=earlier,
+        )
+    row.status = "closing"
+    row.close_id = new_id()
+    row.control_totals = {}
+    row.problem = None
+    row.requested_by = actor.subject
+    row.requested_at = datetime.now(UTC)
+    emit(
+        session,
+        PeriodCloseRequested(
+            period=period,
+            close_id=row.close_id,
+            requested_by=actor.subject,
+            requested_at=row.requested_at,
+        ),
+        source=SCHEMA,
+        key=CONTROL_KEY,
+    )
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="period.close_requested",
+        entity="period",
+        entity_id=period,
+        details={"close_id": row.close_id},
+    )
+    return row
+
+
+async def on_cutoff(session: AsyncSession, cutoff: PeriodCutoff) -> None:
+    """Record a source's control totals for the close in progress (stale cutoffs are ignored)."""
+    row = await lock_period(session, cutoff.period)
+    if row.status != "closing" or row.close_id != cutoff.close_id:
+        return
+    totals = dict(row.control_totals or {})
+    totals[cutoff.source] = {
+        kind: {"count": t.count, "amount": money_str(t.amount)}
+        for kind, t in cutoff.control_totals.items()
+    }
+    row.control_totals = totals
+
+
+async def document_totals(session: AsyncSession, period: str) -> dict[str, dict[str, Any]]:
+    rows = await session.execute(
+        select(DocumentTotal.kind, DocumentTotal.count, DocumentTotal.amount).where(
+            DocumentTotal.period == period
+        )
+    )
+    return {kind: {"count": count, "amount": money_str(amount)} for kind, count, amount in rows}
+
+
+def compare(control: dict[str, Any], arrived: dict[str, Any]) -> dict[str, Any]:
+    """Expected vs arrived per source and kind, and whether the close can complete."""
+    waiting = [s for s in SOURCES_KINDS if s not in control]
+    mismatches = []
+    impossible = []
+    for source, kinds in SOURCES_KINDS.items():
+        for kind in kinds:
+            expected = (control.get(source) or {}).get(kind)
+            got = arrived.get(kind, {"count": 0, "amount": "0.00"})
+            if expected is None:
+                continue
+            if expected["count"] != got["count"] or Decimal(expected["amount"]) != Decimal(
+                got["amount"]
+            ):
+                mismatches.append(
+                    {"source": source, "kind": kind, "expected": expected, "arrived": got}
+                )
+                if got["count"] > expected["count"]:
+                    impossible.append(
+                        f"the ledger holds more {kind} documents than {source} reported"
+                    )
+    return {
+        "waiting_for_cutoff": waiting,
+        "mismatches": mismatches,
+        "complete": not waiting and not mismatches,
+        "impossible": impossible,
+    }
+
+
+async def try_complete(session: AsyncSession, period: str, *, closed_by: str | None = None) -> bool:
+    """Complete the period's close if the ledger now matches every control total."""
+    row = await lock_period(session, period)
+    if row.status != "closing":
+        return False
+    state = compare(row.control_totals or {}, await document_totals(session, period))
+    row.problem = "; ".join(state["impossible"]) or None
+    if not state["complete"]:
+        return False
+    await complete(session, row, closed_by=closed_by or row.requested_by)
+    return True
+
+
+async def previous_closed(session: AsyncSession, period: str) -> Period | None:
+    return (
+        await session.execute(
+            select(Period)
+            .where(Period.period < period, Period.status == "closed")
+            .order_by(Period.period.desc())  # type: ignore[attr-defined]
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def complete(session: AsyncSession, row: Period, *, closed_by: str | None) -> None:
+    """Compute and store the closed period: balances, ageing, trial balance, hash; emit closed."""
+    period = row.period
+    version = row.version + 1
+    previous = await previous_closed(session, period)
+    await session.execute(
+        text(
+            """
+            INSERT INTO closing.closed_balances
+                (period, version, customer_id, opening, invoiced, returned, received, refunded,
+                 closing, current, d1_30, d31_60, d61_90, over_90)
+            SELECT :period, :version, COALESCE(a.customer_id, b.customer_id),
+                   COALESCE(b.closing, 0), COALESCE(a.invoiced, 0), COALESCE(a.returned, 0),
+                   COALESCE(a.received, 0), COALESCE(a.refunded, 0),
+                   COALESCE(b.closing, 0) + COALESCE(a.invoiced, 0) - COALESCE(a.returned, 0)
+                       - COALESCE(a.received, 0) + COALESCE(a.refunded, 0),
+                   0, 0, 0, 0, 0
+              FROM (SELECT * FROM closing.customer_activity WHERE period = :period) a
+              FULL JOIN (SELECT customer_id, closing FROM closing.closed_balances
+                          WHERE period = :prev AND version = :prev_version) b
+                ON a.customer_id = b.customer_id
+            """
+        ),
+        {
+            "period": period,
+            "version": version,
+            "prev": previous.period if previous else "",
+            "prev_version": previous.version if previous else 0,
+        },
+    )
+    await age_balances(session, period=period, version=version, end=last_day(period))
+    balances = (
+        (
+            await session.execute(
+                select(ClosedBalance).where(
+                    ClosedBalance.period == period, ClosedBalance.version == version
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    digest = period_hash(
+        period=period, previous_hash=previous.hash if previous else None, rows=balances
+    )
+    trial = await trial_balance(session, period)
+    totals = balance_totals(balances)
+    now = datetime.now(UTC)
+    row.status = "closed"
+    row.version = version
+    row.hash = digest
+    row.closed_at = now
+    row.totals = totals
+    row.trial_balance = trial
+    row.problem = None
+    session.add(
+        PeriodVersion(
+            period=period,
+            version=version,
+            hash=digest,
+            previous_hash=previous.hash if previous else None,
+            closed_at=now,
+            closed_by=closed_by,
+            totals=totals,
+            trial_balance=trial,
+            control_totals=row.control_totals or {},
+        )
+    )
+    emit(
+        session,
+        PeriodClosed(
+            period=period,
+            version=version,
+            hash=digest,
+            closed_at=now,
+            customers=totals["customers"],
+            closing_total=Decimal(totals["closing"]),
+        ),
+        source=SCHEMA,
+        key=CONTROL_KEY,
+    )
+
+
+def balance_totals(balances: list[Any]) -> dict[str, Any]:
+    fields = (
+        "opening",
+        "invoiced",
+        "returned",
+        "received",
+        "refunded",
+        "closing",
+        "current",
+        "d1_30",
+        "d31_60",
+        "d61_90",
+        "over_90",
+    )
+    totals: dict[str, Any] = {
+        f: money_str(sum((getattr(b, f) for b in balances), ZERO)) for f in fields
+    }
+    totals["customers"] = len(balances)
+    return totals
+
+
+async def trial_balance(session: AsyncSession, period: str) -> list[dict[str, str]]:
+    """Debit and credit totals per account posted into the period; ar:* accounts summed."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT CASE WHEN account LIKE 'ar:%' THEN 'accounts_receivable' ELSE account END,
+                   SUM(debit) AS debit, SUM(credit) AS credit
+              FROM closing.account_totals WHERE period = :p
+             GROUP BY 1 ORDER BY 1
+            """
+        ),
+        {"p": period},
+    )
+    return [{"account": a, "debit": money_str(d), "credit": money_str(c)} for a, d, c in rows]
+
+
+async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Actor) -> Period:
+    """Reopen a closed period: the close is kept as a version, later closed periods go stale."""
+    parse_period(period)
+    row = await lock_period(session, period)
+    if row.status not in ("closed", "stale"):
+        raise Conflict(f"period {period} is {row.status}; only a closed period can be reopened")
+    now = datetime.now(UTC)
+    await session.execute(
+        update(PeriodVersion)
+        .where(PeriodVersion.period == period, PeriodVersion.version == row.version)
+        .values(reopened_at=now, reopened_by=actor.subject, reopen_reason=reason)
+    )
+    row.status = "open"
+    row.hash = None
+    row.close_id = None
+    row.control_totals = {}
+    await session.execute(
+        update(Period)
+        .where(Period.period > period, Period.status == "closed")
+        .values(status="stale")
+    )
+    emit(
+        session,
+        PeriodReopened(
+            period=period,
+            version=row.version,
+            reason=reason,
+            reopened_by=actor.subject,
+            reopened_at=now,
+        ),
+        source=SCHEMA,
+        key=CONTROL_KEY,
+    )
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="period.reopened",
+        entity="period",
+        entity_id=period,
+        details={"reason": reason, "version": row.version},
+    )
+    return row
+
+
+async def closing_periods(session: AsyncSession) -> list[str]:
+    rows = await session.execute(
+        select(Period.period).where(Period.status == "closing").order_by(Period.period)
+    )
+    return list(rows.scalars())
+
+
+async def activity_periods(session: AsyncSession) -> list[str]:
+    rows = await session.execute(select(CustomerActivity.period).distinct())
+    return list(rows.scalars())

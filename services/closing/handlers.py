@@ -1,0 +1,48 @@
+"""Reactions to order and payment events: post them to the ledger, collect cutoffs, and
+complete any close whose control totals the ledger now matches."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing.close import closing_periods, on_cutoff, try_complete
+from services.closing.ledger import (
+    Batch,
+    add_invoice_facts,
+    add_posting,
+    flush,
+    load_book,
+    posting_of,
+)
+from services.closing.models import SCHEMA
+from shared.events.closing import PeriodCutoff
+from shared.events.envelope import Event
+from shared.messaging.consumer import Subscription
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        Subscription(
+            name="closing.ledger", schema=SCHEMA, sources=("orders", "payments"), handle=post_events
+        )
+    ]
+
+
+async def post_events(session: AsyncSession, events: list[Event]) -> None:
+    """Post a batch of events in order; cutoffs see every posting that came before them."""
+    book = await load_book(session)
+    batch = Batch()
+    for event in events:
+        if event.type == "period.cutoff":
+            await flush(session, batch)
+            batch = Batch()
+            await on_cutoff(session, PeriodCutoff.model_validate(event.data))
+            book = await load_book(session)
+            continue
+        posting = posting_of(event)
+        if posting is not None:
+            add_posting(batch, book, posting)
+        add_invoice_facts(batch, book, event)
+    await flush(session, batch)
+    for period in await closing_periods(session):
+        await try_complete(session, period)

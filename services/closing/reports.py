@@ -1,0 +1,412 @@
+"""What finance reads from the closing service: periods, balances, trial balance,
+reconciliation exceptions, version diffs and the verification of a closed period."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing.close import compare, document_totals, last_day, parse_period, previous_closed
+from services.closing.hashing import BALANCE_FIELDS, period_hash
+from services.closing.models import (
+    ClosedBalance,
+    CustomerActivity,
+    Period,
+    PeriodVersion,
+    ReconciliationException,
+)
+from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance
+from shared.errors import Conflict, NotFound
+from shared.money import money_str
+
+ZERO = Decimal("0.00")
+
+
+async def read_period(session: AsyncSession, period: str) -> Period:
+    """The period's row, or an open one if nothing has happened to it yet."""
+    parse_period(period)
+    row = await session.get(Period, period)
+    return row or Period(period=period, status="open", version=0, control_totals={})
+
+
+async def period_public(session: AsyncSession, row: Period) -> PeriodPublic:
+    progress = None
+    if row.status == "closing":
+        arrived = await document_totals(session, row.period)
+        state = compare(row.control_totals or {}, arrived)
+        progress = {
+            "expected": row.control_totals or {},
+            "arrived": arrived,
+            "waiting_for_cutoff": state["waiting_for_cutoff"],
+            "mismatches": state["mismatches"],
+        }
+    return PeriodPublic(
+        period=row.period,
+        status=row.status,
+        version=row.version,
+        totals=row.totals,
+        control_totals=row.control_totals or {},
+        progress=progress,
+        problem=row.problem,
+        hash=row.hash,
+        closed_at=row.closed_at,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+    )
+
+
+async def list_periods(session: AsyncSession) -> list[Period]:
+    known = {p.period: p for p in (await session.execute(select(Period))).scalars()}
+    active = await session.execute(select(CustomerActivity.period).distinct())
+    for period in active.scalars():
+        known.setdefault(period, Period(period=period, status="open", version=0, control_totals={}))
+    return [known[p] for p in sorted(known)]
+
+
+def balance_row(b: ClosedBalance) -> BalanceRow:
+    return BalanceRow(
+        customer_id=b.customer_id,
+        opening=b.opening,
+        invoiced=b.invoiced,
+        returned=b.returned,
+        received=b.received,
+        refunded=b.refunded,
+        closing=b.closing,
+        ageing=Ageing(
+            current=b.current, d1_30=b.d1_30, d31_60=b.d31_60, d61_90=b.d61_90, over_90=b.over_90
+        ),
+    )
+
+
+async def closed_version(session: AsyncSession, period: str, version: int | None) -> int:
+    row = await read_period(session, period)
+    if version is None:
+        if row.status != "closed":
+            raise Conflict(
+                f"period {period} is {row.status}; its balances exist once it is closed",
+                status_of_period=row.status,
+            )
+        return row.version
+    exists = await session.get(PeriodVersion, (period, version))
+    if exists is None:
+        raise NotFound(f"period {period} has no version {version}")
+    return version
+
+
+async def balances(
+    session: AsyncSession,
+    *,
+    period: str,
+    version: int | None,
+    customer_id: UUID | None,
+    min_closing: Decimal | None,
+    overdue_only: bool,
+    after: UUID | None,
+    limit: int,
+) -> list[ClosedBalance]:
+    version = await closed_version(session, period, version)
+    query = (
+        select(ClosedBalance)
+        .where(ClosedBalance.period == period, ClosedBalance.version == version)
+        .order_by(ClosedBalance.customer_id)
+        .limit(limit + 1)
+    )
+    if customer_id:
+        query = query.where(ClosedBalance.customer_id == customer_id)
+    if min_closing is not None:
+        query = query.where(ClosedBalance.closing >= min_closing)
+    if overdue_only:
+        query = query.where(
+            ClosedBalance.d1_30
+            + ClosedBalance.d31_60
+            + ClosedBalance.d61_90
+            + ClosedBalance.over_90
+            > 0
+        )
+    if after:
+        query = query.where(ClosedBalance.customer_id > after)
+    return list((await session.execute(query)).scalars())
+
+
+async def trial_balance_of(session: AsyncSession, period: str) -> TrialBalance:
+    from services.closing.close import trial_balance
+
+    row = await read_period(session, period)
+    lines = (
+        row.trial_balance
+        if row.status == "closed" and row.trial_balance
+        else await trial_balance(session, period)
+    )
+    debits = sum((Decimal(line["debit"]) for line in lines), ZERO)
+    credits = sum((Decimal(line["credit"]) for line in lines), ZERO)
+    return TrialBalance(
+        period=period,
+        status=row.status,
+        lines=lines,
+        debits=debits,
+        credits=credits,
+        balanced=debits == credits,
+    )
+
+
+async def reconciliation(session: AsyncSession, period: str) -> dict[str, Any]:
+    """Everything finance must look at for a period, by kind."""
+    row = await read_period(session, period)
+    recorded = (
+        await session.execute(
+            select(ReconciliationException)
+            .where(ReconciliationException.period == period)
+            .order_by(ReconciliationException.id)
+        )
+    ).scalars()
+    report: dict[str, list[dict[str, Any]]] = {
+        "late_events": [],
+        "failed_allocations": [],
+        "overpaid_orders": [],
+        "credit_balances": [],
+        "control_total_mismatches": [],
+    }
+    for exc in recorded:
+        key = "late_events" if exc.kind == "late_event" else "failed_allocations"
+        report[key].append(
+            {
+                "customer_id": exc.customer_id,
+                "document": exc.document,
+                "amount": money_str(exc.amount) if exc.amount is not None else None,
+                "detail": exc.detail,
+                "event_id": exc.event_id,
+                "recorded_at": exc.created_at,
+            }
+        )
+    overpaid = await session.execute(
+        text(
+            """
+            SELECT i.order_id, i.invoice_number, i.customer_id, i.gross,
+                   COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'credit'), 0) AS credited,
+                   COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'allocation'), 0) AS paid
+              FROM closing.invoices i JOIN closing.invoice_movements m USING (order_id)
+             WHERE i.business_date <= :end AND m.business_date <= :end
+             GROUP BY i.order_id, i.invoice_number, i.customer_id, i.gross
+            HAVING COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'allocation'), 0)
+                   > i.gross - COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'credit'), 0)
+            """
+        ),
+        {"end": last_day(period)},
+    )
+    for order_id, number, customer_id, gross, credited, paid in overpaid:
+        report["overpaid_orders"].append(
+            {
+                "order_id": order_id,
+                "invoice_number": number,
+                "customer_id": customer_id,
+                "gross": money_str(gross),
+                "credited": money_str(credited),
+                "paid": money_str(paid),
+                "overpaid_by": money_str(paid - (gross - credited)),
+            }
+        )
+    if row.status == "closed":
+        credit = await session.execute(
+            select(ClosedBalance.customer_id, ClosedBalance.closing)
+            .where(
+                ClosedBalance.period == period,
+                ClosedBalance.version == row.version,
+                ClosedBalance.closing < 0,
+            )
+            .order_by(ClosedBalance.customer_id)
+        )
+        report["credit_balances"] = [
+            {"customer_id": c, "closing": money_str(amount)} for c, amount in credit
+        ]
+    if row.status == "closing":
+        state = compare(row.control_totals or {}, await document_totals(session, period))
+        report["control_total_mismatches"] = state["mismatches"]
+    return {
+        "period": period,
+        "status": row.status,
+        **report,
+        "count": sum(len(v) for v in report.values()),
+    }
+
+
+async def version_diff(
+    session: AsyncSession, period: str, older: int, newer: int
+) -> dict[str, Any]:
+    """What changed in a period's balances between two of its closes, and why it was reopened."""
+    versions = {}
+    for v in (older, newer):
+        found = await session.get(PeriodVersion, (period, v))
+        if found is None:
+            raise NotFound(f"period {period} has no version {v}")
+        versions[v] = found
+    rows = await session.execute(
+        text(
+            """
+            SELECT COALESCE(a.customer_id, b.customer_id) AS customer_id,
+                   a.closing AS old_closing, b.closing AS new_closing,
+                   a.invoiced AS old_invoiced, b.invoiced AS new_invoiced,
+                   a.returned AS old_returned, b.returned AS new_returned,
+                   a.received AS old_received, b.received AS new_received,
+                   a.refunded AS old_refunded, b.refunded AS new_refunded,
+                   a.opening AS old_opening, b.opening AS new_opening
+              FROM (SELECT * FROM closing.closed_balances WHERE period = :p AND version = :a) a
+              FULL JOIN (SELECT * FROM closing.closed_balances WHERE period = :p AND version = :b) b
+                ON a.customer_id = b.customer_id
+            ORDER BY 1
+            """
+        ),
+        {"p": period, "a": older, "b": newer},
+    )
+    changes = []
+    for r in rows.mappings():
+        fields = {}
+        for f in ("opening", "invoiced", "returned", "received", "refunded", "closing"):
+            old, new = r[f"old_{f}"] or ZERO, r[f"new_{f}"] or ZERO
+            if old != new:
+                fields[f] = {
+                    "from": money_str(old),
+                    "to": money_str(new),
+                    "change": money_str(new - old),
+                }
+        if fields:
+            changes.append({"customer_id": r["customer_id"], **fields})
+    reopened = versions[older]
+    return {
+        "period": period,
+        "from_version": older,
+        "to_version": newer,
+        "reopened_by": reopened.reopened_by,
+        "reopened_at": reopened.reopened_at,
+        "reopen_reason": reopened.reopen_reason,
+        "from_hash": versions[older].hash,
+        "to_hash": versions[newer].hash,
+        "changes": changes,
+    }
+
+
+async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
+    """Recompute a closed period from the ledger and check its hash chain and trial balance."""
+    row = await read_period(session, period)
+    if row.status != "closed":
+        raise Conflict(f"period {period} is {row.status}; only a closed period can be verified")
+    checks: list[dict[str, Any]] = []
+    stored = list(
+        (
+            await session.execute(
+                select(ClosedBalance).where(
+                    ClosedBalance.period == period, ClosedBalance.version == row.version
+                )
+            )
+        ).scalars()
+    )
+    previous = await previous_closed(session, period)
+    recomputed_hash = period_hash(
+        period=period, previous_hash=previous.hash if previous else None, rows=stored
+    )
+    checks.append(
+        {
+            "check": "hash",
+            "ok": recomputed_hash == row.hash,
+            "stored": row.hash,
+            "recomputed": recomputed_hash,
+        }
+    )
+    if previous is not None:
+        version_row = await session.get(PeriodVersion, (period, row.version))
+        linked = version_row is not None and version_row.previous_hash == previous.hash
+        checks.append(
+            {
+                "check": "chain",
+                "ok": linked,
+                "previous_period": previous.period,
+                "previous_hash": previous.hash,
+            }
+        )
+    opening = {}
+    if previous is not None:
+        opening = {
+            b.customer_id: b.closing
+            for b in (
+                await session.execute(
+                    select(ClosedBalance).where(
+                        ClosedBalance.period == previous.period,
+                        ClosedBalance.version == previous.version,
+                    )
+                )
+            ).scalars()
+        }
+    from_ledger = await session.execute(
+        text(
+            """
+            SELECT customer_id,
+                   COALESCE(SUM(amount) FILTER (WHERE kind = 'invoice'), 0)
+                     - COALESCE(SUM(-amount) FILTER (WHERE kind = 'cancellation'), 0) AS invoiced,
+                   SUM(-amount) FILTER (WHERE kind = 'credit_note') AS returned,
+                   SUM(-amount) FILTER (WHERE kind = 'payment') AS received,
+                   SUM(amount) FILTER (WHERE kind = 'refund') AS refunded
+              FROM closing.ledger_entries WHERE period = :p GROUP BY customer_id
+            """
+        ),
+        {"p": period},
+    )
+    expected: dict[UUID, dict[str, Decimal]] = {}
+    for r in from_ledger.mappings():
+        expected[r["customer_id"]] = {
+            k: r[k] or ZERO for k in ("invoiced", "returned", "received", "refunded")
+        }
+    mismatched = []
+    by_customer = {b.customer_id: b for b in stored}
+    for customer in set(expected) | set(opening) | set(by_customer):
+        moves = expected.get(
+            customer, dict.fromkeys(("invoiced", "returned", "received", "refunded"), ZERO)
+        )
+        start = opening.get(customer, ZERO)
+        closing = (
+            start + moves["invoiced"] - moves["returned"] - moves["received"] + moves["refunded"]
+        )
+        b = by_customer.get(customer)
+        ok = (
+            b is not None
+            and b.opening == start
+            and b.closing == closing
+            and all(getattr(b, k) == v for k, v in moves.items())
+            and sum((getattr(b, f) for f in BALANCE_FIELDS[6:]), ZERO) == max(b.closing, ZERO)
+        )
+        if not ok:
+            mismatched.append(str(customer))
+    checks.append(
+        {
+            "check": "balances_from_ledger",
+            "ok": not mismatched,
+            "customers": len(by_customer),
+            "mismatched": mismatched[:100],
+        }
+    )
+    trial = await trial_balance_of(session, period)
+    checks.append(
+        {
+            "check": "trial_balance",
+            "ok": trial.balanced,
+            "debits": money_str(trial.debits),
+            "credits": money_str(trial.credits),
+        }
+    )
+    state = compare(row.control_totals or {}, await document_totals(session, period))
+    checks.append(
+        {
+            "check": "control_totals",
+            "ok": not state["mismatches"],
+            "mismatches": state["mismatches"],
+        }
+    )
+    return {
+        "period": period,
+        "version": row.version,
+        "hash": row.hash,
+        "ok": all(c["ok"] for c in checks),
+        "checks": checks,
+    }

@@ -1,0 +1,148 @@
+"""Customer statements (对账单) and the customer's confirmation or dispute of them."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from uuid import UUID
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing.close import last_day, parse_period
+from services.closing.ledger import first_day
+from services.closing.models import SCHEMA, ClosedBalance, LedgerEntry, Period, Statement
+from services.closing.schemas import CustomerStatement, StatementLine
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.errors import Conflict, InvalidInput, NotFound
+from shared.ids import new_id
+
+ZERO = Decimal("0.00")
+
+
+async def customer_statement(
+    session: AsyncSession, *, customer_id: UUID, date_from: date, date_to: date
+) -> CustomerStatement:
+    """Opening balance, every posted document in date order with its running balance, closing."""
+    if date_to < date_from:
+        raise InvalidInput("to", "must not be before from")
+    opening = (
+        await session.execute(
+            select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+                LedgerEntry.customer_id == customer_id, LedgerEntry.posting_date < date_from
+            )
+        )
+    ).scalar_one()
+    entries = (
+        await session.execute(
+            select(LedgerEntry)
+            .where(
+                LedgerEntry.customer_id == customer_id,
+                LedgerEntry.posting_date >= date_from,
+                LedgerEntry.posting_date <= date_to,
+            )
+            .order_by(LedgerEntry.posting_date, LedgerEntry.id)
+        )
+    ).scalars()
+    balance = Decimal(opening)
+    lines = []
+    for entry in entries:
+        balance += entry.amount
+        lines.append(
+            StatementLine(
+                date=entry.posting_date,
+                kind=entry.kind,
+                document=entry.document_number,
+                document_id=entry.document_id,
+                period=entry.period,
+                late=entry.late,
+                debit=max(entry.amount, ZERO),
+                credit=max(-entry.amount, ZERO),
+                balance=balance,
+            )
+        )
+    return CustomerStatement(
+        customer_id=customer_id,
+        date_from=date_from,
+        date_to=date_to,
+        opening=Decimal(opening),
+        lines=lines,
+        closing=balance,
+    )
+
+
+async def send_statement(
+    *, session: AsyncSession, customer_id: UUID, period: str, actor: Actor
+) -> Statement:
+    """Send a closed period's statement to the customer for confirmation."""
+    parse_period(period)
+    row = await session.get(Period, period)
+    if row is None or row.status != "closed":
+        raise Conflict(
+            f"period {period} is not closed; only a closed period's statement can be sent"
+        )
+    balance = await session.get(ClosedBalance, (period, row.version, customer_id))
+    if balance is None:
+        raise NotFound(f"customer {customer_id} has no balance in {period}")
+    statement = Statement(
+        id=new_id(),
+        customer_id=customer_id,
+        period=period,
+        version=row.version,
+        closing=balance.closing,
+        sent_by=actor.subject,
+    )
+    session.add(statement)
+    await session.flush()
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="statement.sent",
+        entity="statement",
+        entity_id=statement.id,
+        details={"customer_id": customer_id, "period": period},
+    )
+    await session.refresh(statement)
+    return statement
+
+
+async def answer_statement(
+    *,
+    session: AsyncSession,
+    statement_id: UUID,
+    actor: Actor,
+    confirmed: bool,
+    reason: str | None,
+    documents: list[str] | None,
+) -> Statement:
+    """Record the customer's confirmation or dispute of a sent statement."""
+    statement = (
+        await session.execute(
+            select(Statement).where(Statement.id == statement_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if statement is None:
+        raise NotFound(f"no statement {statement_id}")
+    if statement.status != "sent":
+        raise Conflict(f"statement already {statement.status}")
+    statement.status = "confirmed" if confirmed else "disputed"
+    statement.responded_by = actor.subject
+    statement.responded_at = datetime.now(UTC)
+    statement.reason = reason
+    statement.disputed_documents = documents
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action=f"statement.{statement.status}",
+        entity="statement",
+        entity_id=statement.id,
+        details={"reason": reason, "documents": documents},
+    )
+    return statement
+
+
+def period_bounds(period: str) -> tuple[date, date]:
+    return first_day(period), last_day(period)
