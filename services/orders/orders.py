@@ -47,7 +47,7 @@ from services.orders.models import (
 )
 from services.orders.periods import document_date, ensure_open, today
 from services.orders.pricing import approvals_needed, price_line, totals
-from services.orders.schemas import OrderCreate
+from services.orders.schemas import OrderCreate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
@@ -493,10 +493,10 @@ async def order_facts(
                 sku=line.sku,
                 name=line.name,
                 category=line.category,
-                quantity=line.quantity,
+                quantity=tidy(line.quantity),
                 unit_price=line.unit_price,
                 discount=line.discount,
-                tax_rate=line.tax_rate,
+                tax_rate=tidy(line.tax_rate),
                 net=line.net,
                 tax=line.tax,
                 gross=line.gross,

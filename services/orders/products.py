@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders.models import SCHEMA, Product, utcnow
-from services.orders.schemas import ProductCreate, ProductUpdate
+from services.orders.schemas import ProductCreate, ProductUpdate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -16,6 +16,12 @@ from shared.messaging.outbox import emit
 from shared.pagination import PageParams, cut_page
 
 CATALOGUE = ("name", "category", "unit_price", "tax_rate", "active")
+
+
+def _catalogue(product: Product) -> dict[str, object]:
+    fields = {f: getattr(product, f) for f in CATALOGUE}
+    fields["tax_rate"] = tidy(product.tax_rate)
+    return fields
 
 
 async def get_product(session: AsyncSession, sku: str) -> Product:
@@ -41,7 +47,7 @@ async def create_product(*, session: AsyncSession, data: ProductCreate, actor: A
     product = await get_product(session, data.sku)
     emit(
         session,
-        ProductCreated(sku=product.sku, **{f: getattr(product, f) for f in CATALOGUE}),
+        ProductCreated(sku=product.sku, **_catalogue(product)),
         source=SOURCE,
         key=product.sku,
     )
@@ -80,7 +86,7 @@ async def update_product(
         session,
         ProductUpdated(
             sku=product.sku,
-            **{f: getattr(product, f) for f in CATALOGUE},
+            **_catalogue(product),
             changed=sorted(changed),
         ),
         source=SOURCE,

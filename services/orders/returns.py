@@ -25,7 +25,7 @@ from services.orders.models import (
 from services.orders.orders import lock_order
 from services.orders.periods import document_date
 from services.orders.pricing import return_amounts, totals
-from services.orders.schemas import ReturnCreate
+from services.orders.schemas import ReturnCreate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
@@ -132,7 +132,7 @@ async def create_return(
                     line_no=n.line_no,
                     sku=n.sku,
                     category=categories[n.line_no],
-                    quantity=n.quantity,
+                    quantity=tidy(n.quantity),
                     net=n.net,
                     tax=n.tax,
                     gross=n.gross,

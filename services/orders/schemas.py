@@ -54,6 +54,16 @@ CreditLimit = Annotated[Money, Field(ge=0, le=MAX_LIMIT)]
 Terms = Annotated[int, Field(ge=0, le=3650)]
 
 
+def tidy(value: Decimal) -> Decimal:
+    """Drop the trailing zeros a NUMERIC column adds (1.500 → 1.5, 0.1300 → 0.13)."""
+    return value.normalize()
+
+
+# Output types: quantities and rates as the client would write them.
+QuantityOut = Annotated[Quantity, AfterValidator(tidy)]
+RateOut = Annotated[Rate, AfterValidator(tidy)]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,7 +129,7 @@ class ProductPublic(BaseModel):
     name: str
     category: str | None
     unit_price: Money
-    tax_rate: Rate
+    tax_rate: RateOut
     active: bool
     created_at: datetime
     updated_at: datetime
@@ -177,14 +187,14 @@ class LinePublic(BaseModel):
     sku: str
     name: str
     category: str | None
-    quantity: Quantity
+    quantity: QuantityOut
     unit_price: Money
     discount: Money
-    tax_rate: Rate
+    tax_rate: RateOut
     net: Money
     tax: Money
     gross: Money
-    returned_quantity: Quantity
+    returned_quantity: QuantityOut
 
 
 class InstalmentPublic(BaseModel):
@@ -211,7 +221,7 @@ class HistoryEntry(BaseModel):
 class CreditNoteLinePublic(BaseModel):
     line_no: int
     sku: str
-    quantity: Quantity
+    quantity: QuantityOut
     net: Money
     tax: Money
     gross: Money

@@ -34,7 +34,7 @@ def business_today() -> date:
 
 
 def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
+    assert response.status_code == status, response.text[:600]
     return response.json()
 
 
@@ -119,7 +119,7 @@ async def outbox_events(client: httpx.AsyncClient, key: str) -> list[dict[str, A
 
 def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
     """The response is problem+json with `status` and a detail mentioning every word."""
-    assert response.status_code == status, response.text
+    assert response.status_code == status, response.text[:600]
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
     body = response.json()
     assert body["status"] == status

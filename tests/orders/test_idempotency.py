@@ -1,0 +1,147 @@
+"""Idempotency-Key on every creating POST: a retry answers the same and creates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+
+from tests.conftest import auth
+from tests.orders.factories import (
+    POS,
+    SALES,
+    assert_problem,
+    make_customer,
+    make_order,
+    make_product,
+    ok,
+)
+
+
+def keyed(headers: dict[str, str], key: str) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": key}
+
+
+async def count_orders(client: httpx.AsyncClient, customer_id: str) -> int:
+    page = ok(await client.get("/v1/orders", params={"customer_id": customer_id}, headers=SALES))
+    return len(page["items"])
+
+
+async def test_order_retry_returns_first_response(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client)
+    product = await make_product(client)
+    body = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": product["sku"], "quantity": "1"}],
+        "submit": True,
+    }
+    key = str(uuid.uuid4())
+    first = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    again = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert await count_orders(client, customer["id"]) == 1
+
+    changed = {**body, "lines": [{"sku": product["sku"], "quantity": "2"}]}
+    response = await client.post("/v1/orders", json=changed, headers=keyed(POS, key))
+    assert_problem(response, 422, "Idempotency-Key", "different request body")
+    # Keys are per caller: another till may use the same key for its own order.
+    other = await client.post("/v1/orders", json=body, headers=keyed(auth("pos", "till-2"), key))
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+
+
+async def test_concurrent_same_key_creates_one_order(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client)
+    product = await make_product(client)
+    body = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": product["sku"], "quantity": "1"}],
+        "submit": True,
+    }
+    key = str(uuid.uuid4())
+    responses = await asyncio.gather(
+        *(client.post("/v1/orders", json=body, headers=keyed(POS, key)) for _ in range(8))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert len({r.json()["invoice_number"] for r in responses}) == 1
+    assert await count_orders(client, customer["id"]) == 1
+
+
+async def test_failed_first_attempt_can_be_retried(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client)
+    key = str(uuid.uuid4())
+    body = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": "NOPE", "quantity": "1"}],
+    }
+    assert_problem(await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 422)
+    assert_problem(await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 422)
+
+
+async def test_credit_hold_answer_is_replayed_too(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client, credit_limit="5.00")
+    product = await make_product(client)
+    body = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": product["sku"], "quantity": "1"}],
+        "submit": True,
+    }
+    key = str(uuid.uuid4())
+    first = assert_problem(
+        await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 409, "credit limit"
+    )
+    again = assert_problem(
+        await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 409, "credit limit"
+    )
+    assert again == first
+    assert await count_orders(client, customer["id"]) == 1
+
+
+async def test_customer_product_and_return_retries(client: httpx.AsyncClient) -> None:
+    key = str(uuid.uuid4())
+    body = {"name": "Retry Co"}
+    a = ok(await client.post("/v1/customers", json=body, headers=keyed(SALES, key)), 201)
+    b = ok(await client.post("/v1/customers", json=body, headers=keyed(SALES, key)), 201)
+    assert a == b
+
+    product = {"sku": f"R-{key[:8]}", "name": "x", "unit_price": "1", "tax_rate": "0"}
+    p1 = ok(await client.post("/v1/products", json=product, headers=keyed(SALES, key)), 201)
+    p2 = ok(await client.post("/v1/products", json=product, headers=keyed(SALES, key)), 201)
+    assert p1 == p2
+    # Without a key a second create of the same SKU is a conflict.
+    assert_problem(
+        await client.post("/v1/products", json=product, headers=SALES), 409, "already exists"
+    )
+
+    order = await make_order(client, quantity="2", submit=True)
+    ret = {"lines": [{"sku": order["lines"][0]["sku"], "quantity": "1"}]}
+    url = f"/v1/orders/{order['id']}/returns"
+    n1 = ok(await client.post(url, json=ret, headers=keyed(POS, key)), 201)
+    n2 = ok(await client.post(url, json=ret, headers=keyed(POS, key)), 201)
+    assert n1 == n2
+    final = ok(await client.get(f"/v1/orders/{order['id']}", headers=SALES))
+    assert len(final["credit_notes"]) == 1
+    # The same key on another order's returns is a different request.
+    other = await make_order(client, submit=True)
+    ok(
+        await client.post(
+            f"/v1/orders/{other['id']}/returns",
+            json={"lines": [{"sku": other["lines"][0]["sku"], "quantity": "1"}]},
+            headers=keyed(POS, key),
+        ),
+        201,
+    )
+
+
+async def test_bad_key_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/customers", json={"name": "x"}, headers=keyed(SALES, "k" * 201)
+    )
+    assert_problem(response, 422, "Idempotency-Key")
