@@ -1,0 +1,414 @@
+"""The kafka transport: a relay publishes each outbox to its topic, subscribers consume topics.
+
+Relay. One relay per producing schema publishes `<source>.outbox` to `salesbook.<source>`,
+keyed by the event's key (the customer id), in outbox id order, which is commit order. It
+reads and publishes under the row lock of its position in `<source>.consumer_offsets` (so
+replicas take turns) and stores the position only after the broker acknowledged every
+record: a crash in between republishes, and consumers drop the duplicates.
+
+Ordering without an idempotent producer. Each partition's share of a relay batch is sent as
+explicit record batches, one at a time, each awaited before the next. A record batch is
+appended to the log whole or not at all, so a failed batch can never be overtaken by a later
+one of the same partition: per key, the log holds the outbox order, possibly followed by a
+replay of it. (With per-record sends, an expired batch could be followed by a successful
+later one, putting a key's events out of order.)
+
+Subscriber. One consumer group per subscription, offsets committed by hand: each fetched
+batch is applied in one database transaction (inbox dedupe plus the handler's effects), and
+the Kafka offsets are committed only after that commit. Any failure rewinds to the last
+committed offsets, so an event is applied late or twice but never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from shared.config import Settings
+from shared.db import Database
+from shared.events.envelope import TOPIC_PREFIX, Event
+from shared.messaging.consumer import Subscription, apply_batch
+from shared.messaging.postgres import OutboxWaker, locked_position, read_outbox, store_position
+
+log = logging.getLogger("salesbook.messaging.kafka")
+
+RELAY_CONSUMER = "kafka-relay"
+# Large enough that one relay batch usually fits one record batch per partition, well under
+# the 1 MiB message size limit brokers apply by default.
+MAX_RECORD_BATCH_BYTES = 512 * 1024
+# How long a client may take to close before it is abandoned: shutdown must not hang on a
+# broker that went away.
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+def topic_of(source: str) -> str:
+    return TOPIC_PREFIX + source
+
+
+def group_of(subscription: Subscription) -> str:
+    return TOPIC_PREFIX + subscription.name
+
+
+def partition_of(key: str, partitions: list[int]) -> int:
+    """The partition of a key, as the Java client and aiokafka's default partitioner choose it."""
+    return partitions[(murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)]
+
+
+async def ensure_topics(
+    bootstrap: str, topics: Iterable[str], *, partitions: int, replication_factor: int = 1
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor) for topic in topics]
+        )
+    except TopicAlreadyExistsError:
+        return
+    finally:
+        await admin.close()
+    for topic, code, *message in response.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise for_code(code)(f"creating topic {topic}: {message}")
+
+
+class _Backoff:
+    """Exponential pause between retries, reset by the next success."""
+
+    def __init__(self, first: float = 0.1, most: float = 10.0) -> None:
+        self.first = first
+        self.most = most
+        self.delay = first
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.most)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+def _log_retry(what: str, exc: Exception) -> None:
+    """A broker that is away is expected and retried: one line per attempt, not a traceback."""
+    if _broker_unavailable(exc):
+        log.warning("%s, retrying: %r", what, exc)
+    else:
+        log.exception("%s, retrying", what)
+
+
+def _broker_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_broker_unavailable(inner) for inner in exc.exceptions)
+    return isinstance(exc, KafkaError | OSError)
+
+
+async def _close(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.stop(), CLOSE_TIMEOUT_SECONDS)
+
+
+class KafkaRelay:
+    """Publishes one schema's outbox to its topic until cancelled."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        source: str,
+        batch_size: int | None = None,
+        poll_seconds: float | None = None,
+        request_timeout_ms: int = 15_000,
+    ) -> None:
+        if not settings.kafka_bootstrap:
+            raise ValueError("the kafka relay needs settings.kafka_bootstrap")
+        self.db = db
+        self.bootstrap = settings.kafka_bootstrap
+        self.partitions = settings.kafka_partitions
+        self.source = source
+        self.topic = topic_of(source)
+        self.batch_size = batch_size or settings.consumer_batch_size
+        self.poll_seconds = poll_seconds or settings.consumer_poll_seconds
+        self.request_timeout_ms = request_timeout_ms
+        self.relayed = 0
+        self.position = 0
+        self.failures = 0
+        self._producer: AIOKafkaProducer | None = None
+        self._healthy = False
+
+    def ready(self) -> bool:
+        """Whether the last attempt to reach the broker and publish succeeded."""
+        return self._healthy
+
+    async def run(self) -> None:
+        waker = OutboxWaker(self.db)
+        await waker.start()
+        backoff = _Backoff()
+        try:
+            while True:
+                try:
+                    await self.drain()
+                    self._healthy = True
+                    backoff.reset()
+                except Exception as exc:
+                    self._healthy = False
+                    self.failures += 1
+                    _log_retry(f"relay of {self.source} failed", exc)
+                    await self._discard_producer()
+                    await backoff.sleep()
+                    continue
+                await waker.wait(self.poll_seconds)
+        finally:
+            await waker.stop()
+            await self._discard_producer()
+
+    async def drain(self) -> int:
+        """Publish everything committed so far; returns how many events were published."""
+        total = 0
+        while read := await self.step():
+            total += read
+        return total
+
+    async def step(self) -> int:
+        """Publish the next batch of the outbox and store the position; returns its size."""
+        producer = await self._started_producer()
+        async with self.db.transaction() as session:
+            position = await locked_position(
+                session, schema=self.source, consumer=RELAY_CONSUMER, source=self.source
+            )
+            rows = await read_outbox(
+                session, source=self.source, after=position, limit=self.batch_size
+            )
+            if not rows:
+                return 0
+            await self._publish(producer, [event for _, event in rows])
+            await store_position(
+                session,
+                schema=self.source,
+                consumer=RELAY_CONSUMER,
+                source=self.source,
+                position=rows[-1][0],
+            )
+        self.relayed += len(rows)
+        self.position = rows[-1][0]
+        return len(rows)
+
+    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
+        partitions = sorted(await producer.partitions_for(self.topic))
+        by_partition: dict[int, list[Event]] = {}
+        for event in events:
+            by_partition.setdefault(partition_of(event.key, partitions), []).append(event)
+        # A TaskGroup cancels the other partitions' sends as soon as one fails.
+        async with asyncio.TaskGroup() as group:
+            for partition, share in by_partition.items():
+                group.create_task(self._publish_partition(producer, partition, share))
+
+    async def _publish_partition(
+        self, producer: AIOKafkaProducer, partition: int, events: list[Event]
+    ) -> None:
+        remaining = events
+        while remaining:
+            batch = producer.create_batch()
+            taken = 0
+            for event in remaining:
+                appended = batch.append(
+                    key=event.key.encode(), value=event.to_json(), timestamp=None
+                )
+                if appended is None:
+                    break
+                taken += 1
+            batch.close()
+            acked = await producer.send_batch(batch, self.topic, partition=partition)
+            await acked
+            remaining = remaining[taken:]
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                # Ordering comes from sending one record batch per partition at a time, not
+                # from broker-side idempotence, which not every Kafka-protocol broker offers.
+                enable_idempotence=False,
+                max_batch_size=MAX_RECORD_BATCH_BYTES,
+                request_timeout_ms=self.request_timeout_ms,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await _close(producer)
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _close(producer)
+
+
+class KafkaSubscriber:
+    """Runs one subscription on the kafka transport until cancelled."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        subscription: Subscription,
+        *,
+        batch_size: int | None = None,
+        poll_seconds: float | None = None,
+        on_batch: Callable[[str, int], None] | None = None,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+    ) -> None:
+        if not settings.kafka_bootstrap:
+            raise ValueError("the kafka subscriber needs settings.kafka_bootstrap")
+        self.db = db
+        self.bootstrap = settings.kafka_bootstrap
+        self.partitions = settings.kafka_partitions
+        self.subscription = subscription
+        self.group = group_of(subscription)
+        self.topics = [topic_of(source) for source in subscription.sources]
+        self.batch_size = batch_size or settings.consumer_batch_size
+        self.poll_seconds = poll_seconds or settings.consumer_poll_seconds
+        # Called per source after a batch's effects are committed, before its offsets are.
+        self.on_batch = on_batch
+        # How soon a vanished member's partitions move to another member; some brokers also
+        # hold every group join for half of it (see docs/tansu.md).
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.received = 0
+        self.applied = 0
+        self.undecodable = 0
+        self.failures = 0
+        self._consumer: AIOKafkaConsumer | None = None
+        self._next_offsets: dict[TopicPartition, int] = {}
+        self._healthy = False
+
+    def ready(self) -> bool:
+        """Whether the consumer is connected and its last fetch succeeded."""
+        return self._healthy
+
+    def lag(self) -> int | None:
+        """Records on the assigned partitions not yet applied, as of the last fetch; a
+        partition counts from its first applied batch. None while there is no consumer."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        total = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            applied_up_to = self._next_offsets.get(tp)
+            if highwater is not None and applied_up_to is not None:
+                total += max(0, highwater - applied_up_to)
+        return total
+
+    async def run(self) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                await self._consume(backoff)
+            except Exception as exc:
+                self._healthy = False
+                self.failures += 1
+                _log_retry(f"subscription {self.group} lost its consumer", exc)
+                await backoff.sleep()
+
+    async def _consume(self, backoff: _Backoff) -> None:
+        # Created here too, with the configured partition count, because a subscriber may
+        # start before the relay and the broker would otherwise auto-create with its default.
+        await ensure_topics(self.bootstrap, self.topics, partitions=self.partitions)
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+        )
+        self._consumer = consumer
+        self._next_offsets = {}
+        try:
+            await consumer.start()
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=int(self.poll_seconds * 1000), max_records=self.batch_size
+                )
+                self._healthy = True
+                if not batches:
+                    continue
+                try:
+                    await self._apply(consumer, batches)
+                    backoff.reset()
+                except Exception:
+                    self.failures += 1
+                    log.exception(
+                        "subscription %s failed a batch; rewinding", self.subscription.name
+                    )
+                    await backoff.sleep()
+                    # If the rewind fails too, the consumer is rebuilt from scratch, which
+                    # also starts from the committed offsets.
+                    await self._rewind(consumer)
+        finally:
+            self._consumer = None
+            await _close(consumer)
+
+    async def _apply(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        events: list[Event] = []
+        per_source: dict[str, int] = {}
+        for tp, records in batches.items():
+            source = tp.topic.removeprefix(TOPIC_PREFIX)
+            for record in records:
+                event = self._decode(record)
+                if event is not None:
+                    events.append(event)
+                    per_source[source] = per_source.get(source, 0) + 1
+            self.received += len(records)
+        async with self.db.transaction() as session:
+            self.applied += await apply_batch(session, self.subscription, events)
+        if self.on_batch:
+            for source, count in per_source.items():
+                self.on_batch(source, count)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        await consumer.commit(offsets)
+        self._next_offsets.update(offsets)
+
+    def _decode(self, record: ConsumerRecord) -> Event | None:
+        """The event in a record; a record that is not an event can never be applied, so it
+        is logged and passed over rather than blocking its partition forever."""
+        try:
+            return Event.from_json(record.value or b"")
+        except ValidationError:
+            self.undecodable += 1
+            log.error(
+                "subscription %s skipped a record that is not an event: %s[%d]@%d",
+                self.subscription.name,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return None
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Go back to the last committed offsets, so the failed batch is fetched again."""
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+            self._next_offsets.pop(tp, None)
