@@ -1,0 +1,57 @@
+"""What only the kafka transport has to do: outlive a broker that is not there yet, and create
+its topics with the configured partition count."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+
+from shared.config import Settings
+from shared.db import Database
+from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, topic_of
+from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
+from tests.support.tansu import free_port, tansu_broker
+
+KEYS = ["cust-a", "cust-b", "cust-c"]
+
+
+async def test_relay_and_subscriber_wait_for_the_broker_then_deliver_everything(
+    contract_db: Database, tmp_path
+) -> None:
+    port = free_port()
+    settings = Settings(
+        transport="kafka",
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        kafka_partitions=2,
+        consumer_batch_size=25,
+        consumer_poll_seconds=0.2,
+        data_dir=tmp_path,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    async with prepared(Harness("kafka", contract_db, settings)) as harness:
+        relay = harness.relay()
+        subscriber = harness.subscriber(harness.subscription())
+        assert relay is not None
+        await harness.publish(KEYS, 10)
+        await asyncio.sleep(0.5)  # both have tried and failed to connect by now
+        assert isinstance(relay.worker, KafkaRelay)
+        assert isinstance(subscriber.worker, KafkaSubscriber)
+        assert not relay.worker.ready() and not subscriber.worker.ready()
+        assert relay.worker.failures > 0 and not relay.task.done()
+
+        with tansu_broker(port):
+            await harness.wait_for_effects(len(KEYS) * 10, within=30)
+            assert relay.worker.ready() and subscriber.worker.ready()
+            assert await _partitions(settings, topic_of(harness.source)) == {0, 1}
+            await harness.stop_all()  # before the broker goes
+        assert_each_once_in_order(await harness.effects(), KEYS, 10)
+
+
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        return set(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
