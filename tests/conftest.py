@@ -33,14 +33,26 @@ def database_url(pg_server: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-async def migrated(database_url: str) -> str:
+async def migrate_all(database_url: str) -> str:
     db = Database(database_url)
     try:
         await upgrade(db, migration_targets(all_modules()))
     finally:
         await db.dispose()
     return database_url
+
+
+@pytest.fixture(scope="session")
+async def migrated(database_url: str) -> str:
+    return await migrate_all(database_url)
+
+
+@pytest.fixture(scope="module")
+def own_database(pg_server: str) -> Iterator[str]:
+    """A database of the module's own, for tests that change global state such as closing
+    periods; migrate it with `migrate_all`."""
+    with fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -83,11 +95,12 @@ def app_client(migrated: str, settings: Settings) -> AppClient:
         *,
         run_workers: bool = True,
         settings_override: Settings | None = None,
+        database_url: str | None = None,
     ) -> AsyncIterator[httpx.AsyncClient]:
         app: FastAPI = create_app(
             modules or all_modules(),
             settings=settings_override or settings,
-            database_url=migrated,
+            database_url=database_url or migrated,
             run_workers=run_workers,
         )
         async with app.router.lifespan_context(app):

@@ -212,7 +212,7 @@ async def customer_statement(
     date_to: date = Query(alias="to"),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS, Role.SALES)),
-) -> Response | dict:
+) -> Response | CustomerStatement:
     """对账单: opening balance, every document in date order with running balance, closing."""
     statement = await statements.customer_statement(
         session, customer_id=customer_id, date_from=date_from, date_to=date_to
@@ -226,7 +226,7 @@ async def customer_statement(
             STATEMENT_COLUMNS,
             filename=f"statement-{customer_id}-{date_from}-{date_to}.csv",
         )
-    return statement.model_dump(mode="json", by_alias=True)
+    return statement
 
 
 @router.post("/statements", status_code=201, response_model=StatementPublic)

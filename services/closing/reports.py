@@ -48,6 +48,7 @@ async def period_public(session: AsyncSession, row: Period) -> PeriodPublic:
         period=row.period,
         status=row.status,
         version=row.version,
+        close_id=row.close_id,
         totals=row.totals,
         control_totals=row.control_totals or {},
         progress=progress,

@@ -42,6 +42,7 @@ class PeriodPublic(BaseModel):
     period: str
     status: str
     version: int
+    close_id: UUID | None
     totals: dict[str, Any] | None
     control_totals: dict[str, Any]
     progress: dict[str, Any] | None
@@ -74,9 +75,11 @@ class StatementLine(BaseModel):
 
 
 class CustomerStatement(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     customer_id: UUID
-    date_from: date = Field(serialization_alias="from")
-    date_to: date = Field(serialization_alias="to")
+    date_from: date = Field(alias="from")
+    date_to: date = Field(alias="to")
     opening: Money
     lines: list[StatementLine]
     closing: Money

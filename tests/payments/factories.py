@@ -10,8 +10,7 @@ from uuid import UUID
 
 import httpx
 
-from shared.db import Database
-from shared.events.envelope import Event, EventPayload
+from shared.events.envelope import EventPayload
 from shared.events.orders import (
     CustomerCreated,
     OrderCancelled,
@@ -23,8 +22,8 @@ from shared.events.orders import (
     ReturnedLine,
 )
 from shared.ids import new_id
-from shared.messaging.outbox import write_to_outbox
 from tests.conftest import auth
+from tests.support.feed import publish
 from tests.support.waiting import eventually
 
 
@@ -37,15 +36,7 @@ class OrdersFeed:
     async def publish(
         self, payload: EventPayload, *, key: UUID, business_date: date | None = None
     ) -> None:
-        db = Database(self.database_url, pool_size=1)
-        try:
-            async with db.transaction() as session:
-                event = Event.of(
-                    payload, source="orders", key=str(key), business_date=business_date
-                )
-                await write_to_outbox(session, [event])
-        finally:
-            await db.dispose()
+        await publish(self.database_url, [(payload, "orders", str(key), business_date)])
 
     async def customer(self, name: str = "Acme") -> UUID:
         customer_id = new_id()
