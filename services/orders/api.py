@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.orders import customers, orders, products, returns, views
 from services.orders.models import Channel, OrderStatus
 from services.orders.schemas import (
+    SKU_PATTERN,
     CreditNotePublic,
     CustomerCreate,
     CustomerPublic,
     CustomerUpdate,
+    Filter,
     OrderCreate,
     OrderPublic,
     ProductCreate,
@@ -45,6 +47,7 @@ Seller = Annotated[Actor, Depends(require_role(Role.SALES))]
 OrderTaker = Annotated[Actor, Depends(require_role(Role.POS, Role.SALES))]
 Approver = Annotated[Actor, Depends(require_role(Role.APPROVER))]
 OptionalReason = Annotated[Reason | None, Body()]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN)]
 
 
 def settings_of(request: Request) -> Settings:
@@ -84,9 +87,9 @@ async def list_customers(
     actor: Reader,
     session: Session,
     page: Paging,
-    region: str | None = None,
-    segment: str | None = None,
-    name: Annotated[str | None, Query(max_length=200, description="Part of the name")] = None,
+    region: Filter | None = None,
+    segment: Filter | None = None,
+    name: Annotated[Filter | None, Query(description="Part of the name")] = None,
 ) -> Page[CustomerPublic]:
     """Customers, oldest first, filtered by region, segment or part of the name."""
     rows, cursor = await customers.list_customers(
@@ -143,7 +146,7 @@ async def list_products(
     actor: Reader,
     session: Session,
     page: Paging,
-    category: str | None = None,
+    category: Filter | None = None,
     active: bool | None = None,
 ) -> Page[ProductPublic]:
     """Products in SKU order, filtered by category or active flag."""
@@ -155,7 +158,7 @@ async def list_products(
 
 
 @router.get("/products/{sku}", response_model=ProductPublic, tags=["products"])
-async def get_product(sku: str, actor: Reader, session: Session) -> ProductPublic:
+async def get_product(sku: SkuPath, actor: Reader, session: Session) -> ProductPublic:
     """One product."""
     product = await products.get_product(session, sku)
     return ProductPublic.model_validate(product, from_attributes=True)
@@ -163,7 +166,7 @@ async def get_product(sku: str, actor: Reader, session: Session) -> ProductPubli
 
 @router.patch("/products/{sku}", response_model=ProductPublic, tags=["products"])
 async def update_product(
-    sku: str, data: ProductUpdate, actor: Seller, session: Session
+    sku: SkuPath, data: ProductUpdate, actor: Seller, session: Session
 ) -> ProductPublic:
     """Change a product's fields (only those sent); existing orders keep their prices."""
     product = await products.update_product(session=session, sku=sku, data=data, actor=actor)
@@ -246,8 +249,8 @@ async def list_orders(
     customer_id: UUID | None = None,
     status: OrderStatus | None = None,
     channel: Channel | None = None,
-    salesperson: str | None = None,
-    created_by: str | None = None,
+    salesperson: Filter | None = None,
+    created_by: Filter | None = None,
     period: Annotated[
         str | None,
         Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM of the business date"),

@@ -40,7 +40,10 @@ Contact = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_nul)
 ]
 Note = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
-Sku = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
+Filter = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
+"""A text filter of a list query."""
 Person = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
@@ -139,7 +142,7 @@ class ProductPublic(BaseModel):
 
 
 class LineCreate(_Input):
-    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sku: Sku
     quantity: PositiveQuantity
     unit_price: Price | None = Field(None, description="Overrides the product's price")
     discount: Annotated[Money, Field(ge=0)] = Decimal("0.00")
@@ -169,7 +172,7 @@ class Reason(_Input):
 
 
 class ReturnLineIn(_Input):
-    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    sku: Sku
     quantity: PositiveQuantity
     line_no: int | None = Field(
         None, ge=1, description="Which line of the sku; by default its lines in order"

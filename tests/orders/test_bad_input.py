@@ -226,3 +226,23 @@ async def test_bad_return_input(client: httpx.AsyncClient) -> None:
     ]:
         problem = assert_problem(await client.post(url, json=body, headers=POS), 422, field)
         assert field in {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
+
+
+async def test_nul_bytes_anywhere_are_422(client: httpx.AsyncClient) -> None:
+    for url, params in [
+        ("/v1/customers", {"region": "a\x00"}),
+        ("/v1/customers", {"name": "a\x00"}),
+        ("/v1/products", {"category": "a\x00"}),
+        ("/v1/orders", {"salesperson": "a\x00"}),
+        ("/v1/products/a%00b", {}),
+    ]:
+        assert_problem(await client.get(url, params=params, headers=SALES), 422)
+    body = {"name": "a\x00b"}
+    assert_problem(await client.post("/v1/customers", json=body, headers=SALES), 422, "name")
+
+
+async def test_openapi_is_published(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/v1/orders", "/v1/orders/{order_id}/returns", "/v1/customers/{customer_id}"):
+        assert path in spec["paths"]
+    assert spec["paths"]["/v1/orders"]["post"]["description"].startswith("Create an order")
