@@ -1,7 +1,8 @@
 """A source's half of the close protocol: lock the period and report its control totals.
 
-Orders and payments both answer `period.close_requested` with `apply_cutoff` and
-`period.reopened` with `lift_cutoff`; each passes its own lock table and totals query.
+Orders and payments both answer `period.close_requested` with `apply_cutoff`, and
+`period.reopened` or `period.close_aborted` with `lift_cutoff`; each passes its own lock
+table, its totals query and the periods in which it holds documents.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shared.messaging.outbox import emit
 from shared.periods import period_lock_key
 
 ControlTotals = Callable[[AsyncSession, str], Awaitable[dict[str, ControlTotal]]]
+DocumentPeriods = Callable[[AsyncSession, str], Awaitable[list[str]]]
 
 
 async def apply_cutoff(
@@ -29,6 +31,7 @@ async def apply_cutoff(
     period: str,
     close_id: UUID,
     totals_of: ControlTotals,
+    periods_before: DocumentPeriods,
 ) -> None:
     """Lock `period` at this source and emit `period.cutoff`, in the caller's transaction.
 
@@ -39,17 +42,24 @@ async def apply_cutoff(
         select(func.pg_advisory_xact_lock(func.hashtext(period_lock_key(schema, period))))
     )
     now = datetime.now(UTC)
-    await session.execute(
-        insert(locks).values(period=period, locked_at=now).on_conflict_do_nothing()
-    )
+    locked = set((await session.execute(select(locks.c.period))).scalars())
+    unlocked = sorted(set(await periods_before(session, period)) - locked)
+    refused = None
+    if unlocked:
+        refused = f"{schema} holds documents in {unlocked[0]}, which is not closed; close it first"
+    else:
+        await session.execute(
+            insert(locks).values(period=period, locked_at=now).on_conflict_do_nothing()
+        )
     emit(
         session,
         PeriodCutoff(
             period=period,
             close_id=close_id,
             source=schema,
-            control_totals=await totals_of(session, period),
+            control_totals={} if refused else await totals_of(session, period),
             locked_at=now,
+            refused=refused,
         ),
         source=schema,
         key=CONTROL_KEY,
@@ -57,5 +67,5 @@ async def apply_cutoff(
 
 
 async def lift_cutoff(session: AsyncSession, *, locks: Table, period: str) -> None:
-    """Unlock a reopened period: documents may be dated into it again."""
+    """Unlock a reopened period (or one whose close was aborted)."""
     await session.execute(locks.delete().where(locks.c.period == period))

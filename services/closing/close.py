@@ -35,6 +35,7 @@ from shared.events.closing import (
     CONTROL_KEY,
     ORDERS_KINDS,
     PAYMENTS_KINDS,
+    PeriodCloseAborted,
     PeriodClosed,
     PeriodCloseRequested,
     PeriodCutoff,
@@ -146,9 +147,13 @@ async def request_close(*, session: AsyncSession, period: str, actor: Actor) -> 
 
 
 async def on_cutoff(session: AsyncSession, cutoff: PeriodCutoff) -> None:
-    """Record a source's control totals for the close in progress (stale cutoffs are ignored)."""
+    """Record a source's control totals for the close in progress (stale cutoffs are ignored);
+    a source's refusal aborts the close and unlocks the period everywhere."""
     row = await lock_period(session, cutoff.period)
     if row.status != "closing" or row.close_id != cutoff.close_id:
+        return
+    if cutoff.refused:
+        await abort(session, row, reason=cutoff.refused)
         return
     totals = dict(row.control_totals or {})
     totals[cutoff.source] = {
@@ -194,6 +199,20 @@ def compare(control: dict[str, Any], arrived: dict[str, Any]) -> dict[str, Any]:
         "complete": not waiting and not mismatches,
         "impossible": impossible,
     }
+
+
+async def abort(session: AsyncSession, row: Period, *, reason: str) -> None:
+    """Give up a close that cannot complete; the period is open again and says why."""
+    emit(
+        session,
+        PeriodCloseAborted(period=row.period, close_id=row.close_id, reason=reason),
+        source=SCHEMA,
+        key=CONTROL_KEY,
+    )
+    row.status = "open"  # the sources unlock it on period.close_aborted
+    row.close_id = None
+    row.control_totals = {}
+    row.problem = f"close aborted: {reason}"
 
 
 async def try_complete(session: AsyncSession, period: str, *, closed_by: str | None = None) -> bool:

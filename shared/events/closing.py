@@ -40,13 +40,28 @@ class PeriodCloseRequested(EventPayload):
 
 @payload_type("period.cutoff")
 class PeriodCutoff(EventPayload):
-    """A source locked the period; these are its documents dated into it, by kind."""
+    """A source locked the period; these are its documents dated into it, by kind.
+
+    When the source still holds documents in an earlier period that is not locked, it does
+    not lock and says why in `refused`: periods close in order, and the source knows its
+    documents before closing has seen them all.
+    """
 
     period: str
     close_id: UUID
     source: str
     control_totals: dict[str, ControlTotal]
     locked_at: datetime
+    refused: str | None = None
+
+
+@payload_type("period.close_aborted")
+class PeriodCloseAborted(EventPayload):
+    """A close that cannot complete was given up; the sources unlock the period."""
+
+    period: str
+    close_id: UUID
+    reason: str
 
 
 @payload_type("period.closed")

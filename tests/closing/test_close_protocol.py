@@ -1,0 +1,375 @@
+"""The close protocol with the real payments service answering for its side, and the orders
+side played by the test: ordering, no-ops, empty periods, locks, reopen and versions, late
+events, reconciliation and customer statements."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from uuid import UUID
+
+import httpx
+import pytest
+
+from services.registry import service_module
+from shared.events.closing import ControlTotal, PeriodCutoff
+from shared.events.orders import CustomerCreated
+from shared.ids import new_id
+from tests.closing.world import World
+from tests.conftest import AppClient, auth, migrate_all
+from tests.support.feed import publish
+from tests.support.waiting import eventually
+
+FINANCE = auth("finance", "controller")
+ADMIN = auth("admin", "chief")
+_months = itertools.count()
+
+
+def next_month() -> str:
+    """Months in order from 2024-01, one per use: closing periods is global, moving forward."""
+    k = next(_months)
+    return f"{2024 + k // 12:04d}-{k % 12 + 1:02d}"
+
+
+@pytest.fixture(scope="module")
+async def db(own_database: str) -> str:
+    return await migrate_all(own_database)
+
+
+@pytest.fixture
+async def client(app_client: AppClient, db: str) -> AsyncIterator[httpx.AsyncClient]:
+    modules = [service_module("payments"), service_module("closing")]
+    async with app_client(modules, database_url=db) as c:
+        yield c
+
+
+async def customer(db: str) -> UUID:
+    cid = new_id()
+    await publish(
+        db,
+        [
+            (
+                CustomerCreated(
+                    customer_id=cid,
+                    name="Cu",
+                    contact=None,
+                    region=None,
+                    segment=None,
+                    payment_terms_days=0,
+                    credit_limit=None,
+                    created_at=datetime.now(UTC),
+                ),
+                "orders",
+                str(cid),
+                None,
+            )
+        ],
+    )
+    return cid
+
+
+async def pay(client: httpx.AsyncClient, cid: UUID, amount: str, day: date) -> httpx.Response:
+    at = datetime(day.year, day.month, day.day, 3, tzinfo=UTC).isoformat()
+    return await client.post(
+        "/v1/payments",
+        json={
+            "customer_id": str(cid),
+            "amount": amount,
+            "method": "bank_transfer",
+            "received_at": at,
+        },
+        headers=auth("pos"),
+    )
+
+
+async def orders_cutoff(db: str, month: str, close_id: UUID, world: World | None = None) -> None:
+    """The orders service's answer, played by the test (no order documents unless given)."""
+    totals = {
+        k: ControlTotal(count=0, amount=Decimal(0))
+        for k in ("invoice", "credit_note", "cancellation")
+    }
+    if world:
+        totals.update(
+            {
+                k: ControlTotal(
+                    count=world.controls[(month, k)][0], amount=world.controls[(month, k)][1]
+                )
+                for k in totals
+            }
+        )
+    await publish(
+        db,
+        [
+            (
+                PeriodCutoff(
+                    period=month,
+                    close_id=close_id,
+                    source="orders",
+                    control_totals=totals,
+                    locked_at=datetime.now(UTC),
+                ),
+                "orders",
+                "period-control",
+                None,
+            )
+        ],
+    )
+
+
+async def get_period(client: httpx.AsyncClient, month: str) -> dict:
+    return (await client.get(f"/v1/closing/periods/{month}", headers=FINANCE)).json()
+
+
+async def close(client: httpx.AsyncClient, db: str, month: str) -> dict:
+    response = await client.post(f"/v1/closing/periods/{month}/close", headers=FINANCE)
+    assert response.status_code == 202, response.text
+    if response.json()["status"] == "closing":
+        await orders_cutoff(db, month, UUID(response.json()["close_id"]))
+    return await eventually(lambda: get_period(client, month), lambda p: p["status"] == "closed")
+
+
+def day_in(month: str, d: int = 10) -> date:
+    return date(int(month[:4]), int(month[5:7]), d)
+
+
+async def test_close_waits_for_both_cutoffs_and_locks_payments(client, db) -> None:
+    month = next_month()
+    cid = await customer(db)
+    assert (await pay(client, cid, "100.00", day_in(month))).status_code == 201
+    response = await client.post(f"/v1/closing/periods/{month}/close", headers=FINANCE)
+    assert response.status_code == 202 and response.json()["status"] == "closing"
+    # Payments answers on its own; the period waits for orders and says so.
+    waiting = await eventually(
+        lambda: get_period(client, month), lambda p: "payments" in p["control_totals"]
+    )
+    assert waiting["status"] == "closing"
+    assert waiting["progress"]["waiting_for_cutoff"] == ["orders"]
+    assert waiting["control_totals"]["payments"]["payment"]["amount"] == "100.00"
+    late = await pay(client, cid, "5.00", day_in(month, 20))
+    assert late.status_code == 409 and month in late.json()["detail"]
+    await orders_cutoff(db, month, UUID(response.json()["close_id"]))
+    closed = await eventually(lambda: get_period(client, month), lambda p: p["status"] == "closed")
+    assert closed["version"] == 1 and len(closed["hash"]) == 64
+    assert closed["totals"]["received"] == "100.00"
+    again = await client.post(f"/v1/closing/periods/{month}/close", headers=FINANCE)
+    assert again.status_code == 202 and again.json()["hash"] == closed["hash"]  # a no-op
+
+
+async def test_periods_close_in_order(client, db) -> None:
+    first, second, third = next_month(), next_month(), next_month()
+    cid = await customer(db)
+    assert (await pay(client, cid, "10.00", day_in(first))).status_code == 201
+    # Closing may not have seen the payment yet; then payments refuses the cutoff itself.
+    attempt = await client.post(f"/v1/closing/periods/{second}/close", headers=FINANCE)
+    if attempt.status_code == 202:
+        aborted = await eventually(
+            lambda: get_period(client, second), lambda p: p["status"] == "open"
+        )
+        assert first in aborted["problem"]
+    else:
+        assert attempt.status_code == 409
+    refused = await client.post(f"/v1/closing/periods/{second}/close", headers=FINANCE)
+    assert refused.status_code == 409 and first in refused.json()["detail"]
+    # The aborted close left nothing locked: payments still takes documents in the month.
+    assert (await pay(client, cid, "1.00", day_in(second))).status_code == 201
+    await close(client, db, first)
+    await close(client, db, second)
+    third_closed = await close(client, db, third)
+    balances = (
+        await client.get(
+            f"/v1/closing/periods/{third}/balances",
+            params={"customer_id": str(cid)},
+            headers=FINANCE,
+        )
+    ).json()
+    assert balances["items"][0]["opening"] == "-11.00"  # carried through the months
+    assert third_closed["status"] == "closed"
+
+
+async def test_an_empty_period_closes(client, db) -> None:
+    month = next_month()
+    empty = await close(client, db, month)
+    assert (
+        empty["totals"]["invoiced"] == "0.00"
+        and empty["control_totals"]["payments"]["payment"]["count"] == 0
+    )
+
+
+async def test_reopen_keeps_versions_marks_later_stale_and_diffs(client, db) -> None:
+    month, after = next_month(), next_month()
+    cid = await customer(db)
+    await pay(client, cid, "40.00", day_in(month))
+    v1 = await close(client, db, month)
+    await close(client, db, after)
+    assert (
+        await client.post(
+            f"/v1/closing/periods/{month}/reopen", json={"reason": "missed"}, headers=FINANCE
+        )
+    ).status_code == 403
+    assert (
+        await client.post(f"/v1/closing/periods/{month}/reopen", json={}, headers=ADMIN)
+    ).status_code == 422
+    reopened = await client.post(
+        f"/v1/closing/periods/{month}/reopen",
+        json={"reason": "a transfer was booked late"},
+        headers=ADMIN,
+    )
+    assert reopened.status_code == 200 and reopened.json()["status"] == "open"
+    assert (await get_period(client, after))["status"] == "stale"
+    # Payments lifts its lock: a document may be dated into the month again.
+    added = await eventually(
+        lambda: pay(client, cid, "15.00", day_in(month, 25)), lambda r: r.status_code == 201
+    )
+    assert added.json()["period"] == month
+    v2 = await close(client, db, month)
+    assert v2["version"] == 2 and v2["hash"] != v1["hash"]
+    versions = (await client.get(f"/v1/closing/periods/{month}/versions", headers=FINANCE)).json()
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[0]["reopen_reason"] == "a transfer was booked late" and versions[1]["current"]
+    diff = (
+        await client.get(
+            f"/v1/closing/periods/{month}/versions/diff",
+            params={"from": 1, "to": 2},
+            headers=FINANCE,
+        )
+    ).json()
+    mine = [c for c in diff["changes"] if c["customer_id"] == str(cid)]
+    assert mine[0]["received"] == {"from": "40.00", "to": "55.00", "change": "15.00"}
+    assert diff["reopened_by"] == "chief"
+    refreshed = await close(client, db, after)
+    assert refreshed["version"] == 2
+    row = (
+        await client.get(
+            f"/v1/closing/periods/{after}/balances",
+            params={"customer_id": str(cid)},
+            headers=FINANCE,
+        )
+    ).json()["items"][0]
+    assert row["opening"] == "-55.00"
+    assert (await client.get(f"/v1/closing/periods/{after}/verify", headers=FINANCE)).json()["ok"]
+
+
+async def test_late_event_goes_to_the_first_open_period(client, db) -> None:
+    month, nxt = next_month(), next_month()
+    cid = await customer(db)
+    await close(client, db, month)
+    # An event dated into the closed month still reaches closing (e.g. delivered late).
+    from shared.events.payments import PaymentReceived
+
+    pid = new_id()
+    day = day_in(month, 15)
+    await publish(
+        db,
+        [
+            (
+                PaymentReceived(
+                    payment_id=pid,
+                    number="PAY-LATE-1",
+                    customer_id=cid,
+                    amount=Decimal("7.00"),
+                    method="cash",
+                    received_at=datetime(day.year, day.month, day.day, tzinfo=UTC),
+                    business_date=day,
+                    reference=None,
+                    allocations=[],
+                ),
+                "payments",
+                str(cid),
+                day,
+            )
+        ],
+    )
+    report = await eventually(
+        lambda: client.get(f"/v1/closing/periods/{nxt}/reconciliation", headers=FINANCE),
+        lambda r: r.json()["late_events"],
+    )
+    late = report.json()["late_events"][0]
+    assert late["document"] == "PAY-LATE-1" and month in late["detail"]
+    statement = (
+        await client.get(
+            f"/v1/closing/customers/{cid}/statement",
+            params={"from": f"{nxt}-01", "to": f"{nxt}-28"},
+            headers=FINANCE,
+        )
+    ).json()
+    assert statement["lines"][0]["late"] is True and statement["closing"] == "-7.00"
+    closed_first = await client.get(f"/v1/closing/periods/{month}/verify", headers=FINANCE)
+    assert closed_first.json()["ok"]  # the closed month was not touched
+    # The late document does not upset the next month's control totals.
+    closed_next = await close(client, db, nxt)
+    assert closed_next["totals"]["received"] == "7.00"
+
+
+async def test_statement_csv_send_confirm_dispute(client, db) -> None:
+    month = next_month()
+    cid = await customer(db)
+    await pay(client, cid, "12.34", day_in(month, 3))
+    await pay(client, cid, "1.00", day_in(month, 4))
+    await close(client, db, month)
+    csv = await client.get(
+        f"/v1/closing/customers/{cid}/statement",
+        params={"from": f"{month}-01", "to": f"{month}-28"},
+        headers={**FINANCE, "Accept": "text/csv"},
+    )
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.strip().splitlines()
+    assert lines[0].startswith("date,kind,document") and lines[-1].split(",")[-1] == "-13.34"
+    sent = await client.post(
+        "/v1/closing/statements", json={"customer_id": str(cid), "period": month}, headers=FINANCE
+    )
+    assert sent.status_code == 201 and sent.json()["closing"] == "-13.34"
+    disputed = await client.post(
+        f"/v1/closing/statements/{sent.json()['id']}/dispute",
+        json={"reason": "we paid 13.40", "documents": ["PAY-x"]},
+        headers=FINANCE,
+    )
+    assert disputed.status_code == 200 and disputed.json()["status"] == "disputed"
+    open_disputes = (
+        await client.get("/v1/closing/statements", params={"status": "disputed"}, headers=FINANCE)
+    ).json()
+    assert any(s["id"] == sent.json()["id"] for s in open_disputes)
+    twice = await client.post(
+        f"/v1/closing/statements/{sent.json()['id']}/confirm", headers=FINANCE
+    )
+    assert twice.status_code == 409
+    second = await client.post(
+        "/v1/closing/statements", json={"customer_id": str(cid), "period": month}, headers=FINANCE
+    )
+    confirmed = await client.post(
+        f"/v1/closing/statements/{second.json()['id']}/confirm",
+        json={"note": "ok by phone"},
+        headers=FINANCE,
+    )
+    assert confirmed.json()["status"] == "confirmed"
+    unclosed = await client.post(
+        "/v1/closing/statements",
+        json={"customer_id": str(cid), "period": "2099-01"},
+        headers=FINANCE,
+    )
+    assert unclosed.status_code == 409
+
+
+async def test_bad_requests(client) -> None:
+    assert (
+        await client.post("/v1/closing/periods/2026-13/close", headers=FINANCE)
+    ).status_code == 422
+    assert (await client.post("/v1/closing/periods/oct/close", headers=FINANCE)).status_code == 422
+    future = (datetime.now(UTC) + timedelta(days=62)).strftime("%Y-%m")
+    assert (
+        await client.post(f"/v1/closing/periods/{future}/close", headers=FINANCE)
+    ).status_code == 422
+    assert (
+        await client.post("/v1/closing/periods/2024-01/close", headers=auth("sales"))
+    ).status_code == 403
+    assert (await client.post("/v1/closing/periods/2024-01/close")).status_code == 401
+    assert (
+        await client.get("/v1/closing/periods/1999-01/balances", headers=FINANCE)
+    ).status_code == 409
+    bad_dates = await client.get(
+        f"/v1/closing/customers/{new_id()}/statement",
+        params={"from": "2024-02-01", "to": "2024-01-01"},
+        headers=FINANCE,
+    )
+    assert bad_dates.status_code == 422
