@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, topic_of
+from shared.messaging.transport import build_workers
 from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
 from tests.support.tansu import free_port, tansu_broker
 
@@ -55,3 +56,18 @@ async def _partitions(settings: Settings, topic: str) -> set[int]:
         return set(await producer.partitions_for(topic))
     finally:
         await producer.stop()
+
+
+async def test_kafka_settings_build_relays_and_subscribers_with_readiness(
+    contract_db: Database, tmp_path
+) -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    sub = Harness("kafka", contract_db, settings).subscription()
+    workers = build_workers(
+        settings, contract_db, producers=["orders", "payments"], subscriptions=[sub]
+    )
+    relays = [w for w in workers if isinstance(w, KafkaRelay)]
+    subscribers = [w for w in workers if isinstance(w, KafkaSubscriber)]
+    assert sorted(r.topic for r in relays) == ["salesbook.orders", "salesbook.payments"]
+    assert [s.group for s in subscribers] == [f"salesbook.{sub.name}"]
+    assert all(not w.ready() for w in [*relays, *subscribers])  # nothing connected yet

@@ -4,8 +4,11 @@ memory storage, on a free loopback port, always stopped afterwards."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,6 +35,14 @@ def _accepts_connections(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
     return False
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, the kernel terminates the broker when the test
+    process dies, even by SIGKILL, when no fixture teardown gets to stop it."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -69,6 +80,7 @@ def tansu_broker(port: int | None = None) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 # Its own process group, so a Ctrl-C aimed at pytest does not race our stop.
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
             try:
                 _wait_until_listening(process, port, log_path)
