@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shared.app import ServiceModule
+if TYPE_CHECKING:
+    # Only for annotations: the service names are wanted by commands that never build an app.
+    from shared.app import ServiceModule
 
 SERVICES = ("orders", "payments", "closing", "analytics")
 
