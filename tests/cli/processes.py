@@ -1,0 +1,144 @@
+"""The `salesbook` command as a real process: started with a clean environment, watched
+until it answers, and always stopped, along with any PostgreSQL it left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+STARTUP_SECONDS = 90
+STOP_SECONDS = 60
+LISTENING = re.compile(r"is listening on (http://\S+)")
+
+
+def salesbook_command() -> list[str]:
+    """The installed console script of this environment, or the module behind it."""
+    script = Path(sys.executable).with_name("salesbook")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "services.cli"]
+
+
+def clean_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without any SALESBOOK_* setting, plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SALESBOOK_")}
+    env["SALESBOOK_DATA_DIR"] = str(data_dir)
+    env.update(settings)
+    return env
+
+
+def salesbook(*args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """Run a one-shot command; its stdout, or a failure showing what it said."""
+    result = subprocess.run(
+        [*salesbook_command(), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"salesbook {' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def postgres_processes(pgdata: Path) -> list[psutil.Process]:
+    """Postmasters serving `pgdata` (their workers exit with them)."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and str(pgdata) in cmdline:
+            found.append(proc)
+    return found
+
+
+def postgres_gone(pgdata: Path, within: float = 10) -> bool:
+    """No postmaster serves `pgdata`, allowing the moment between the server removing its
+    pid file (where `pg_ctl stop` stops waiting) and the process ending."""
+    deadline = time.monotonic() + within
+    while any(_running(proc) for proc in postgres_processes(pgdata)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def kill_postgres(pgdata: Path) -> None:
+    for proc in postgres_processes(pgdata):
+        # SIGQUIT is PostgreSQL's immediate shutdown: it takes its workers down with it.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signal.SIGQUIT)
+            try:
+                proc.wait(10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+
+
+class Server:
+    """A running `salesbook run`, on the port it chose and announced."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process = process
+        self.log = log
+        self.base_url = ""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"salesbook run exited early:\n{self.output()}")
+            announced = LISTENING.search(self.output())
+            if announced:
+                self.base_url = announced.group(1)
+                if httpx.get(f"{self.base_url}/healthz", timeout=5).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"salesbook run did not answer in time:\n{self.output()}")
+
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        """Send `sig` and wait for the exit code."""
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"salesbook run ignored {sig.name}:\n{self.output()}") from None
+
+
+@contextmanager
+def salesbook_run(data_dir: Path, log_dir: Path) -> Iterator[Server]:
+    """`salesbook run` over `data_dir` on a port of its choosing (port 0: nothing else can
+    take it between choosing and binding); killed, with its PostgreSQL, if the test did
+    not stop it."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"run-{time.monotonic_ns()}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*salesbook_command(), "run", "--port", "0"],
+            env=clean_env(data_dir),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C at the test's terminal is not also sent to it.
+            start_new_session=True,
+        )
+    try:
+        yield Server(process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        kill_postgres((data_dir / "pgdata").resolve())
