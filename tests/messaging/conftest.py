@@ -114,10 +114,6 @@ class Running:
             await asyncio.wait_for(asyncio.shield(self.task), within)
 
 
-def start(worker: KafkaRelay | KafkaSubscriber | PostgresSubscriber) -> Running:
-    return Running(worker, asyncio.create_task(worker.run(), name=type(worker).__name__))
-
-
 @dataclass
 class Harness:
     """One transport, seen the same way by every contract test."""
@@ -173,15 +169,17 @@ class Harness:
                 poll_seconds=self.settings.consumer_poll_seconds,
                 on_batch=on_batch,
             )
-        return self._track(start(worker))
+        return self.start(worker)
 
     def relay(self) -> Running | None:
         """The publishing side of the transport, where it has one (kafka)."""
         if self.transport != "kafka":
             return None
-        return self._track(start(KafkaRelay(self.db, self.settings, source=self.source)))
+        return self.start(KafkaRelay(self.db, self.settings, source=self.source))
 
-    def _track(self, running: Running) -> Running:
+    def start(self, worker: KafkaRelay | KafkaSubscriber | PostgresSubscriber) -> Running:
+        """Run a worker until the test ends (or it crashes, or the test stops it)."""
+        running = Running(worker, asyncio.create_task(worker.run(), name=type(worker).__name__))
         self._running.append(running)
         return running
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from shared.config import Settings
 from shared.db import Database
+from shared.events.envelope import Event
 from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, topic_of
 from shared.messaging.transport import build_workers
-from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
+from tests.messaging.conftest import Crash, Harness, assert_each_once_in_order, prepared
 from tests.support.tansu import free_port, tansu_broker
 
 KEYS = ["cust-a", "cust-b", "cust-c"]
@@ -71,3 +73,33 @@ async def test_kafka_settings_build_relays_and_subscribers_with_readiness(
     assert sorted(r.topic for r in relays) == ["salesbook.orders", "salesbook.payments"]
     assert [s.group for s in subscribers] == [f"salesbook.{sub.name}"]
     assert all(not w.ready() for w in [*relays, *subscribers])  # nothing connected yet
+
+
+class RelayDyingAfterPublish(KafkaRelay):
+    """Dies once: after the broker acknowledged a batch, before the relay stored its position."""
+
+    crashed = False
+
+    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
+        await super()._publish(producer, events)
+        if not self.crashed:
+            self.crashed = True
+            raise Crash("between publish and position store")
+
+
+@pytest.mark.parametrize("transport", ["kafka"])
+async def test_relay_crash_between_publish_and_position_store_republishes(
+    harness: Harness,
+) -> None:
+    await harness.publish(KEYS, 20)
+    relay = RelayDyingAfterPublish(harness.db, harness.settings, source=harness.source)
+    dying = harness.start(relay)
+    await dying.crashed()
+    subscriber = harness.subscriber(harness.subscription())
+    harness.relay()
+
+    await harness.wait_for_effects(len(KEYS) * 20)
+    assert_each_once_in_order(await harness.effects(), KEYS, 20)
+    assert isinstance(subscriber.worker, KafkaSubscriber)
+    # The first batch is on the topic twice; the subscriber dropped the second copies.
+    assert subscriber.worker.received >= len(KEYS) * 20 + harness.settings.consumer_batch_size
