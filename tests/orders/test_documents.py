@@ -46,15 +46,17 @@ async def test_concurrent_confirmations_take_gapless_invoice_numbers(
     # 2019 is used by no other test, so its invoice numbers start at 1 here.
     customer = await make_customer(client)
     product = await make_product(client)
-    drafts = [
-        await make_order(
-            client,
-            customer=customer,
-            lines=[{"sku": product["sku"], "quantity": "1"}],
-            business_date="2019-06-15",
+    drafts = await asyncio.gather(
+        *(
+            make_order(
+                client,
+                customer=customer,
+                lines=[{"sku": product["sku"], "quantity": "1"}],
+                business_date="2019-06-15",
+            )
+            for _ in range(30)
         )
-        for _ in range(30)
-    ]
+    )
     responses = await asyncio.gather(*(act(client, d, "submit", POS) for d in drafts))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     numbers = sorted(r.json()["invoice_number"] for r in responses)

@@ -61,11 +61,20 @@ ILLEGAL = [
 ]
 
 
+@pytest.fixture(scope="module")
+async def orders_by_status(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    """One order in each status, shared: an illegal action changes nothing (asserted below)."""
+    return {status: await order_in(client, status) for status in LEGAL}
+
+
 @pytest.mark.parametrize(("status", "action"), ILLEGAL)
 async def test_illegal_transition_is_409_and_changes_nothing(
-    client: httpx.AsyncClient, status: str, action: str
+    client: httpx.AsyncClient,
+    orders_by_status: dict[str, dict[str, Any]],
+    status: str,
+    action: str,
 ) -> None:
-    order = await order_in(client, status)
+    order = orders_by_status[status]
     assert order["status"] == status
     response = await act(client, order, action, ACTIONS[action])
     body = assert_problem(response, 409, order["number"], status)
