@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.orders import api, handlers
+from services.orders import api, cutoff, handlers
 from shared.app import ServiceModule, create_app
 from shared.audit import audit_router
 
@@ -18,7 +18,7 @@ def module() -> ServiceModule:
         name=NAME,
         # The audit log first: /orders/audit must not be taken for an order id.
         routers=[audit_router(schema=NAME, path="/orders/audit"), api.router],
-        subscriptions=[handlers.subscription],
+        subscriptions=[handlers.subscription, cutoff.subscription],
         migrations=Path(__file__).parent / "migrations",
     )
 

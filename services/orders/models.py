@@ -18,6 +18,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Text,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -32,6 +33,7 @@ AMOUNT = Numeric(20, 2)
 QUANTITY = Numeric(15, 3)
 RATE = Numeric(5, 4)
 ZERO = Decimal("0.00")
+_ZERO_DEFAULT = {"server_default": text("0")}
 
 
 def utcnow() -> datetime:
@@ -131,6 +133,12 @@ class Order(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
     confirmed_at: datetime | None = Field(default=None, sa_column=_timestamp(nullable=True))
+    # The cancellation's business date, and what it took back of a confirmed order's invoice
+    # (what credit notes had left): the close counts reversals by this date.
+    cancelled_on: date | None = Field(default=None, sa_type=Date, index=True)
+    reversed_net: Decimal = Field(default=ZERO, sa_type=AMOUNT, sa_column_kwargs=_ZERO_DEFAULT)
+    reversed_tax: Decimal = Field(default=ZERO, sa_type=AMOUNT, sa_column_kwargs=_ZERO_DEFAULT)
+    reversed_gross: Decimal = Field(default=ZERO, sa_type=AMOUNT, sa_column_kwargs=_ZERO_DEFAULT)
 
 
 class OrderLine(SQLModel, table=True):
@@ -221,7 +229,7 @@ class CreditNote(SQLModel, table=True):
     number: str = Field(sa_type=String(20), unique=True)
     order_id: UUID = Field(index=True)
     customer_id: UUID
-    business_date: date = Field(sa_type=Date)
+    business_date: date = Field(sa_type=Date, index=True)
     net: Decimal = Field(sa_type=AMOUNT)
     tax: Decimal = Field(sa_type=AMOUNT)
     gross: Decimal = Field(sa_type=AMOUNT)

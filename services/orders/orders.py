@@ -445,6 +445,9 @@ async def cancel(
     else:
         day = today(settings)
         reversed_net = reversed_tax = ZERO
+    order.cancelled_on = day
+    order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
+    order.reversed_gross = reversed_net + reversed_tax
     await _move(session, order, S.CANCELLED, actor, reason)
     emit(
         session,

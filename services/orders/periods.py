@@ -24,6 +24,12 @@ from shared.errors import InvalidInput, PeriodLocked
 from shared.events.envelope import period_of
 
 
+def period_bounds(period: str) -> tuple[date, date]:
+    """The first day of a YYYY-MM period and the first day after it."""
+    first = date(int(period[:4]), int(period[5:7]), 1)
+    return first, date(first.year + first.month // 12, first.month % 12 + 1, 1)
+
+
 def today(settings: Settings) -> date:
     """The current date in the business time zone."""
     return periods.today(settings.zone)

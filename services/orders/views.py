@@ -24,6 +24,7 @@ from services.orders.models import (
     OrderLine,
     StatusChange,
 )
+from services.orders.periods import period_bounds
 from services.orders.schemas import (
     ApprovalPublic,
     CreditNoteLinePublic,
@@ -191,8 +192,7 @@ async def list_orders(
     if created_by is not None:
         query = query.where(Order.created_by == created_by)
     if period is not None:
-        first = date(int(period[:4]), int(period[5:7]), 1)
-        after = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        first, after = period_bounds(period)
         query = query.where(Order.business_date >= first, Order.business_date < after)
     if page.after:
         query = query.where(Order.id > uuid_cursor(page.after))

@@ -1,0 +1,88 @@
+"""The orders side of the month-end close: lock a period and report its control totals.
+
+Control totals count what the closing ledger counts from our events, by business date:
+`invoice` (confirmed orders' gross), `credit_note` (credit notes' gross) and `cancellation`
+(the gross a cancelled confirmed order reversed, dated on the cancellation).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, union
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
+from services.orders.periods import period_bounds
+from shared.cutoff import apply_cutoff, lift_cutoff
+from shared.events.closing import ControlTotal, PeriodCloseRequested
+from shared.events.envelope import Event
+from shared.messaging.consumer import Subscription, one_by_one
+
+
+def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
+    """Each kind: (name, its date column, its amount column, which rows are such documents)."""
+    return [
+        ("invoice", Order.business_date, Order.gross, Order.invoice_number.is_not(None)),
+        ("credit_note", CreditNote.business_date, CreditNote.gross, CreditNote.id.is_not(None)),
+        (
+            "cancellation",
+            Order.cancelled_on,
+            Order.reversed_gross,
+            Order.invoice_number.is_not(None) & Order.cancelled_on.is_not(None),
+        ),
+    ]
+
+
+async def control_totals(session: AsyncSession, period: str) -> dict[str, ControlTotal]:
+    """Count and sum of each kind of document dated into the period."""
+    first, after = period_bounds(period)
+    totals = {}
+    for kind, day, amount, which in _documents():
+        count, total = (
+            await session.execute(
+                select(func.count(), func.coalesce(func.sum(amount), 0)).where(
+                    which, day >= first, day < after
+                )
+            )
+        ).one()
+        totals[kind] = ControlTotal(count=count, amount=Decimal(total))
+    return totals
+
+
+async def periods_before(session: AsyncSession, period: str) -> list[str]:
+    """The periods before `period` in which this service holds documents."""
+    first, _ = period_bounds(period)
+    rows = await session.execute(
+        union(
+            *(
+                select(func.to_char(day, "YYYY-MM")).where(which, day < first)
+                for _, day, _, which in _documents()
+            )
+        )
+    )
+    return list(rows.scalars())
+
+
+async def on_closing_event(session: AsyncSession, event: Event) -> None:
+    """Answer a close request with our cutoff; unlock on reopen or abort."""
+    locks = PeriodLock.__table__  # type: ignore[attr-defined]
+    if event.type == "period.close_requested":
+        request = PeriodCloseRequested.model_validate(event.data)
+        await apply_cutoff(
+            session,
+            schema=SCHEMA,
+            locks=locks,
+            period=request.period,
+            close_id=request.close_id,
+            totals_of=control_totals,
+            periods_before=periods_before,
+        )
+    elif event.type in ("period.reopened", "period.close_aborted"):
+        await lift_cutoff(session, locks=locks, period=event.data["period"])
+
+
+subscription = Subscription(
+    name="orders.closing", schema=SCHEMA, sources=("closing",), handle=one_by_one(on_closing_event)
+)
