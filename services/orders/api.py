@@ -224,7 +224,7 @@ async def create_order(
                 session=session, order_id=order.id, actor=actor, settings=settings
             )
             view = await views.order_view(session, submission.order, settings=settings)
-            if submission.credit_hold:
+            if submission.held:
                 return _held(submission, view)
             return view
         return await views.order_view(session, order, settings=settings)
@@ -294,7 +294,7 @@ async def submit_order(
         session=session, order_id=order_id, actor=actor, settings=settings
     )
     view = await views.order_view(session, submission.order, settings=settings)
-    return _held(submission, view) if submission.credit_hold else view
+    return _held(submission, view) if submission.held else view
 
 
 @router.post("/orders/{order_id}/approve", response_model=OrderPublic, tags=["orders"])

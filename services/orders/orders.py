@@ -12,12 +12,12 @@ Approvals: an order whose gross exceeds the n-th threshold of `approval_threshol
 approvals by distinct approvers, none of them its creator; below the first threshold,
 submitting confirms it at once.
 
-Credit limit: when submitting would confirm an order at once but its gross would push the
-customer's open receivable (what confirmed and fulfilled orders still have outstanding)
-over the customer's `credit_limit`, the order is not confirmed: it is held in `submitted`
-with `credit_hold` set and needs one approval, and the caller is told so (409). An
-approver's approval is the override: it confirms the order. Orders that need approval
-anyway are not checked again: their approvers see the customer's position and decide.
+Credit limit: at submit, an order whose gross would push the customer's open receivable
+(what confirmed and fulfilled orders still have outstanding) over the customer's
+`credit_limit` is marked `credit_hold`, with the figures in its history. If it would have
+been confirmed at once, it is held in `submitted` instead, needing one approval, and the
+caller is told so (409). An approver's approval is the override: the approvals an order
+needs (at least that one) confirm it, and the limit is not checked again then.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
 from shared.messaging.outbox import emit
+from shared.money import round_money
 from shared.numbering import next_number
 
 S = OrderStatus
@@ -89,6 +90,8 @@ class CreditHold:
 class Submission:
     order: Order
     credit_hold: CreditHold | None
+    held: bool
+    """The credit limit stopped a confirmation that would otherwise have happened now."""
 
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
@@ -213,12 +216,11 @@ async def submit(
     if order.business_date is not None:
         await ensure_open(session, order.business_date, field="business_date")
     required = approvals_needed(order.gross, settings.approval_thresholds)
-    hold = None
-    if required == 0:
-        hold = await credit_check(session, order)
-        if hold is not None:
-            order.credit_hold = True
-            required = 1
+    hold = await credit_check(session, order)
+    held = hold is not None and required == 0
+    if hold is not None:
+        order.credit_hold = True
+        required = max(required, 1)
     order.approvals_required = required
     reason = hold.explain(order) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
@@ -240,7 +242,7 @@ async def submit(
             settings=settings,
             reason="below the approval threshold",
         )
-    return Submission(order=order, credit_hold=hold)
+    return Submission(order=order, credit_hold=hold, held=held)
 
 
 async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
@@ -281,7 +283,7 @@ async def open_receivable_of(
     )
     if excluding is not None:
         query = query.where(Order.id != excluding)
-    return Decimal((await session.execute(query)).scalar_one())
+    return round_money(Decimal((await session.execute(query)).scalar_one()))
 
 
 async def approve(

@@ -210,3 +210,17 @@ async def test_concurrent_orders_cannot_both_pass_the_credit_check(
     ]
     results = await asyncio.gather(*(act(client, d, "submit", POS) for d in drafts))
     assert sorted(r.status_code for r in results) == [200, 409]
+
+
+async def test_order_needing_approval_anyway_is_flagged_not_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    customer = await make_customer(client, credit_limit="1000.00")
+    order = await make_order(client, customer=customer, unit_price="20000", submit=True)
+    assert (order["status"], order["approvals_required"], order["credit_hold"]) == (
+        "submitted",
+        1,
+        True,
+    )
+    assert "credit limit of 1000.00" in order["history"][-1]["reason"]
+    assert ok(await act(client, order, "approve", APPROVER))["status"] == "confirmed"
