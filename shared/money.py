@@ -31,7 +31,9 @@ def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
         raise ValueError(f'{what} must be a decimal string such as "12.50"') from None
     if not value.is_finite():
         raise ValueError(f"{what} must be a finite number")
-    if _decimal_places(value) > places:
+    exponent = value.as_tuple().exponent
+    # Only when the written form has more places do we pay for normalize(): "1.500" is fine.
+    if isinstance(exponent, int) and -exponent > places and _decimal_places(value) > places:
         raise ValueError(f"{what} must have at most {places} decimal places")
     return value
 

@@ -19,6 +19,18 @@ from shared.events.closing import PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription
 
+LEDGER_TYPES = frozenset(
+    {
+        "order.confirmed",
+        "order.returned",
+        "order.cancelled",
+        "payment.received",
+        "payment.refunded",
+        "payment.allocated",
+        "payment.allocation_released",
+    }
+)
+
 
 def subscriptions() -> list[Subscription]:
     return [
@@ -39,10 +51,13 @@ async def post_events(session: AsyncSession, events: list[Event]) -> None:
             await on_cutoff(session, PeriodCutoff.model_validate(event.data))
             book = await load_book(session)
             continue
-        posting = posting_of(event)
+        if event.type not in LEDGER_TYPES:
+            continue
+        payload = event.payload()
+        posting = posting_of(event, payload)
         if posting is not None:
             add_posting(batch, book, posting)
-        add_invoice_facts(batch, book, event)
+        add_invoice_facts(batch, book, event, payload)
     await flush(session, batch)
     for period in await closing_periods(session):
         await try_complete(session, period)

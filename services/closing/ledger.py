@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing.models import (
@@ -28,8 +27,9 @@ from services.closing.models import (
     Period,
     ReconciliationException,
 )
+from shared.bulk import add_to, insert_rows
 from shared.config import get_settings
-from shared.events.envelope import Event, period_of
+from shared.events.envelope import Event, EventPayload, period_of
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderReturned
 from shared.events.payments import (
     AllocationReleased,
@@ -40,8 +40,6 @@ from shared.events.payments import (
 from shared.money import money_str
 
 ZERO = Decimal("0.00")
-# PostgreSQL takes at most 32767 parameters per statement; rows have up to 13 columns.
-ROWS_PER_STATEMENT = 2000
 ACTIVITY_COLUMNS = ("invoiced", "returned", "received", "refunded")
 # Releases that are ordinary business, not a failed check of a pending allocation.
 ORDINARY_RELEASES = (
@@ -94,11 +92,10 @@ class Batch:
         return bool(self.entries or self.movements or self.exceptions)
 
 
-def posting_of(event: Event) -> Posting | None:
+def posting_of(event: Event, payload: EventPayload) -> Posting | None:
     """The ledger posting an event calls for, if any."""
-    match event.type:
-        case "order.confirmed":
-            inv = OrderConfirmed.model_validate(event.data)
+    match payload:
+        case OrderConfirmed() as inv:
             c = inv.order.customer_id
             return Posting(
                 event,
@@ -117,8 +114,7 @@ def posting_of(event: Event) -> Posting | None:
                     ("tax_payable", ZERO, inv.order.tax),
                 ],
             )
-        case "order.returned":
-            crn = OrderReturned.model_validate(event.data)
+        case OrderReturned() as crn:
             c = crn.customer_id
             return Posting(
                 event,
@@ -137,10 +133,7 @@ def posting_of(event: Event) -> Posting | None:
                     (f"ar:{c}", ZERO, crn.gross),
                 ],
             )
-        case "order.cancelled":
-            cnl = OrderCancelled.model_validate(event.data)
-            if not cnl.was_confirmed:
-                return None
+        case OrderCancelled() as cnl if cnl.was_confirmed:
             c = cnl.customer_id
             return Posting(
                 event,
@@ -159,8 +152,7 @@ def posting_of(event: Event) -> Posting | None:
                     (f"ar:{c}", ZERO, cnl.reversed_gross),
                 ],
             )
-        case "payment.received":
-            pay = PaymentReceived.model_validate(event.data)
+        case PaymentReceived() as pay:
             c = pay.customer_id
             return Posting(
                 event,
@@ -175,8 +167,7 @@ def posting_of(event: Event) -> Posting | None:
                 {"received": pay.amount},
                 [(f"cash:{pay.method}", pay.amount, ZERO), (f"ar:{c}", ZERO, pay.amount)],
             )
-        case "payment.refunded":
-            ref = PaymentRefunded.model_validate(event.data)
+        case PaymentRefunded() as ref:
             c = ref.customer_id
             return Posting(
                 event,
@@ -273,11 +264,10 @@ def add_posting(batch: Batch, book: PeriodBook, posting: Posting) -> None:
         )
 
 
-def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event) -> None:
+def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: EventPayload) -> None:
     """What ageing needs besides the journal: instalments, credits and allocations per invoice."""
-    match event.type:
-        case "order.confirmed":
-            inv = OrderConfirmed.model_validate(event.data)
+    match payload:
+        case OrderConfirmed() as inv:
             instalments = [
                 {"due_date": i.due_date.isoformat(), "amount": money_str(i.amount)}
                 for i in inv.instalments
@@ -293,25 +283,21 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event) -> None:
                     "instalments": instalments,
                 }
             )
-        case "order.returned":
-            crn = OrderReturned.model_validate(event.data)
+        case OrderReturned() as crn:
             batch.movements.append(
                 _movement(crn.order_id, crn.customer_id, "credit", crn.business_date, crn.gross)
             )
-        case "order.cancelled":
-            cnl = OrderCancelled.model_validate(event.data)
-            if cnl.was_confirmed:
-                batch.movements.append(
-                    _movement(
-                        cnl.order_id,
-                        cnl.customer_id,
-                        "credit",
-                        cnl.business_date,
-                        cnl.reversed_gross,
-                    )
+        case OrderCancelled() as cnl if cnl.was_confirmed:
+            batch.movements.append(
+                _movement(
+                    cnl.order_id,
+                    cnl.customer_id,
+                    "credit",
+                    cnl.business_date,
+                    cnl.reversed_gross,
                 )
-        case "payment.allocated":
-            alloc = PaymentAllocated.model_validate(event.data)
+            )
+        case PaymentAllocated() as alloc:
             batch.movements.append(
                 _movement(
                     alloc.order_id,
@@ -321,8 +307,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event) -> None:
                     alloc.amount,
                 )
             )
-        case "payment.allocation_released":
-            rel = AllocationReleased.model_validate(event.data)
+        case AllocationReleased() as rel:
             day = event.occurred_at.astimezone(get_settings().zone).date()
             if rel.was_applied:
                 batch.movements.append(
@@ -357,59 +342,33 @@ def _movement(
 
 async def flush(session: AsyncSession, batch: Batch) -> None:
     """Write a batch's journal entries and move the running aggregates."""
-    for part in chunks(batch.entries, ROWS_PER_STATEMENT):
-        await session.execute(insert(LedgerEntry).values(part).on_conflict_do_nothing())
-    if batch.accounts:
-        table = AccountTotal.__table__
-        stmt = insert(table).values(
-            [
-                {"period": p, "account": a, "debit": d, "credit": c}
-                for (p, a), (d, c) in batch.accounts.items()
-            ]
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.period, table.c.account],
-                set_={
-                    "debit": table.c.debit + stmt.excluded.debit,
-                    "credit": table.c.credit + stmt.excluded.credit,
-                },
-            )
-        )
-    activity = [{"period": p, "customer_id": c, **v} for (p, c), v in batch.activity.items()]
-    for part in chunks(activity, ROWS_PER_STATEMENT):
-        table = CustomerActivity.__table__
-        stmt = insert(table).values(part)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.period, table.c.customer_id],
-                set_={col: table.c[col] + stmt.excluded[col] for col in ACTIVITY_COLUMNS},
-            )
-        )
-    if batch.documents:
-        table = DocumentTotal.__table__
-        stmt = insert(table).values(
-            [
-                {"period": p, "kind": k, "count": n, "amount": a}
-                for (p, k), (n, a) in batch.documents.items()
-            ]
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[table.c.period, table.c.kind],
-                set_={
-                    "count": table.c.count + stmt.excluded.count,
-                    "amount": table.c.amount + stmt.excluded.amount,
-                },
-            )
-        )
-    for part in chunks(batch.invoices, ROWS_PER_STATEMENT):
-        await session.execute(insert(Invoice).values(part).on_conflict_do_nothing())
-    for part in chunks(batch.movements, ROWS_PER_STATEMENT):
-        await session.execute(insert(InvoiceMovement).values(part))
-    if batch.exceptions:
-        await session.execute(insert(ReconciliationException).values(batch.exceptions))
-
-
-def chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+    await insert_rows(
+        session, LedgerEntry.__table__, batch.entries, suffix="ON CONFLICT DO NOTHING"
+    )
+    await insert_rows(
+        session,
+        AccountTotal.__table__,
+        [
+            {"period": p, "account": a, "debit": d, "credit": c}
+            for (p, a), (d, c) in batch.accounts.items()
+        ],
+        suffix=f"ON CONFLICT (period, account) DO UPDATE SET {add_to(('debit', 'credit'))}",
+    )
+    await insert_rows(
+        session,
+        CustomerActivity.__table__,
+        [{"period": p, "customer_id": c, **v} for (p, c), v in batch.activity.items()],
+        suffix=f"ON CONFLICT (period, customer_id) DO UPDATE SET {add_to(ACTIVITY_COLUMNS)}",
+    )
+    await insert_rows(
+        session,
+        DocumentTotal.__table__,
+        [
+            {"period": p, "kind": k, "count": n, "amount": a}
+            for (p, k), (n, a) in batch.documents.items()
+        ],
+        suffix=f"ON CONFLICT (period, kind) DO UPDATE SET {add_to(('count', 'amount'))}",
+    )
+    await insert_rows(session, Invoice.__table__, batch.invoices, suffix="ON CONFLICT DO NOTHING")
+    await insert_rows(session, InvoiceMovement.__table__, batch.movements)
+    await insert_rows(session, ReconciliationException.__table__, batch.exceptions)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.bulk import insert_rows
 from shared.events.envelope import Event
 from shared.tables import common_tables
 
@@ -50,13 +50,13 @@ async def apply_batch(
     unique: dict[object, Event] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
-    inserted = await session.execute(
-        insert(inbox)
-        .values([{"consumer": subscription.name, "event_id": eid} for eid in unique])
-        .on_conflict_do_nothing()
-        .returning(inbox.c.event_id)
+    inserted = await insert_rows(
+        session,
+        inbox,
+        [{"consumer": subscription.name, "event_id": eid} for eid in unique],
+        suffix="ON CONFLICT DO NOTHING RETURNING event_id",
     )
-    fresh_ids = set(inserted.scalars())
+    fresh_ids = set(inserted.scalars()) if inserted is not None else set()
     fresh = [e for eid, e in unique.items() if eid in fresh_ids]
     if fresh:
         await subscription.handle(session, fresh)
