@@ -6,6 +6,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.models import SCHEMA, Customer, utcnow
 from services.orders.schemas import CustomerCreate, CustomerUpdate
@@ -106,15 +107,15 @@ async def list_customers(
     name: str | None = None,
 ) -> tuple[list[Customer], str | None]:
     """Customers in creation order, filtered; returns the page and the next cursor."""
-    query = select(Customer).order_by(Customer.id).limit(page.limit + 1)
+    query = select(Customer).order_by(col(Customer.id)).limit(page.limit + 1)
     if region is not None:
-        query = query.where(Customer.region == region)
+        query = query.where(col(Customer.region) == region)
     if segment is not None:
-        query = query.where(Customer.segment == segment)
+        query = query.where(col(Customer.segment) == segment)
     if name:
-        query = query.where(Customer.name.icontains(name, autoescape=True))
+        query = query.where(col(Customer.name).icontains(name, autoescape=True))
     if page.after:
-        query = query.where(Customer.id > uuid_cursor(page.after))
+        query = query.where(col(Customer.id) > uuid_cursor(page.after))
     rows = (await session.execute(query)).scalars().all()
     return cut_page(rows, limit=page.limit, key=lambda c: str(c.id))
 

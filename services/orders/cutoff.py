@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
 from services.orders.periods import period_bounds
@@ -24,13 +25,23 @@ from shared.messaging.consumer import Subscription, one_by_one
 def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
     """Each kind: (name, its date column, its amount column, which rows are such documents)."""
     return [
-        ("invoice", Order.business_date, Order.gross, Order.invoice_number.is_not(None)),
-        ("credit_note", CreditNote.business_date, CreditNote.gross, CreditNote.id.is_not(None)),
+        (
+            "invoice",
+            col(Order.business_date),
+            col(Order.gross),
+            col(Order.invoice_number).is_not(None),
+        ),
+        (
+            "credit_note",
+            col(CreditNote.business_date),
+            col(CreditNote.gross),
+            col(CreditNote.id).is_not(None),
+        ),
         (
             "cancellation",
-            Order.cancelled_on,
-            Order.reversed_gross,
-            Order.invoice_number.is_not(None) & Order.cancelled_on.is_not(None),
+            col(Order.cancelled_on),
+            col(Order.reversed_gross),
+            col(Order.invoice_number).is_not(None) & col(Order.cancelled_on).is_not(None),
         ),
     ]
 

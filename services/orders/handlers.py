@@ -15,6 +15,7 @@ from uuid import UUID
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.models import SCHEMA, Order, PaymentAllocation, utcnow
 from shared.events import payments
@@ -62,7 +63,7 @@ async def allocation_applied(
             updated_at=utcnow(),
         )
         .on_conflict_do_nothing()
-        .returning(PaymentAllocation.allocation_id)
+        .returning(col(PaymentAllocation.allocation_id))
     )
     if counted.first() is not None:
         await _add_paid(session, order_id, amount)
@@ -75,7 +76,7 @@ async def allocation_released(
     row = (
         await session.execute(
             select(PaymentAllocation)
-            .where(PaymentAllocation.allocation_id == allocation_id)
+            .where(col(PaymentAllocation.allocation_id) == allocation_id)
             .with_for_update()
         )
     ).scalar_one_or_none()
@@ -105,9 +106,9 @@ async def _add_paid(session: AsyncSession, order_id: UUID, amount: Decimal) -> N
     # One atomic UPDATE: it row-locks the order, so it queues behind any transition in flight.
     result = await session.execute(
         update(Order)
-        .where(Order.id == order_id)
+        .where(col(Order.id) == order_id)
         .values(paid=Order.paid + amount, updated_at=utcnow())
-        .returning(Order.id)
+        .returning(col(Order.id))
     )
     if result.first() is None:
         log.warning("payment allocation for unknown order %s ignored", order_id)

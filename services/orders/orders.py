@@ -29,6 +29,7 @@ from uuid import UUID
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.customers import get_customer
 from services.orders.models import (
@@ -46,7 +47,7 @@ from services.orders.models import (
     utcnow,
 )
 from services.orders.periods import document_date, ensure_open, today
-from services.orders.pricing import approvals_needed, price_line, totals
+from services.orders.pricing import PricedLine, approvals_needed, price_line, totals
 from services.orders.schemas import OrderCreate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
@@ -99,7 +100,7 @@ async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     order = (
         await session.execute(
             select(Order)
-            .where(Order.id == order_id)
+            .where(col(Order.id) == order_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -124,9 +125,11 @@ async def create_order(
     skus = {line.sku for line in data.lines}
     products = {
         p.sku: p
-        for p in (await session.execute(select(Product).where(Product.sku.in_(skus)))).scalars()
+        for p in (
+            await session.execute(select(Product).where(col(Product.sku).in_(skus)))
+        ).scalars()
     }
-    lines: list[OrderLine] = []
+    priced_lines: list[tuple[Product, PricedLine]] = []
     for i, line in enumerate(data.lines):
         product = products.get(line.sku)
         if product is None:
@@ -145,22 +148,8 @@ async def create_order(
             discount=line.discount,
             tax_rate=product.tax_rate,
         )
-        lines.append(
-            OrderLine(
-                line_no=i + 1,
-                sku=product.sku,
-                name=product.name,
-                category=product.category,
-                quantity=priced.quantity,
-                unit_price=priced.unit_price,
-                discount=priced.discount,
-                tax_rate=priced.tax_rate,
-                net=priced.net,
-                tax=priced.tax,
-                gross=priced.gross,
-            )
-        )
-    total = totals(lines)  # type: ignore[arg-type]  (OrderLine has net and tax)
+        priced_lines.append((product, priced))
+    total = totals(priced for _, priced in priced_lines)
     if data.instalments:
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:
@@ -184,9 +173,23 @@ async def create_order(
     )
     session.add(order)
     await session.flush()
-    for line in lines:
-        line.order_id = order.id
-    session.add_all(lines)
+    session.add_all(
+        OrderLine(
+            order_id=order.id,
+            line_no=n,
+            sku=product.sku,
+            name=product.name,
+            category=product.category,
+            quantity=priced.quantity,
+            unit_price=priced.unit_price,
+            discount=priced.discount,
+            tax_rate=priced.tax_rate,
+            net=priced.net,
+            tax=priced.tax,
+            gross=priced.gross,
+        )
+        for n, (product, priced) in enumerate(priced_lines, start=1)
+    )
     schedule = sorted(data.instalments, key=lambda i: i.due_date)
     session.add_all(
         Instalment(order_id=order.id, seq=n, due_date=i.due_date, amount=i.amount)
@@ -201,7 +204,7 @@ async def create_order(
         action="order.created",
         entity="order",
         entity_id=order.id,
-        details={"number": order.number, "gross": order.gross, "lines": len(lines)},
+        details={"number": order.number, "gross": order.gross, "lines": len(priced_lines)},
     )
     return order
 
@@ -257,7 +260,7 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     customer = (
         await session.execute(
             select(Customer)
-            .where(Customer.id == order.customer_id)
+            .where(col(Customer.id) == order.customer_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -278,11 +281,11 @@ async def open_receivable_of(
     session: AsyncSession, customer_id: UUID, *, excluding: UUID | None = None
 ) -> Decimal:
     """What the customer's confirmed and fulfilled orders still have outstanding."""
-    query = select(func.coalesce(func.sum(Order.gross - Order.credited - Order.paid), 0)).where(
-        Order.customer_id == customer_id, Order.status.in_(RECEIVABLE_STATUSES)
-    )
+    query = select(
+        func.coalesce(func.sum(col(Order.gross) - col(Order.credited) - col(Order.paid)), 0)
+    ).where(col(Order.customer_id) == customer_id, col(Order.status).in_(RECEIVABLE_STATUSES))
     if excluding is not None:
-        query = query.where(Order.id != excluding)
+        query = query.where(col(Order.id) != excluding)
     return round_money(Decimal((await session.execute(query)).scalar_one()))
 
 
@@ -314,7 +317,9 @@ async def approve(
     approvers = list(
         (
             await session.execute(
-                select(Approval.approver).where(Approval.order_id == order.id).order_by(Approval.at)
+                select(col(Approval.approver))
+                .where(col(Approval.order_id) == order.id)
+                .order_by(col(Approval.at))
             )
         ).scalars()
     )
@@ -372,7 +377,9 @@ async def confirm(
     await _move(session, order, S.CONFIRMED, actor, reason)
     stated = (
         await session.execute(
-            select(Instalment).where(Instalment.order_id == order.id).order_by(Instalment.seq)
+            select(Instalment)
+            .where(col(Instalment.order_id) == order.id)
+            .order_by(col(Instalment.seq))
         )
     ).scalars()
     # Consumers always get the full schedule: without stated instalments, gross on due_date.
@@ -479,7 +486,9 @@ async def order_facts(
     customer = customer or await get_customer(session, order.customer_id)
     lines = (
         await session.execute(
-            select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
+            select(OrderLine)
+            .where(col(OrderLine.order_id) == order.id)
+            .order_by(col(OrderLine.line_no))
         )
     ).scalars()
     return events.OrderFacts(

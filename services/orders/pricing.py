@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from shared.money import ZERO, line_amounts, round_money
 
@@ -43,7 +44,17 @@ class Totals:
     gross: Decimal
 
 
-def totals(lines: Iterable[PricedLine | ReturnAmounts]) -> Totals:
+class Amounts(Protocol):
+    """Anything with a rounded net and tax: a priced line, an order line, a credit note line."""
+
+    @property
+    def net(self) -> Decimal: ...
+
+    @property
+    def tax(self) -> Decimal: ...
+
+
+def totals(lines: Iterable[Amounts]) -> Totals:
     """Sums of the already rounded lines."""
     net = tax = ZERO
     for line in lines:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.models import SCHEMA, Product, utcnow
 from services.orders.schemas import ProductCreate, ProductUpdate, tidy
@@ -18,7 +21,7 @@ from shared.pagination import PageParams, cut_page
 CATALOGUE = ("name", "category", "unit_price", "tax_rate", "active")
 
 
-def _catalogue(product: Product) -> dict[str, object]:
+def _catalogue(product: Product) -> dict[str, Any]:
     fields = {f: getattr(product, f) for f in CATALOGUE}
     fields["tax_rate"] = tidy(product.tax_rate)
     return fields
@@ -40,7 +43,7 @@ async def create_product(*, session: AsyncSession, data: ProductCreate, actor: A
         insert(Product)
         .values(**data.model_dump(), created_at=now, updated_at=now)
         .on_conflict_do_nothing()
-        .returning(Product.sku)
+        .returning(col(Product.sku))
     )
     if inserted.first() is None:
         raise Conflict(f"product {data.sku} already exists", field="sku")
@@ -112,12 +115,12 @@ async def list_products(
     active: bool | None = None,
 ) -> tuple[list[Product], str | None]:
     """Products in SKU order, filtered; returns the page and the next cursor."""
-    query = select(Product).order_by(Product.sku).limit(page.limit + 1)
+    query = select(Product).order_by(col(Product.sku)).limit(page.limit + 1)
     if category is not None:
-        query = query.where(Product.category == category)
+        query = query.where(col(Product.category) == category)
     if active is not None:
-        query = query.where(Product.active == active)
+        query = query.where(col(Product.active) == active)
     if page.after:
-        query = query.where(Product.sku > page.after)
+        query = query.where(col(Product.sku) > page.after)
     rows = (await session.execute(query)).scalars().all()
     return cut_page(rows, limit=page.limit, key=lambda p: p.sku)

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.models import (
     RECEIVABLE_STATUSES,
@@ -62,7 +63,9 @@ async def create_return(
     lines = list(
         (
             await session.execute(
-                select(OrderLine).where(OrderLine.order_id == order.id).order_by(OrderLine.line_no)
+                select(OrderLine)
+                .where(col(OrderLine.order_id) == order.id)
+                .order_by(col(OrderLine.line_no))
             )
         ).scalars()
     )
@@ -110,7 +113,7 @@ async def create_return(
             )
         )
     session.add_all(note_lines)
-    total = totals(note_lines)  # type: ignore[arg-type]  (CreditNoteLine has net and tax)
+    total = totals(note_lines)
     note.net, note.tax, note.gross = total.net, total.tax, total.gross
     order.credited_net += total.net
     order.credited_tax += total.tax

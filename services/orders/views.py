@@ -11,17 +11,20 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.orders.customers import uuid_cursor
 from services.orders.models import (
     RECEIVABLE_STATUSES,
     ZERO,
     Approval,
+    Channel,
     CreditNote,
     CreditNoteLine,
     Instalment,
     Order,
     OrderLine,
+    OrderStatus,
     StatusChange,
 )
 from services.orders.periods import period_bounds
@@ -56,11 +59,15 @@ async def order_views(
 ) -> list[OrderPublic]:
     """The public form of each order, in the given order."""
     ids = [o.id for o in orders]
-    lines = await _grouped(session, OrderLine, OrderLine.order_id, ids, OrderLine.line_no)
-    schedule = await _grouped(session, Instalment, Instalment.order_id, ids, Instalment.seq)
-    approvals = await _grouped(session, Approval, Approval.order_id, ids, Approval.at)
-    history = await _grouped(session, StatusChange, StatusChange.order_id, ids, StatusChange.id)
-    notes = await _grouped(session, CreditNote, CreditNote.order_id, ids, CreditNote.id)
+    lines = await _grouped(session, OrderLine, col(OrderLine.order_id), ids, col(OrderLine.line_no))
+    schedule = await _grouped(
+        session, Instalment, col(Instalment.order_id), ids, col(Instalment.seq)
+    )
+    approvals = await _grouped(session, Approval, col(Approval.order_id), ids, col(Approval.at))
+    history = await _grouped(
+        session, StatusChange, col(StatusChange.order_id), ids, col(StatusChange.id)
+    )
+    notes = await _grouped(session, CreditNote, col(CreditNote.order_id), ids, col(CreditNote.id))
     note_ids = [n.id for group in notes.values() for n in group]
     note_lines = await _grouped(
         session, CreditNoteLine, CreditNoteLine.credit_note_id, note_ids, CreditNoteLine.line_no
@@ -109,8 +116,8 @@ def _view(
         id=order.id,
         number=order.number,
         customer_id=order.customer_id,
-        status=order.status,
-        channel=order.channel,
+        status=OrderStatus(order.status),
+        channel=Channel(order.channel),
         salesperson=order.salesperson,
         note=order.note,
         currency=settings.currency,
@@ -180,22 +187,22 @@ async def list_orders(
     created_by: str | None = None,
 ) -> tuple[list[OrderPublic], str | None]:
     """Orders in creation order, filtered; returns the page and the next cursor."""
-    query = select(Order).order_by(Order.id).limit(page.limit + 1)
+    query = select(Order).order_by(col(Order.id)).limit(page.limit + 1)
     if customer_id is not None:
-        query = query.where(Order.customer_id == customer_id)
+        query = query.where(col(Order.customer_id) == customer_id)
     if status is not None:
-        query = query.where(Order.status == status)
+        query = query.where(col(Order.status) == status)
     if channel is not None:
-        query = query.where(Order.channel == channel)
+        query = query.where(col(Order.channel) == channel)
     if salesperson is not None:
-        query = query.where(Order.salesperson == salesperson)
+        query = query.where(col(Order.salesperson) == salesperson)
     if created_by is not None:
-        query = query.where(Order.created_by == created_by)
+        query = query.where(col(Order.created_by) == created_by)
     if period is not None:
         first, after = period_bounds(period)
-        query = query.where(Order.business_date >= first, Order.business_date < after)
+        query = query.where(col(Order.business_date) >= first, col(Order.business_date) < after)
     if page.after:
-        query = query.where(Order.id > uuid_cursor(page.after))
+        query = query.where(col(Order.id) > uuid_cursor(page.after))
     rows = (await session.execute(query)).scalars().all()
     kept, cursor = cut_page(rows, limit=page.limit, key=lambda o: str(o.id))
     return await order_views(session, kept, settings=settings), cursor
