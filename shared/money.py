@@ -39,7 +39,12 @@ def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
 
 
 def _money(raw: Any) -> Decimal:
-    return round_money(_parse_decimal(raw, places=2, what="amount"))
+    value = _parse_decimal(raw, places=2, what="amount")
+    try:
+        return round_money(value)
+    except InvalidOperation:
+        # More digits than the decimal context holds (1e30, 1e300): no amount is that large.
+        raise ValueError("amount is too large") from None
 
 
 def _quantity(raw: Any) -> Decimal:
