@@ -148,6 +148,8 @@ CUSTOMER_CASES: list[tuple[dict[str, Any], str]] = [
     ({"name": "x", "payment_terms_days": "soon"}, "payment_terms_days"),
     ({"name": "x", "credit_limit": "-5"}, "credit_limit"),
     ({"name": "x", "credit_limit": "1.234"}, "credit_limit"),
+    ({"name": "x", "credit_limit": "1e30"}, "credit_limit"),
+    ({"name": "x", "credit_limit": "123456789012345678901234567890.12"}, "credit_limit"),
     ({"name": "x", "region": ["a"]}, "region"),
 ]
 
