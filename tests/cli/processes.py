@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -87,7 +87,7 @@ def kill_postgres(pgdata: Path) -> None:
 
 
 class Server:
-    """A running `salesbook run`, on the port it chose and announced."""
+    """A running `salesbook run` or `salesbook serve`, on the port it chose and announced."""
 
     def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
         self.process = process
@@ -101,14 +101,14 @@ class Server:
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"salesbook run exited early:\n{self.output()}")
+                raise AssertionError(f"salesbook exited early:\n{self.output()}")
             announced = LISTENING.search(self.output())
             if announced:
                 self.base_url = announced.group(1)
                 if httpx.get(f"{self.base_url}/healthz", timeout=5).status_code == 200:
                     return
             time.sleep(0.2)
-        raise AssertionError(f"salesbook run did not answer in time:\n{self.output()}")
+        raise AssertionError(f"salesbook did not answer in time:\n{self.output()}")
 
     def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         """Send `sig` and wait for the exit code."""
@@ -116,20 +116,21 @@ class Server:
         try:
             return self.process.wait(STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"salesbook run ignored {sig.name}:\n{self.output()}") from None
+            raise AssertionError(f"salesbook ignored {sig.name}:\n{self.output()}") from None
 
 
 @contextmanager
-def salesbook_run(data_dir: Path, log_dir: Path) -> Iterator[Server]:
-    """`salesbook run` over `data_dir` on a port of its choosing (port 0: nothing else can
-    take it between choosing and binding); killed, with its PostgreSQL, if the test did
-    not stop it."""
+def salesbook_server(
+    *args: str, data_dir: Path, log_dir: Path, **settings: str
+) -> Iterator[Server]:
+    """`salesbook <args> --port 0` (port 0: nothing else can take the port between choosing
+    and binding it); killed, with any PostgreSQL of `data_dir`, if the test did not stop it."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"run-{time.monotonic_ns()}.log"
+    log = log_dir / f"{args[0]}-{time.monotonic_ns()}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [*salesbook_command(), "run", "--port", "0"],
-            env=clean_env(data_dir),
+            [*salesbook_command(), *args, "--port", "0"],
+            env=clean_env(data_dir, **settings),
             stdout=sink,
             stderr=subprocess.STDOUT,
             # Its own session: a Ctrl-C at the test's terminal is not also sent to it.
@@ -142,3 +143,8 @@ def salesbook_run(data_dir: Path, log_dir: Path) -> Iterator[Server]:
             process.kill()
             process.wait()
         kill_postgres((data_dir / "pgdata").resolve())
+
+
+def salesbook_run(data_dir: Path, log_dir: Path) -> AbstractContextManager[Server]:
+    """`salesbook run` over `data_dir`, with the embedded PostgreSQL."""
+    return salesbook_server("run", data_dir=data_dir, log_dir=log_dir)
