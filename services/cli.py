@@ -153,7 +153,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     """One service with its own consumers (and relay, on kafka), for a distributed setup."""
-    if not settings.database_url:
+    url = settings.database_url
+    if not url:
         raise CommandError(
             "`salesbook serve` needs SALESBOOK_DATABASE_URL: in a distributed deployment "
             "every service connects to the shared PostgreSQL; on one machine use "
@@ -174,7 +175,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     signals = ShutdownSignals().install()
     module = service_module(args.service)
     # Each service migrates only its own schema, under a lock, so services start in any order.
-    migrate(settings.database_url, [module])
+    migrate(url, [module])
     app = create_app([module], settings=settings, title=f"Salesbook {module.name}")
     serve(
         app,

