@@ -22,6 +22,7 @@ from shared.errors import install_error_handlers
 from shared.logs import request_id_var
 from shared.messaging.consumer import Subscription
 from shared.messaging.transport import build_workers
+from shared.metrics import install_metrics
 
 log = logging.getLogger("salesbook.app")
 
@@ -67,6 +68,7 @@ def create_app(
                 subscriptions=[s for m in modules for s in m.subscriptions],
             )
             app.state.workers = workers
+            app.state.metrics.watch(workers)
             tasks = [asyncio.create_task(_supervise(w.run), name=type(w).__name__) for w in workers]
         try:
             yield
@@ -84,6 +86,7 @@ def create_app(
     app.state.workers = []
     install_error_handlers(app)
     _install_request_id(app)
+    install_metrics(app)
     app.include_router(_health_router())
     for module in modules:
         for router in module.routers:
