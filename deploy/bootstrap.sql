@@ -1,0 +1,130 @@
+-- Salesbook database bootstrap: one login role per service, each owning its own schema.
+--
+-- Run once per database, as a superuser, before the first migration:
+--     psql "$ADMIN_URL" -v ON_ERROR_STOP=1 -f deploy/bootstrap.sql
+-- (docker-compose.yml mounts it into /docker-entrypoint-initdb.d, where the postgres image
+-- runs it on first start). It is idempotent: running it again changes nothing, and running
+-- it over a database that was migrated before it existed hands that database over.
+--
+-- What it sets up
+--   * roles salesbook_orders, salesbook_payments, salesbook_closing, salesbook_analytics;
+--     each owns the schema of the same name and has no privilege on any other schema's
+--     tables, except reading the outboxes its subscriptions read (postgres transport):
+--         orders   reads payments.outbox, closing.outbox
+--         payments reads orders.outbox,   closing.outbox
+--         closing  reads orders.outbox,   payments.outbox
+--         analytics reads orders.outbox,  payments.outbox
+--     (services/*/handlers.py and services/orders/cutoff.py declare these sources). There
+--     is no separate read-only role for BI tools: analytics has no SQL views to grant yet.
+--   * CREATE on the database for the four roles: migrations begin with
+--     `CREATE SCHEMA IF NOT EXISTS <own schema>`, which PostgreSQL checks against that
+--     privilege even when the schema exists. It lets a role create a new, empty schema of
+--     its own; it never opens anyone else's.
+--   * an event trigger that, whenever a table is created in a service schema, gives it to
+--     the schema's role (so tables stay the service's own even when a superuser migrates)
+--     and, for an outbox, grants SELECT to exactly the roles that read it. Grants cannot be
+--     made ahead of time on tables that do not exist yet; the trigger makes them at the
+--     moment the migration creates the table, whoever runs it.
+--
+-- Migrations: either way works. Each service migrates its own schema as its own role
+-- (`salesbook serve` does so on start), or an administrator runs `salesbook migrate` once
+-- as a superuser (the compose file's migrate step); the trigger hands the tables over.
+--
+-- Passwords: each role is created with its own name as password, for a local compose
+-- setup only. Anywhere else set real ones: ALTER ROLE salesbook_orders PASSWORD '...';
+-- (an existing role keeps its password when this file runs again).
+
+DO $bootstrap$
+DECLARE
+    service text;
+BEGIN
+    FOREACH service IN ARRAY ARRAY['orders', 'payments', 'closing', 'analytics'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'salesbook_' || service) THEN
+            EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L', 'salesbook_' || service,
+                           'salesbook_' || service);
+        END IF;
+        EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(),
+                       'salesbook_' || service);
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', service,
+                       'salesbook_' || service);
+        EXECUTE format('ALTER SCHEMA %I OWNER TO %I', service, 'salesbook_' || service);
+        -- Nobody else may create objects in, or look into, a service's schema by default.
+        EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', service);
+    END LOOP;
+END
+$bootstrap$;
+
+-- Which roles read which producer's outbox on the postgres transport.
+CREATE OR REPLACE FUNCTION public.salesbook_outbox_readers(source text) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE source
+        WHEN 'orders'   THEN ARRAY['salesbook_payments', 'salesbook_closing',
+                                   'salesbook_analytics']
+        WHEN 'payments' THEN ARRAY['salesbook_orders', 'salesbook_closing',
+                                   'salesbook_analytics']
+        WHEN 'closing'  THEN ARRAY['salesbook_orders', 'salesbook_payments']
+        ELSE ARRAY[]::text[]
+    END
+$$;
+
+-- Gives a table of a service schema to its role and, for an outbox, grants its readers.
+-- Run by whoever created the table: its owner (allowed to grant on it) or a superuser.
+CREATE OR REPLACE FUNCTION public.salesbook_adopt_table(schema_name text, table_name text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    owner_role text := 'salesbook_' || schema_name;
+    reader text;
+BEGIN
+    IF schema_name NOT IN ('orders', 'payments', 'closing', 'analytics') THEN
+        RETURN;
+    END IF;
+    IF (SELECT c.relowner::regrole::text FROM pg_class c
+        WHERE c.oid = format('%I.%I', schema_name, table_name)::regclass) <> owner_role THEN
+        -- Also moves the sequences the table's columns own (outbox and audit ids).
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', schema_name, table_name, owner_role);
+    END IF;
+    IF table_name = 'outbox' THEN
+        FOREACH reader IN ARRAY public.salesbook_outbox_readers(schema_name) LOOP
+            -- USAGE only lets the reader name objects of the schema; SELECT on the outbox
+            -- is the one table it can actually read.
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', schema_name, reader);
+            EXECUTE format('GRANT SELECT ON %I.outbox TO %I', schema_name, reader);
+        END LOOP;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.salesbook_on_create_table() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    created record;
+BEGIN
+    FOR created IN
+        SELECT c.relnamespace::regnamespace::text AS schema_name, c.relname AS table_name
+        FROM pg_event_trigger_ddl_commands() AS cmd
+        JOIN pg_class AS c ON c.oid = cmd.objid
+        WHERE cmd.command_tag = 'CREATE TABLE' AND cmd.object_type = 'table'
+    LOOP
+        PERFORM public.salesbook_adopt_table(created.schema_name, created.table_name);
+    END LOOP;
+END
+$$;
+
+DROP EVENT TRIGGER IF EXISTS salesbook_adopt_tables;
+CREATE EVENT TRIGGER salesbook_adopt_tables ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE')
+    EXECUTE FUNCTION public.salesbook_on_create_table();
+
+-- Tables that exist already (a database migrated before this file ran) are handed over now.
+DO $existing$
+DECLARE
+    existing record;
+BEGIN
+    FOR existing IN
+        SELECT schemaname, tablename FROM pg_tables
+        WHERE schemaname IN ('orders', 'payments', 'closing', 'analytics')
+    LOOP
+        PERFORM public.salesbook_adopt_table(existing.schemaname, existing.tablename);
+    END LOOP;
+END
+$existing$;
