@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
 from shared.app import ServiceModule, create_app
@@ -10,7 +12,15 @@ NAME = "analytics"
 
 
 def module() -> ServiceModule:
-    return ServiceModule(name=NAME, routers=[])
+    from services.analytics.api import router
+    from services.analytics.handlers import subscriptions
+
+    return ServiceModule(
+        name=NAME,
+        routers=[router],
+        subscriptions=subscriptions(),
+        migrations=Path(__file__).parent / "migrations",
+    )
 
 
 def app(**options: object) -> FastAPI:

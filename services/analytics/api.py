@@ -1,0 +1,285 @@
+"""HTTP routes of the analytics service under /v1/analytics: parse, authorise, read."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics import queries, trend
+from services.analytics.models import Target
+from services.analytics.schemas import (
+    PERIOD_PATTERN,
+    AgeingReport,
+    AgeingRow,
+    Attainment,
+    Kpis,
+    Lifetime,
+    SalesReport,
+    SalesRow,
+    TargetRow,
+    TargetsIn,
+    TopReport,
+    TopRow,
+    TrendPoint,
+    TrendReport,
+)
+from shared.auth import Actor, Role, require
+from shared.bulk import insert_rows
+from shared.csvout import csv_response, wants_csv
+from shared.db import request_session
+from shared.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+Session = Depends(request_session, scope="function")
+READERS = Depends(require(Role.ANALYST, Role.FINANCE))
+TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
+
+
+def _range(start: date, end: date) -> None:
+    if start > end:
+        raise InvalidInput("from", f"{start} is after to ({end})")
+
+
+def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -> None:
+    if value not in allowed:
+        raise InvalidInput(field, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _list_answer(
+    request: Request, report: BaseModel, rows: list[BaseModel], columns: list[str], name: str
+) -> BaseModel | Response:
+    """The report as JSON, or its rows as CSV when the client asks for text/csv."""
+    if wants_csv(request):
+        return csv_response([r.model_dump(mode="json") for r in rows], columns, filename=name)
+    return report
+
+
+@router.get("/sales", response_model=SalesReport, response_model_by_alias=True)
+async def sales(
+    request: Request,
+    start: date = Query(alias="from"),
+    end: date = Query(alias="to"),
+    group_by: str = Query("day"),
+    channel: str | None = None,
+    region: str | None = None,
+    salesperson: str | None = None,
+    category: str | None = None,
+    customer_id: UUID | None = None,
+    sku: str | None = None,
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """Net, tax, gross, orders, units and returns per group; filters combine with AND."""
+    _range(start, end)
+    _choice("group_by", group_by, queries.GROUPS)
+    filters = {
+        "channel": channel,
+        "region": region,
+        "salesperson": salesperson,
+        "category": category,
+        "customer_id": customer_id,
+        "sku": sku,
+    }
+    rows = [
+        SalesRow.model_validate(r)
+        for r in await queries.sales(
+            session, start=start, end=end, group_by=group_by, filters=filters
+        )
+    ]
+    report = SalesReport(
+        as_of=await queries.as_of(session), start=start, end=end, group_by=group_by, rows=rows
+    )
+    return _list_answer(request, report, rows, list(SalesRow.model_fields), "sales.csv")
+
+
+@router.get("/kpis", response_model=Kpis, response_model_by_alias=True)
+async def kpis(
+    request: Request,
+    start: date = Query(alias="from"),
+    end: date = Query(alias="to"),
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """Revenue, orders, order value, returns, conversion, customers, DSO and collection rate."""
+    _range(start, end)
+    report = Kpis(
+        as_of=await queries.as_of(session),
+        start=start,
+        end=end,
+        **await queries.kpis(session, start=start, end=end),
+    )
+    if wants_csv(request):
+        row = report.model_dump(mode="json", by_alias=True)
+        return csv_response([row], list(row), filename="kpis.csv")
+    return report
+
+
+@router.get("/customers/{customer_id}/lifetime", response_model=Lifetime)
+async def customer_lifetime(
+    customer_id: UUID, session: AsyncSession = Session, _: Actor = READERS
+) -> Lifetime:
+    """A customer's orders, revenue, payments and open balance over their whole history."""
+    found = await queries.lifetime(session, customer_id)
+    if found is None:
+        raise NotFound(f"no sales recorded for customer {customer_id}")
+    return Lifetime(as_of=await queries.as_of(session), **found)
+
+
+@router.get("/top", response_model=TopReport)
+async def top(
+    request: Request,
+    dimension: str = Query("product"),
+    limit: int = Query(10, ge=1, le=1000),
+    start: date = Query(date(1900, 1, 1), alias="from"),
+    end: date = Query(date(9999, 12, 31), alias="to"),
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """The best products, customers or salespeople by revenue, best first."""
+    _range(start, end)
+    _choice("dimension", dimension, TOP_DIMENSIONS)
+    found = await queries.sales(
+        session,
+        start=start,
+        end=end,
+        group_by=TOP_DIMENSIONS[dimension],
+        filters={},
+        order_by_revenue=True,
+        limit=limit,
+    )
+    rows = [
+        TopRow(rank=i, **{k: r[k] for k in ("key", "revenue", "net", "orders", "units")})
+        for i, r in enumerate(found, start=1)
+    ]
+    report = TopReport(as_of=await queries.as_of(session), dimension=dimension, rows=rows)
+    return _list_answer(request, report, rows, list(TopRow.model_fields), "top.csv")
+
+
+@router.get("/ar-ageing", response_model=AgeingReport)
+async def ar_ageing(
+    request: Request,
+    as_of: date | None = Query(None, description="the day to age at; default today (UTC)"),
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
+    day = as_of or datetime.now(UTC).date()
+    rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
+    totals = None
+    if rows:
+        sums = {
+            b: sum((getattr(r, b) for r in rows), queries.ZERO) for b in (*queries.BUCKETS, "total")
+        }
+        totals = AgeingRow(customer_id=UUID(int=0), **sums)
+    report = AgeingReport(
+        as_of=await queries.as_of(session), as_of_date=day, rows=rows, totals=totals
+    )
+    return _list_answer(request, report, rows, list(AgeingRow.model_fields), "ar-ageing.csv")
+
+
+@router.get("/trend", response_model=TrendReport)
+async def trend_report(
+    request: Request,
+    metric: str = Query("revenue"),
+    interval: str = Query("month"),
+    start: date = Query(alias="from"),
+    end: date = Query(alias="to"),
+    forecast: int = Query(0, ge=0, le=366),
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """A metric per interval from `from` to `to`, then `forecast` predicted intervals."""
+    _range(start, end)
+    _choice("metric", metric, trend.METRICS)
+    _choice("interval", interval, trend.INTERVALS)
+    if len(trend.buckets(start, end, interval)) > 5000:
+        raise InvalidInput("from", "too many intervals; choose a shorter range or longer interval")
+    points = [
+        TrendPoint.model_validate(p)
+        for p in await trend.trend(
+            session, metric=metric, interval=interval, start=start, end=end, forecast=forecast
+        )
+    ]
+    report = TrendReport(
+        as_of=await queries.as_of(session),
+        metric=metric,
+        interval=interval,
+        method=trend.METHOD if forecast else None,
+        points=points,
+    )
+    return _list_answer(request, report, points, list(TrendPoint.model_fields), "trend.csv")
+
+
+@router.put("/targets", response_model=list[TargetRow])
+async def put_targets(
+    body: TargetsIn,
+    session: AsyncSession = Session,
+    actor: Actor = Depends(require(Role.FINANCE)),
+) -> list[TargetRow]:
+    """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
+    now = datetime.now(UTC)
+    chosen = {(t.salesperson, t.period): t for t in body.targets}
+    await insert_rows(
+        session,
+        Target.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "salesperson": t.salesperson,
+                "period": t.period,
+                "amount": t.amount,
+                "updated_by": actor.subject,
+                "updated_at": now,
+            }
+            for t in chosen.values()
+        ],
+        suffix="ON CONFLICT (salesperson, period) DO UPDATE SET amount = EXCLUDED.amount, "
+        "updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
+    )
+    return [
+        TargetRow(
+            salesperson=t.salesperson,
+            period=t.period,
+            target=t.amount,
+            revenue=queries.ZERO,
+            attainment=None,
+        )
+        for t in chosen.values()
+    ]
+
+
+@router.get("/targets/attainment", response_model=Attainment)
+async def attainment(
+    request: Request,
+    period: str = Query(pattern=PERIOD_PATTERN),
+    session: AsyncSession = Session,
+    _: Actor = READERS,
+) -> Any:
+    """Revenue against target per salesperson in a month (YYYY-MM)."""
+    start = date(int(period[:4]), int(period[5:]), 1)
+    end = trend.next_bucket(start, "month") - timedelta(days=1)
+    revenue = await queries.salesperson_revenue(session, start=start, end=end)
+    t = Target.__table__.c  # type: ignore[attr-defined]
+    targets = {
+        row.salesperson: row.amount
+        for row in await session.execute(select(t.salesperson, t.amount).where(t.period == period))
+    }
+    rows = [
+        TargetRow(
+            salesperson=name,
+            period=period,
+            target=targets.get(name),
+            revenue=revenue.get(name, queries.ZERO),
+            attainment=queries.ratio(revenue.get(name, queries.ZERO), targets.get(name) or 0),
+        )
+        for name in sorted(set(revenue) | set(targets))
+    ]
+    report = Attainment(as_of=await queries.as_of(session), period=period, rows=rows)
+    return _list_answer(request, report, rows, list(TargetRow.model_fields), "attainment.csv")

@@ -1,0 +1,418 @@
+"""The analytics consumer: folds order and payment events into the read models.
+
+One batch at a time: deltas are summed in memory and written with one additive upsert per
+table, so a batch of thousands of lines costs a handful of statements. Every document counts
+on its own business date; a cancellation reverses what is left of its invoice on the
+cancellation date.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics.models import (
+    SCHEMA,
+    ZERO,
+    CustomerFacts,
+    DailyFunnel,
+    DailyPayments,
+    DailySales,
+    Freshness,
+    Invoice,
+    ReceivableMove,
+)
+from shared.bulk import add_to, insert_rows
+from shared.config import get_settings
+from shared.events.envelope import Event
+from shared.events.orders import (
+    CustomerCreated,
+    CustomerUpdated,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderReturned,
+    OrderSubmitted,
+)
+from shared.events.payments import (
+    AllocationReleased,
+    PaymentAllocated,
+    PaymentReceived,
+    PaymentRefunded,
+)
+from shared.messaging.consumer import Subscription
+
+SALES_KEY = ("day", "sku", "category", "customer_id", "region", "segment", "channel", "salesperson")
+SALES_SUMS = (
+    "net",
+    "tax",
+    "gross",
+    "orders",
+    "category_orders",
+    "order_count",
+    "units",
+    "returns",
+    "returns_net",
+    "returned_units",
+    "cancellations",
+)
+PAYMENT_SUMS = ("received", "refunded", "payments", "refunds")
+COUNTS = frozenset({"orders", "category_orders", "order_count"})
+INVOICE_COLUMNS = (
+    "order_id",
+    "customer_id",
+    "region",
+    "segment",
+    "channel",
+    "salesperson",
+    "business_date",
+    "due_date",
+    "gross",
+    "cancelled_on",
+    "lines",
+)
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        Subscription(
+            name="analytics.read_models",
+            schema=SCHEMA,
+            sources=("orders", "payments"),
+            handle=apply_events,
+        )
+    ]
+
+
+@dataclass
+class Batch:
+    sales: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    moves: list[dict[str, Any]] = field(default_factory=list)
+    customers: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    payments: dict[date, dict[str, Any]] = field(
+        default_factory=lambda: defaultdict(
+            lambda: {"received": ZERO, "refunded": ZERO, "payments": 0, "refunds": 0}
+        )
+    )
+    funnel: dict[date, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: {"submitted": 0, "confirmed": 0})
+    )
+    newest: datetime | None = None
+
+    def add_sales(self, key: tuple[Any, ...], **amounts: Any) -> None:
+        row = self.sales.get(key)
+        if row is None:
+            row = self.sales[key] = {name: 0 if name in COUNTS else ZERO for name in SALES_SUMS}
+        for name, amount in amounts.items():
+            row[name] += amount
+
+
+def _dim(value: str | None) -> str:
+    return value or ""
+
+
+def _local_day(moment: datetime) -> date:
+    return moment.astimezone(get_settings().zone).date()
+
+
+def _event_day(event: Event) -> date:
+    return event.business_date or _local_day(event.occurred_at)
+
+
+async def apply_events(session: AsyncSession, events: list[Event]) -> None:
+    """Fold a batch of events, in order, into the read models."""
+    batch = Batch()
+    await _load_invoices(session, batch, events)
+    for event in events:
+        handle = _HANDLERS.get(event.type)
+        if handle is not None:
+            handle(batch, event)
+        if batch.newest is None or event.occurred_at > batch.newest:
+            batch.newest = event.occurred_at
+    await _flush(session, batch)
+
+
+async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event]) -> None:
+    """The invoices this batch's credit notes and cancellations refer to."""
+    wanted = {
+        UUID(e.data["order_id"]) for e in events if e.type in ("order.returned", "order.cancelled")
+    }
+    if not wanted:
+        return
+    rows = await session.execute(
+        select(Invoice.__table__).where(Invoice.__table__.c.order_id.in_(wanted))
+    )
+    for row in rows.mappings():
+        batch.invoices[row["order_id"]] = {c: row[c] for c in INVOICE_COLUMNS}
+
+
+def _on_customer(batch: Batch, event: Event) -> None:
+    payload = event.payload()
+    assert isinstance(payload, CustomerCreated | CustomerUpdated)
+    entry = batch.customers.setdefault(payload.customer_id, {"first": None, "last": None})
+    entry["name"] = payload.name
+
+
+def _touch_customer(batch: Batch, customer_id: UUID, day: date) -> None:
+    entry = batch.customers.setdefault(customer_id, {"first": None, "last": None})
+    entry["first"] = day if entry["first"] is None else min(entry["first"], day)
+    entry["last"] = day if entry["last"] is None else max(entry["last"], day)
+
+
+def _on_submitted(batch: Batch, event: Event) -> None:
+    submitted = OrderSubmitted.model_validate(event.data)
+    batch.funnel[_local_day(submitted.submitted_at)]["submitted"] += 1
+
+
+def _on_confirmed(batch: Batch, event: Event) -> None:
+    confirmed = OrderConfirmed.model_validate(event.data)
+    order, day = confirmed.order, confirmed.business_date
+    batch.funnel[day]["confirmed"] += 1
+    _touch_customer(batch, order.customer_id, day)
+    invoice = {
+        "order_id": order.order_id,
+        "customer_id": order.customer_id,
+        "region": _dim(order.region),
+        "segment": _dim(order.segment),
+        "channel": _dim(order.channel),
+        "salesperson": _dim(order.salesperson),
+        "business_date": day,
+        "due_date": confirmed.due_date,
+        "gross": order.gross,
+        "cancelled_on": None,
+        "lines": [],
+    }
+    seen_categories: set[str] = set()
+    seen_skus: set[str] = set()
+    for index, line in enumerate(order.lines):
+        category = _dim(line.category)
+        invoice["lines"].append(
+            {
+                "line_no": line.line_no,
+                "sku": line.sku,
+                "category": category,
+                # Which count columns this line's row carries for its order (see DailySales).
+                "first_of_sku": line.sku not in seen_skus,
+                "first_of_category": category not in seen_categories,
+                "first_of_order": index == 0,
+                "quantity": str(line.quantity),
+                "net": str(line.net),
+                "tax": str(line.tax),
+                "gross": str(line.gross),
+                "returned_quantity": "0",
+                "returned_net": "0",
+                "returned_tax": "0",
+                "returned_gross": "0",
+            }
+        )
+        seen_skus.add(line.sku)
+        seen_categories.add(category)
+    batch.invoices[order.order_id] = invoice
+    for line in invoice["lines"]:
+        batch.add_sales(
+            _sales_key(invoice, day, line),
+            net=Decimal(line["net"]),
+            tax=Decimal(line["tax"]),
+            gross=Decimal(line["gross"]),
+            units=Decimal(line["quantity"]),
+            orders=int(line["first_of_sku"]),
+            category_orders=int(line["first_of_category"]),
+            order_count=int(line["first_of_order"]),
+        )
+    batch.moves.append(_move(invoice, day, "invoice", order.gross))
+
+
+def _sales_key(invoice: dict[str, Any], day: date, line: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        day,
+        line["sku"],
+        line["category"],
+        invoice["customer_id"],
+        invoice["region"],
+        invoice["segment"],
+        invoice["channel"],
+        invoice["salesperson"],
+    )
+
+
+def _move(invoice: dict[str, Any], day: date, kind: str, amount: Decimal) -> dict[str, Any]:
+    return {
+        "order_id": invoice["order_id"],
+        "customer_id": invoice["customer_id"],
+        "day": day,
+        "kind": kind,
+        "amount": amount,
+    }
+
+
+def _on_returned(batch: Batch, event: Event) -> None:
+    returned = OrderReturned.model_validate(event.data)
+    invoice = batch.invoices.get(returned.order_id)
+    if invoice is None:  # a credit note for an order confirmed before analytics existed
+        return
+    day = returned.business_date
+    by_line = {line["line_no"]: line for line in invoice["lines"]}
+    for part in returned.lines:
+        line = by_line.get(part.line_no)
+        if line is None:
+            continue
+        for name, amount in (
+            ("quantity", part.quantity),
+            ("net", part.net),
+            ("tax", part.tax),
+            ("gross", part.gross),
+        ):
+            line[f"returned_{name}"] = str(Decimal(line[f"returned_{name}"]) + amount)
+        batch.add_sales(
+            _sales_key(invoice, day, line),
+            returns=part.gross,
+            returns_net=part.net,
+            returned_units=part.quantity,
+        )
+    batch.moves.append(_move(invoice, day, "credit", -returned.gross))
+
+
+def _on_cancelled(batch: Batch, event: Event) -> None:
+    cancelled = OrderCancelled.model_validate(event.data)
+    invoice = batch.invoices.get(cancelled.order_id)
+    if not cancelled.was_confirmed or invoice is None or invoice["cancelled_on"] is not None:
+        return
+    day = cancelled.business_date
+    invoice["cancelled_on"] = day
+    for line in invoice["lines"]:
+        # What the cancellation reverses of a line: what its credit notes left of it.
+        left = {
+            name: Decimal(line[name]) - Decimal(line[f"returned_{name}"])
+            for name in ("quantity", "net", "tax", "gross")
+        }
+        batch.add_sales(
+            _sales_key(invoice, day, line),
+            net=-left["net"],
+            tax=-left["tax"],
+            gross=-left["gross"],
+            units=-left["quantity"],
+            cancellations=left["gross"],
+            orders=-int(line["first_of_sku"]),
+            category_orders=-int(line["first_of_category"]),
+            order_count=-int(line["first_of_order"]),
+        )
+    batch.moves.append(_move(invoice, day, "cancel", -cancelled.reversed_gross))
+
+
+def _on_payment_received(batch: Batch, event: Event) -> None:
+    received = PaymentReceived.model_validate(event.data)
+    entry = batch.payments[received.business_date]
+    entry["received"] += received.amount
+    entry["payments"] += 1
+
+
+def _on_refunded(batch: Batch, event: Event) -> None:
+    refunded = PaymentRefunded.model_validate(event.data)
+    entry = batch.payments[refunded.business_date]
+    entry["refunded"] += refunded.amount
+    entry["refunds"] += 1
+
+
+def _on_allocated(batch: Batch, event: Event) -> None:
+    allocated = PaymentAllocated.model_validate(event.data)
+    batch.moves.append(
+        {
+            "order_id": allocated.order_id,
+            "customer_id": allocated.customer_id,
+            "day": allocated.business_date,
+            "kind": "allocated",
+            "amount": -allocated.amount,
+        }
+    )
+
+
+def _on_released(batch: Batch, event: Event) -> None:
+    released = AllocationReleased.model_validate(event.data)
+    if not released.was_applied:  # a pending allocation never counted as paid
+        return
+    batch.moves.append(
+        {
+            "order_id": released.order_id,
+            "customer_id": released.customer_id,
+            "day": _event_day(event),
+            "kind": "released",
+            "amount": released.amount,
+        }
+    )
+
+
+_HANDLERS = {
+    "customer.created": _on_customer,
+    "customer.updated": _on_customer,
+    "order.submitted": _on_submitted,
+    "order.confirmed": _on_confirmed,
+    "order.returned": _on_returned,
+    "order.cancelled": _on_cancelled,
+    "payment.received": _on_payment_received,
+    "payment.refunded": _on_refunded,
+    "payment.allocated": _on_allocated,
+    "payment.allocation_released": _on_released,
+}
+
+
+async def _flush(session: AsyncSession, batch: Batch) -> None:
+    sales_rows = [
+        dict(zip(SALES_KEY, key, strict=True)) | sums for key, sums in batch.sales.items()
+    ]
+    await insert_rows(
+        session,
+        DailySales.__table__,  # type: ignore[arg-type]
+        sales_rows,
+        suffix=f"ON CONFLICT ({', '.join(SALES_KEY)}) DO UPDATE SET {add_to(SALES_SUMS)}",
+    )
+    invoice_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "order_id")
+    await insert_rows(
+        session,
+        Invoice.__table__,  # type: ignore[arg-type]
+        list(batch.invoices.values()),
+        suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
+    )
+    await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
+    await insert_rows(
+        session,
+        CustomerFacts.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "customer_id": cid,
+                "name": entry.get("name") or "",
+                "first_order_on": entry["first"],
+                "last_order_on": entry["last"],
+            }
+            for cid, entry in batch.customers.items()
+        ],
+        suffix="ON CONFLICT (customer_id) DO UPDATE SET "
+        "name = CASE WHEN EXCLUDED.name = '' THEN cur.name ELSE EXCLUDED.name END, "
+        "first_order_on = LEAST(cur.first_order_on, EXCLUDED.first_order_on), "
+        "last_order_on = GREATEST(cur.last_order_on, EXCLUDED.last_order_on)",
+    )
+    await insert_rows(
+        session,
+        DailyPayments.__table__,  # type: ignore[arg-type]
+        [{"day": day} | sums for day, sums in batch.payments.items()],
+        suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(PAYMENT_SUMS)}",
+    )
+    await insert_rows(
+        session,
+        DailyFunnel.__table__,  # type: ignore[arg-type]
+        [{"day": day} | counts for day, counts in batch.funnel.items()],
+        suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
+    )
+    if batch.newest is not None:
+        await insert_rows(
+            session,
+            Freshness.__table__,  # type: ignore[arg-type]
+            [{"id": 1, "as_of": batch.newest}],
+            suffix="ON CONFLICT (id) DO UPDATE SET as_of = GREATEST(cur.as_of, EXCLUDED.as_of)",
+        )

@@ -1,0 +1,165 @@
+"""Tables of the analytics schema: read models built only from other services' events.
+
+Dimension columns that may be absent in an event (region, segment, salesperson, category)
+hold '' instead of NULL so they can be part of a primary key and of ON CONFLICT targets.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Numeric, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from shared.tables import common_tables
+
+SCHEMA = "analytics"
+common = common_tables(SCHEMA)
+
+MONEY = Numeric(18, 2)
+UNITS = Numeric(18, 3)
+ZERO = Decimal("0.00")
+
+
+def _money() -> Any:
+    return Field(default=ZERO, sa_type=MONEY)
+
+
+def _dim(primary: bool = True) -> Any:
+    return Field(default="", sa_type=String(100), primary_key=primary)
+
+
+class DailySales(SQLModel, table=True):
+    """The sales rollup, one row per day and combination of dimensions.
+
+    Three order counts, because an order spans several rows: `orders` counts an order once
+    on every sku row it touches (exact when one sku is chosen), `category_orders` once per
+    category it touches, `order_count` once per order. A query sums the one its grouping
+    and filters make exact.
+    """
+
+    __tablename__ = "daily_sales"
+    __table_args__ = (
+        Index("ix_daily_sales_customer_day", "customer_id", "day"),
+        {"schema": SCHEMA},
+    )
+
+    day: date = Field(primary_key=True)
+    sku: str = _dim()
+    category: str = _dim()
+    customer_id: UUID = Field(primary_key=True)
+    region: str = _dim()
+    segment: str = _dim()
+    channel: str = _dim()
+    salesperson: str = _dim()
+    net: Decimal = _money()
+    tax: Decimal = _money()
+    gross: Decimal = _money()
+    orders: int = Field(default=0, sa_type=Integer)
+    category_orders: int = Field(default=0, sa_type=Integer)
+    order_count: int = Field(default=0, sa_type=Integer)
+    units: Decimal = Field(default=ZERO, sa_type=UNITS)
+    returns: Decimal = _money()  # credit-note gross
+    returns_net: Decimal = _money()
+    returned_units: Decimal = Field(default=ZERO, sa_type=UNITS)
+    cancellations: Decimal = _money()  # gross reversed by cancellations
+
+
+class Invoice(SQLModel, table=True):
+    """A confirmed order as analytics needs it later: dimensions for its credit notes and
+    cancellation, lines with what returns already took back, due date for ageing."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_customer", "customer_id"), {"schema": SCHEMA})
+
+    order_id: UUID = Field(primary_key=True)
+    customer_id: UUID
+    region: str = Field(default="", sa_type=String(100))
+    segment: str = Field(default="", sa_type=String(100))
+    channel: str = Field(default="", sa_type=String(100))
+    salesperson: str = Field(default="", sa_type=String(100))
+    business_date: date
+    due_date: date
+    gross: Decimal = _money()
+    cancelled_on: date | None = None
+    lines: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB))
+
+
+class ReceivableMove(SQLModel, table=True):
+    """A dated change to an invoice's open amount: + invoice, − credit note, cancellation and
+    allocation, + released allocation. Summing up to a date gives the open amount then."""
+
+    __tablename__ = "receivable_moves"
+    __table_args__ = (
+        Index("ix_receivable_moves_order_day", "order_id", "day"),
+        Index("ix_receivable_moves_day", "day"),
+        {"schema": SCHEMA},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    order_id: UUID
+    customer_id: UUID
+    day: date
+    kind: str = Field(sa_type=String(20))  # invoice | credit | cancel | allocated | released
+    amount: Decimal = Field(sa_type=MONEY)
+
+
+class CustomerFacts(SQLModel, table=True):
+    __tablename__ = "customers"
+    __table_args__ = {"schema": SCHEMA}
+
+    customer_id: UUID = Field(primary_key=True)
+    name: str = Field(default="", sa_type=String(200))
+    first_order_on: date | None = None
+    last_order_on: date | None = None
+
+
+class DailyPayments(SQLModel, table=True):
+    __tablename__ = "daily_payments"
+    __table_args__ = {"schema": SCHEMA}
+
+    day: date = Field(primary_key=True)
+    received: Decimal = _money()
+    refunded: Decimal = _money()
+    payments: int = Field(default=0, sa_type=Integer)
+    refunds: int = Field(default=0, sa_type=Integer)
+
+
+class DailyFunnel(SQLModel, table=True):
+    """Orders submitted and confirmed per day, for the conversion rate."""
+
+    __tablename__ = "daily_funnel"
+    __table_args__ = {"schema": SCHEMA}
+
+    day: date = Field(primary_key=True)
+    submitted: int = Field(default=0, sa_type=Integer)
+    confirmed: int = Field(default=0, sa_type=Integer)
+
+
+class Target(SQLModel, table=True):
+    __tablename__ = "targets"
+    __table_args__ = {"schema": SCHEMA}
+
+    salesperson: str = Field(primary_key=True, sa_type=String(100))
+    period: str = Field(primary_key=True, sa_type=String(7))
+    amount: Decimal = Field(sa_type=MONEY)
+    updated_by: str = Field(default="", sa_type=String(100))
+    updated_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class Freshness(SQLModel, table=True):
+    """When the newest applied event happened: the `as_of` of every answer."""
+
+    __tablename__ = "freshness"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int = Field(default=1, primary_key=True)
+    as_of: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )

@@ -1,0 +1,432 @@
+"""The analytics service fed a seeded quarter of raw documents (backdated invoices, credit
+notes, cancellations, payments and released allocations) through the real transport, every
+answer checked against a recomputation from the same documents."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from services.registry import service_module
+from shared.events.envelope import Event
+from tests.analytics.world import END, START, World, build
+from tests.conftest import AppClient, auth, migrate_all
+from tests.support.feed import publish
+from tests.support.waiting import eventually
+
+ANALYST = auth("analyst", "ana")
+FINANCE = auth("finance", "fin")
+URL = "/v1/analytics"
+ZERO = Decimal("0.00")
+SPAN = {"from": str(START), "to": str(END)}
+
+
+def r4(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+
+@pytest.fixture(scope="module")
+async def db(own_database: str) -> str:
+    return await migrate_all(own_database)
+
+
+@pytest.fixture(scope="module")
+async def world(db: str) -> tuple[World, list[Event]]:
+    w = build()
+    return w, await publish(db, w.events)
+
+
+@pytest.fixture
+async def client(
+    app_client: AppClient, db: str, world: tuple[World, list[Event]]
+) -> AsyncIterator[httpx.AsyncClient]:
+    newest = max(e.occurred_at for e in world[1])
+    async with app_client([service_module("analytics")], database_url=db) as c:
+
+        async def probe() -> str | None:
+            return (await c.get(f"{URL}/kpis", params=SPAN, headers=ANALYST)).json()["as_of"]
+
+        await eventually(
+            probe, lambda v: v is not None and datetime.fromisoformat(v) >= newest, seconds=20
+        )
+        yield c
+
+
+def _numbers(row: dict[str, Any]) -> dict[str, Decimal]:
+    return {
+        k: Decimal(row[k])
+        for k in ("net", "tax", "gross", "orders", "units", "returns", "cancellations", "revenue")
+    }
+
+
+def _expected(groups: dict[Any, dict[str, Decimal]]) -> dict[Any, dict[str, Decimal]]:
+    names = ("net", "tax", "gross", "orders", "units", "returns", "cancellations", "revenue")
+    return {k: {n: g[n] for n in names} for k, g in groups.items()}
+
+
+def _week(day: date) -> str:
+    return str(day - timedelta(days=day.weekday()))
+
+
+GROUPINGS: dict[str, Any] = {
+    "day": lambda f: str(f.day),
+    "week": lambda f: _week(f.day),
+    "month": lambda f: f"{f.day:%Y-%m}",
+    "product": lambda f: f.sku,
+    "category": lambda f: f.category,
+    "customer": lambda f: str(f.customer_id),
+    "channel": lambda f: f.channel,
+    "region": lambda f: f.region,
+    "salesperson": lambda f: f.salesperson,
+}
+
+
+@pytest.mark.parametrize("group_by", list(GROUPINGS))
+async def test_sales_by_every_grouping(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]], group_by: str
+) -> None:
+    w = world[0]
+    answer = await client.get(f"{URL}/sales", params=SPAN | {"group_by": group_by}, headers=ANALYST)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["as_of"] and body["group_by"] == group_by and body["from"] == str(START)
+    got = {row["key"]: _numbers(row) for row in body["rows"]}
+    assert got == _expected(w.sales(START, END, GROUPINGS[group_by]))
+
+
+@pytest.mark.parametrize(
+    ("group_by", "filters"),
+    [
+        ("day", {"category": "tools"}),
+        ("month", {"sku": "SKU-B", "channel": "pos"}),
+        ("category", {"salesperson": "alice"}),
+        ("product", {"region": "east", "channel": "web"}),
+        ("salesperson", {"category": "tools", "channel": "pos"}),
+    ],
+)
+async def test_sales_with_combined_filters(
+    client: httpx.AsyncClient,
+    world: tuple[World, list[Event]],
+    group_by: str,
+    filters: dict[str, str],
+) -> None:
+    w = world[0]
+    answer = await client.get(
+        f"{URL}/sales", params=SPAN | {"group_by": group_by} | filters, headers=ANALYST
+    )
+    got = {row["key"]: _numbers(row) for row in answer.json()["rows"]}
+    assert got == _expected(w.sales(START, END, GROUPINGS[group_by], **filters))
+
+
+async def test_sales_filtered_by_customer_and_partial_range(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    w = world[0]
+    customer = w.customers[0].customer_id
+    start, end = date(2031, 2, 1), date(2031, 2, 20)
+    answer = await client.get(
+        f"{URL}/sales",
+        params={
+            "from": str(start),
+            "to": str(end),
+            "group_by": "day",
+            "customer_id": str(customer),
+        },
+        headers=ANALYST,
+    )
+    got = {row["key"]: _numbers(row) for row in answer.json()["rows"]}
+    assert got == _expected(w.sales(start, end, GROUPINGS["day"], customer_id=customer))
+
+
+async def test_kpis(client: httpx.AsyncClient, world: tuple[World, list[Event]]) -> None:
+    w = world[0]
+    start, end = date(2031, 2, 1), date(2031, 3, 15)
+    body = (
+        await client.get(
+            f"{URL}/kpis", params={"from": str(start), "to": str(end)}, headers=ANALYST
+        )
+    ).json()
+    total = w.sales(start, end, lambda f: "all").get("all")
+    assert total is not None
+    net, returns_net, orders, units = (
+        total["net"],
+        total["returns_net"],
+        total["orders"],
+        total["units"],
+    )
+    assert Decimal(body["revenue"]) == net - returns_net
+    assert body["orders"] == orders
+    assert Decimal(body["average_order_value"]) == (net / orders).quantize(
+        Decimal("0.01"), ROUND_HALF_UP
+    )
+    assert Decimal(body["units_per_order"]) == r4(units / orders)
+    assert Decimal(body["return_rate"]) == r4(returns_net / net)
+    submitted = sum(1 for d in w.submitted if start <= d <= end)
+    confirmed = sum(1 for i in w.invoices.values() if start <= i.day <= end)
+    assert (body["submitted"], body["confirmed"]) == (submitted, confirmed)
+    assert Decimal(body["conversion_rate"]) == r4(Decimal(confirmed) / submitted)
+
+    first: dict[Any, date] = {}
+    for inv in w.invoices.values():
+        first[inv.customer_id] = min(first.get(inv.customer_id, inv.day), inv.day)
+    # Active: a confirmed order in the range that its cancellation did not take back that day.
+    counted = w.sales(start, end, lambda f: f.customer_id)
+    ordering = {
+        c
+        for c in counted
+        if any(i.customer_id == c and start <= i.day <= end for i in w.invoices.values())
+    }
+    new = {c for c in ordering if first[c] >= start}
+    assert body["new_customers"] == len(new)
+    assert body["returning_customers"] == len(ordering - new)
+
+    ever = w.sales(date(2000, 1, 1), end, lambda f: "all")["all"]
+    customers_ever = sum(1 for d in first.values() if d <= end)
+    assert Decimal(body["average_customer_lifetime_value"]) == (
+        ever["revenue"] / customers_ever
+    ).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+    opening = sum((w.open_at(i, start - timedelta(days=1)) for i in w.invoices.values()), ZERO)
+    closing = sum((w.open_at(i, end) for i in w.invoices.values()), ZERO)
+    invoiced = sum((i.gross for i in w.invoices.values() if start <= i.day <= end), ZERO)
+    billed = ZERO
+    for i in w.invoices.values():
+        # The first move is the invoice; credits and cancellations follow; payments are
+        # recognisable as the moves not produced by credit notes or cancellations, so
+        # recompute collections as the change in open amounts net of billing.
+        billed += sum((a for d, a in i.moves[:1] if start <= d <= end), ZERO)
+    credits = sum(
+        (f.gross for f in w.facts if f.kind in ("return", "cancel") and start <= f.day <= end),
+        ZERO,
+    )
+    billed -= credits
+    collected = opening + billed - closing
+    assert Decimal(body["receivables_open"]) == closing
+    assert Decimal(body["collected"]) == collected
+    assert Decimal(body["days_sales_outstanding"]) == r4(
+        closing * ((end - start).days + 1) / invoiced
+    )
+    assert Decimal(body["collection_rate"]) == r4(collected / (opening + billed))
+
+
+async def test_customer_lifetime(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    w = world[0]
+    for customer in w.customers:
+        cid = customer.customer_id
+        answer = await client.get(f"{URL}/customers/{cid}/lifetime", headers=FINANCE)
+        invoices = [i for i in w.invoices.values() if i.customer_id == cid]
+        if not invoices:
+            continue
+        body = answer.json()
+        total = w.sales(date(2000, 1, 1), date(2100, 1, 1), lambda f: "all", customer_id=cid)["all"]
+        assert Decimal(body["revenue"]) == total["revenue"]
+        assert body["orders"] == total["orders"]
+        assert body["first_order_on"] == str(min(i.day for i in invoices))
+        assert Decimal(body["outstanding"]) == sum(
+            (w.open_at(i, date(2100, 1, 1)) for i in invoices), ZERO
+        )
+        assert body["name"].startswith("Customer")
+    unknown = await client.get(
+        f"{URL}/customers/{w.customers[0].customer_id.hex[::-1]}/lifetime", headers=ANALYST
+    )
+    assert unknown.status_code in (404, 422)
+
+
+@pytest.mark.parametrize(
+    ("dimension", "key"),
+    [
+        ("product", lambda f: f.sku),
+        ("customer", lambda f: str(f.customer_id)),
+        ("salesperson", lambda f: f.salesperson),
+    ],
+)
+async def test_top(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]], dimension: str, key: Any
+) -> None:
+    w = world[0]
+    body = (
+        await client.get(f"{URL}/top", params={"dimension": dimension, "limit": 2}, headers=ANALYST)
+    ).json()
+    expected = w.sales(date(2000, 1, 1), date(2100, 1, 1), key)
+    ranked = sorted(expected.items(), key=lambda kv: (-kv[1]["revenue"], str(kv[0])))[:2]
+    assert [(r["key"], Decimal(r["revenue"])) for r in body["rows"]] == [
+        (k, g["revenue"]) for k, g in ranked
+    ]
+    assert [r["rank"] for r in body["rows"]] == [1, 2]
+
+
+@pytest.mark.parametrize("as_of", [date(2031, 1, 31), date(2031, 2, 28), date(2031, 6, 30)])
+async def test_ar_ageing(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]], as_of: date
+) -> None:
+    w = world[0]
+    expected: dict[str, dict[str, Decimal]] = defaultdict(
+        lambda: dict.fromkeys(("current", "d1_30", "d31_60", "d61_90", "over_90", "total"), ZERO)
+    )
+    for i in w.invoices.values():
+        amount = w.open_at(i, as_of)
+        if amount == 0:
+            continue
+        late = (as_of - i.due).days
+        bucket = (
+            "current"
+            if late <= 0
+            else "d1_30"
+            if late <= 30
+            else "d31_60"
+            if late <= 60
+            else "d61_90"
+            if late <= 90
+            else "over_90"
+        )
+        expected[str(i.customer_id)][bucket] += amount
+        expected[str(i.customer_id)]["total"] += amount
+    body = (
+        await client.get(f"{URL}/ar-ageing", params={"as_of": str(as_of)}, headers=FINANCE)
+    ).json()
+    got = {
+        r["customer_id"]: {k: Decimal(v) for k, v in r.items() if k != "customer_id"}
+        for r in body["rows"]
+    }
+    assert got == {k: v for k, v in expected.items() if any(v.values())}
+    assert body["as_of"]
+
+
+async def test_trend_with_forecast(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    w = world[0]
+    body = (
+        await client.get(
+            f"{URL}/trend",
+            params=SPAN | {"metric": "revenue", "interval": "month", "forecast": 2},
+            headers=ANALYST,
+        )
+    ).json()
+    monthly = w.sales(START, END, lambda f: f.day.replace(day=1))
+    history = [p for p in body["points"] if not p["forecast"]]
+    assert [(p["bucket"], Decimal(p["value"])) for p in history] == [
+        (str(date(2031, m, 1)), monthly.get(date(2031, m, 1), {"revenue": ZERO})["revenue"])
+        for m in (1, 2, 3)
+    ]
+    ahead = [p for p in body["points"] if p["forecast"]]
+    assert [p["bucket"] for p in ahead] == ["2031-04-01", "2031-05-01"]
+    ys = [Decimal(p["value"]) for p in history]
+    slope = (ys[2] - ys[0]) / 2  # least squares through three evenly spaced points
+    assert Decimal(ahead[0]["value"]) == (sum(ys) / 3 + 2 * slope).quantize(
+        Decimal("0.01"), ROUND_HALF_UP
+    )
+    assert "linear regression" in body["method"]
+    units = (
+        await client.get(
+            f"{URL}/trend", params=SPAN | {"metric": "units", "interval": "week"}, headers=ANALYST
+        )
+    ).json()
+    assert sum(Decimal(p["value"]) for p in units["points"]) == sum(
+        g["units"] for g in w.sales(START, END, lambda f: "all").values()
+    )
+    assert units["method"] is None
+
+
+async def test_targets_and_attainment(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    w = world[0]
+    body = {
+        "targets": [
+            {"salesperson": "alice", "period": "2031-02", "amount": "100.00"},
+            {"salesperson": "bob", "period": "2031-02", "amount": "0.00"},
+        ]
+    }
+    assert (await client.put(f"{URL}/targets", json=body, headers=FINANCE)).status_code == 200
+    assert (await client.put(f"{URL}/targets", json=body, headers=ANALYST)).status_code == 403
+    body["targets"][0]["amount"] = "250.00"
+    assert (await client.put(f"{URL}/targets", json=body, headers=auth("admin"))).status_code == 200
+    answer = await client.get(
+        f"{URL}/targets/attainment", params={"period": "2031-02"}, headers=ANALYST
+    )
+    rows = {r["salesperson"]: r for r in answer.json()["rows"]}
+    revenue = w.sales(date(2031, 2, 1), date(2031, 2, 28), lambda f: f.salesperson or "")
+    alice = revenue.get("alice", {"revenue": ZERO})["revenue"]
+    assert Decimal(rows["alice"]["revenue"]) == alice
+    assert Decimal(rows["alice"]["target"]) == Decimal("250.00")
+    assert Decimal(rows["alice"]["attainment"]) == r4(alice / Decimal(250))
+    assert rows["bob"]["attainment"] is None  # a zero target has no attainment ratio
+
+
+async def test_csv_answers(client: httpx.AsyncClient, world: tuple[World, list[Event]]) -> None:
+    csv_headers = ANALYST | {"Accept": "text/csv"}
+    answer = await client.get(
+        f"{URL}/sales", params=SPAN | {"group_by": "month"}, headers=csv_headers
+    )
+    assert answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert [r["key"] for r in rows] == ["2031-01", "2031-02", "2031-03"]
+    expected = world[0].sales(START, END, GROUPINGS["month"])
+    assert {r["key"]: Decimal(r["net"]) for r in rows} == {k: g["net"] for k, g in expected.items()}
+    for path, params in [
+        ("top", {"dimension": "customer"}),
+        ("ar-ageing", {"as_of": "2031-03-31"}),
+        ("trend", SPAN),
+        ("targets/attainment", {"period": "2031-02"}),
+        ("kpis", SPAN),
+    ]:
+        answer = await client.get(f"{URL}/{path}", params=params, headers=csv_headers)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+        assert len(list(csv.DictReader(io.StringIO(answer.text)))) >= 1
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("sales", SPAN | {"group_by": "planet"}, "group_by"),
+        ("sales", {"from": "2031-03-01", "to": "2031-02-01"}, "from"),
+        ("sales", {"from": "yesterday", "to": "2031-02-01"}, "from"),
+        ("kpis", {"from": "2031-03-01", "to": "2031-02-01"}, "from"),
+        ("top", {"dimension": "region"}, "dimension"),
+        ("top", {"limit": 0}, "limit"),
+        ("trend", SPAN | {"metric": "profit"}, "metric"),
+        ("trend", SPAN | {"interval": "hour"}, "interval"),
+        ("trend", SPAN | {"forecast": -1}, "forecast"),
+        ("targets/attainment", {"period": "2031-13"}, "period"),
+        ("ar-ageing", {"as_of": "soon"}, "as_of"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
+) -> None:
+    answer = await client.get(f"{URL}/{path}", params=params, headers=ANALYST)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert field in answer.text
+
+
+async def test_bad_targets_are_422(client: httpx.AsyncClient) -> None:
+    for body in (
+        {"targets": [{"salesperson": "x", "period": "2031-2", "amount": "1.00"}]},
+        {"targets": [{"salesperson": "x", "period": "2031-02", "amount": "-1.00"}]},
+        {"targets": []},
+    ):
+        answer = await client.put(f"{URL}/targets", json=body, headers=FINANCE)
+        assert answer.status_code == 422, answer.text
+
+
+@pytest.mark.parametrize("path", ["sales", "kpis", "top", "ar-ageing", "trend"])
+async def test_auth(client: httpx.AsyncClient, path: str) -> None:
+    assert (await client.get(f"{URL}/{path}", params=SPAN)).status_code == 401
+    wrong = await client.get(f"{URL}/{path}", params=SPAN, headers=auth("pos"))
+    assert wrong.status_code == 403
+    assert (await client.get(f"{URL}/{path}", params=SPAN, headers=FINANCE)).status_code == 200
+    assert (
+        await client.get(f"{URL}/{path}", params=SPAN, headers=auth("admin"))
+    ).status_code == 200
