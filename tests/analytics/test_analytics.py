@@ -48,15 +48,28 @@ async def world(db: str) -> tuple[World, list[Event]]:
 async def client(
     app_client: AppClient, db: str, world: tuple[World, list[Event]]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    newest = max(e.occurred_at for e in world[1])
+    w, events = world
+    newest = max(e.occurred_at for e in events)
+    everything = {"from": "2000-01-01", "to": "2100-01-01"}
+    # Each source is consumed at its own pace: wait for the last effect of both.
+    settled = (
+        str(sum((w.open_at(i, date(2100, 1, 1)) for i in w.invoices.values()), ZERO)),
+        len(w.submitted),
+        int(w.sales(date(2000, 1, 1), date(2100, 1, 1), lambda f: "all")["all"]["orders"]),
+    )
     async with app_client([service_module("analytics")], database_url=db) as c:
 
-        async def probe() -> str | None:
-            return (await c.get(f"{URL}/kpis", params=SPAN, headers=ANALYST)).json()["as_of"]
+        async def probe() -> dict[str, Any]:
+            return (await c.get(f"{URL}/kpis", params=everything, headers=ANALYST)).json()
 
-        await eventually(
-            probe, lambda v: v is not None and datetime.fromisoformat(v) >= newest, seconds=20
-        )
+        def done(body: dict[str, Any]) -> bool:
+            return (
+                body["as_of"] is not None
+                and datetime.fromisoformat(body["as_of"]) >= newest
+                and (body["receivables_open"], body["submitted"], body["orders"]) == settled
+            )
+
+        await eventually(probe, done, seconds=20)
         yield c
 
 
