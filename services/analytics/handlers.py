@@ -363,8 +363,11 @@ _HANDLERS = {
 
 
 async def _flush(session: AsyncSession, batch: Batch) -> None:
+    # Rows in key order, so concurrent consumers (one per Kafka partition) lock shared
+    # rollup rows in the same order and cannot deadlock one another.
     sales_rows = [
-        dict(zip(SALES_KEY, key, strict=True)) | sums for key, sums in batch.sales.items()
+        dict(zip(SALES_KEY, key, strict=True)) | batch.sales[key]
+        for key in sorted(batch.sales, key=lambda k: tuple(str(part) for part in k))
     ]
     await insert_rows(
         session,
@@ -376,7 +379,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
     await insert_rows(
         session,
         Invoice.__table__,  # type: ignore[arg-type]
-        list(batch.invoices.values()),
+        [batch.invoices[oid] for oid in sorted(batch.invoices)],
         suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
     )
     await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
@@ -390,7 +393,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
                 "first_order_on": entry["first"],
                 "last_order_on": entry["last"],
             }
-            for cid, entry in batch.customers.items()
+            for cid, entry in sorted(batch.customers.items())
         ],
         suffix="ON CONFLICT (customer_id) DO UPDATE SET "
         "name = CASE WHEN EXCLUDED.name = '' THEN cur.name ELSE EXCLUDED.name END, "
@@ -400,13 +403,13 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
     await insert_rows(
         session,
         DailyPayments.__table__,  # type: ignore[arg-type]
-        [{"day": day} | sums for day, sums in batch.payments.items()],
+        [{"day": day} | batch.payments[day] for day in sorted(batch.payments)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(PAYMENT_SUMS)}",
     )
     await insert_rows(
         session,
         DailyFunnel.__table__,  # type: ignore[arg-type]
-        [{"day": day} | counts for day, counts in batch.funnel.items()],
+        [{"day": day} | batch.funnel[day] for day in sorted(batch.funnel)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
     )
     if batch.newest is not None:

@@ -443,3 +443,61 @@ async def test_auth(client: httpx.AsyncClient, path: str) -> None:
     assert (
         await client.get(f"{URL}/{path}", params=SPAN, headers=auth("admin"))
     ).status_code == 200
+
+
+async def test_replayed_events_change_nothing(
+    client: httpx.AsyncClient, db: str, world: tuple[World, list[Event]]
+) -> None:
+    from services.analytics.handlers import subscriptions
+    from shared.db import Database
+    from shared.messaging.consumer import apply_batch
+
+    params = {"from": "2000-01-01", "to": "2100-01-01"}
+    before = (await client.get(f"{URL}/kpis", params=params, headers=ANALYST)).json()
+    sales_before = (
+        await client.get(f"{URL}/sales", params=params | {"group_by": "product"}, headers=ANALYST)
+    ).json()
+    database = Database(db, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            assert await apply_batch(session, subscriptions()[0], world[1]) == 0
+    finally:
+        await database.dispose()
+    assert (await client.get(f"{URL}/kpis", params=params, headers=ANALYST)).json() == before
+    sales_after = (
+        await client.get(f"{URL}/sales", params=params | {"group_by": "product"}, headers=ANALYST)
+    ).json()
+    assert sales_after == sales_before
+
+
+async def test_bi_role_reads_the_views_only(
+    client: httpx.AsyncClient, db: str, world: tuple[World, list[Event]]
+) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.db import Database
+
+    expected = world[0].sales(date(2000, 1, 1), date(2100, 1, 1), lambda f: "all")["all"]
+    database = Database(db, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("SET LOCAL ROLE salesbook_bi"))
+            revenue, orders = (
+                await session.execute(
+                    text("SELECT sum(revenue), sum(orders) FROM analytics.sales_daily")
+                )
+            ).one()
+            assert (revenue, orders) == (expected["revenue"], expected["orders"])
+            open_now = (
+                await session.execute(
+                    text("SELECT sum(open_amount) FROM analytics.invoice_balances")
+                )
+            ).scalar_one()
+            assert open_now == sum(
+                (world[0].open_at(i, date(2100, 1, 1)) for i in world[0].invoices.values()), ZERO
+            )
+            with pytest.raises(DBAPIError, match="permission denied"):
+                await session.execute(text("SELECT 1 FROM analytics.daily_sales LIMIT 1"))
+    finally:
+        await database.dispose()
