@@ -7,12 +7,12 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import queries, trend
+from services.analytics import dashboard, queries, trend
 from services.analytics.models import Target
 from services.analytics.schemas import (
     PERIOD_PATTERN,
@@ -283,3 +283,15 @@ async def attainment(
     ]
     report = Attainment(as_of=await queries.as_of(session), period=period, rows=rows)
     return _list_answer(request, report, rows, list(TargetRow.model_fields), "attainment.csv")
+
+
+# The page and its script carry no figures, so a browser can open them without a token; the
+# script then calls the endpoints above with the token the user enters.
+@router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard_page() -> HTMLResponse:
+    return HTMLResponse(dashboard.PAGE)
+
+
+@router.get("/dashboard.js", include_in_schema=False)
+async def dashboard_script() -> Response:
+    return Response(dashboard.SCRIPT, media_type="text/javascript; charset=utf-8")

@@ -501,3 +501,14 @@ async def test_bi_role_reads_the_views_only(
                 await session.execute(text("SELECT 1 FROM analytics.daily_sales LIMIT 1"))
     finally:
         await database.dispose()
+
+
+async def test_dashboard_is_served_locally(client: httpx.AsyncClient) -> None:
+    page = await client.get(f"{URL}/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script src="dashboard.js">' in page.text and "http" not in page.text.split("<body>")[1]
+    script = await client.get(f"{URL}/dashboard.js")
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "Authorization" in script.text and "//cdn" not in script.text
+    for path in ("kpis", "trend", "top", "sales", "ar-ageing"):
+        assert f'api("{path}"' in script.text
