@@ -35,11 +35,13 @@ from shared.bulk import insert_rows
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
+from shared.pagination import cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 
 Session = Depends(request_session, scope="function")
 READERS = Depends(require(Role.ANALYST, Role.FINANCE))
+MAX_ROWS = 10000
 TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
 
 
@@ -74,10 +76,13 @@ async def sales(
     category: str | None = None,
     customer_id: UUID | None = None,
     sku: str | None = None,
+    limit: int = Query(1000, ge=1, le=MAX_ROWS),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
-    """Net, tax, gross, orders, units and returns per group; filters combine with AND."""
+    """Net, tax, gross, orders, units and returns per group, by group key, a page at a time;
+    filters combine with AND."""
     _range(start, end)
     _choice("group_by", group_by, queries.GROUPS)
     filters = {
@@ -88,16 +93,29 @@ async def sales(
         "customer_id": customer_id,
         "sku": sku,
     }
-    rows = [
-        SalesRow.model_validate(r)
-        for r in await queries.sales(
-            session, start=start, end=end, group_by=group_by, filters=filters
-        )
-    ]
-    report = SalesReport(
-        as_of=await queries.as_of(session), start=start, end=end, group_by=group_by, rows=rows
+    found = await queries.sales(
+        session,
+        start=start,
+        end=end,
+        group_by=group_by,
+        filters=filters,
+        limit=limit + 1,
+        after=decode_cursor(cursor) if cursor else None,
     )
-    return _list_answer(request, report, rows, list(SalesRow.model_fields), "sales.csv")
+    page, next_cursor = cut_page(found, limit=limit, key=lambda r: r["key"] or "")
+    rows = [SalesRow.model_validate(r) for r in page]
+    report = SalesReport(
+        as_of=await queries.as_of(session),
+        start=start,
+        end=end,
+        group_by=group_by,
+        rows=rows,
+        next_cursor=next_cursor,
+    )
+    answer = _list_answer(request, report, rows, list(SalesRow.model_fields), "sales.csv")
+    if isinstance(answer, Response) and next_cursor:
+        answer.headers["X-Next-Cursor"] = next_cursor
+    return answer
 
 
 @router.get("/kpis", response_model=Kpis, response_model_by_alias=True)
@@ -166,12 +184,14 @@ async def top(
 @router.get("/ar-ageing", response_model=AgeingReport)
 async def ar_ageing(
     request: Request,
-    as_of: date | None = Query(None, description="the day to age at; default today (UTC)"),
+    as_of: date | None = Query(
+        None, description="the day to age at; default today in the business time zone"
+    ),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
     """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
-    day = as_of or datetime.now(UTC).date()
+    day = as_of or datetime.now(request.app.state.settings.zone).date()
     rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
     totals = None
     if rows:

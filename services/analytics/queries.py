@@ -22,6 +22,7 @@ from services.analytics.models import (
     DailyFunnel,
     DailySales,
     Freshness,
+    Invoice,
     ReceivableMove,
 )
 
@@ -94,8 +95,10 @@ async def sales(
     filters: dict[str, Any],
     order_by_revenue: bool = False,
     limit: int | None = None,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Sales per group over the rollup, with the given filters combined."""
+    """Sales per group over the rollup, with the given filters combined; by key, from the
+    first key after `after`, unless ordered by revenue."""
     key = group_expression(group_by).label("key")
     revenue = (func.sum(S.net) - func.sum(S.returns_net)).label("revenue")
     query = (
@@ -116,6 +119,8 @@ async def sales(
     for name, value in filters.items():
         if value is not None:
             query = query.where(S[name] == value)
+    if after is not None:
+        query = query.having(group_expression(group_by) > after)
     query = query.order_by(revenue.desc(), key) if order_by_revenue else query.order_by(key)
     if limit is not None:
         query = query.limit(limit)
@@ -281,8 +286,6 @@ BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 
 async def ageing(session: AsyncSession, *, as_of_date: date) -> list[dict[str, Any]]:
     """Open invoice amounts at the end of a day, per customer, by days past due."""
-    from services.analytics.models import Invoice
-
     inv = Invoice.__table__.c  # type: ignore[attr-defined]
     per_invoice = (
         select(

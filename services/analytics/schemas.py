@@ -38,6 +38,7 @@ class SalesReport(Fresh):
     end: date = Field(serialization_alias="to")
     group_by: str
     rows: list[SalesRow]
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
 class Kpis(Fresh):
