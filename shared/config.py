@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=None, description="Event transport; defaults to kafka when kafka_bootstrap is set."
     )
     kafka_partitions: int = Field(default=3, ge=1)
+    kafka_topic_prefix: str = Field(
+        default="salesbook.", description="Topics are <prefix><source>; groups <prefix><consumer>."
+    )
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     data_dir: Path = Path(".salesbook")
     secret_key: str | None = Field(
         default=None, description="Token signing secret; generated into data_dir when unset."

@@ -72,6 +72,43 @@ def settings(tmp_path) -> Settings:
     )
 
 
+def kafka_settings(base: Settings, bootstrap: str, database_url: str) -> Settings:
+    """The same settings on the kafka transport, with topics of this database's own: several
+    test databases share one broker, and each relays its own outboxes."""
+    name = database_url.rsplit("/", 1)[-1].split("?")[0]
+    return base.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "transport": "kafka",
+            "kafka_topic_prefix": f"salesbook.{name}.",
+            "kafka_session_timeout_ms": 2000,
+            "kafka_heartbeat_interval_ms": 500,
+        }
+    )
+
+
+@pytest.fixture(params=["postgres"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The event transport of a test's app; parametrize indirectly to run on kafka too."""
+    return request.param
+
+
+async def _kafka_workers_ready(app: FastAPI, seconds: float = 30.0) -> None:
+    """Wait until every relay and subscriber has reached the broker (consumer groups take a
+    moment to join), so a test's first event is not measured against that start-up."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not all(w.ready() for w in app.state.workers if hasattr(w, "ready")):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("kafka workers did not become ready")
+        await asyncio.sleep(0.05)
+
+
+BOTH_TRANSPORTS = pytest.mark.parametrize("transport", ["postgres", "kafka"], indirect=True)
+"""Runs a test once on each event transport."""
+
+
 def token(role: Role | str, subject: str = "tester") -> str:
     from datetime import timedelta
 
@@ -86,7 +123,9 @@ AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def app_client(migrated: str, settings: Settings) -> AppClient:
+def app_client(
+    migrated: str, settings: Settings, transport: str, request: pytest.FixtureRequest
+) -> AppClient:
     """Start an app (lifespan and workers included) and talk to it over ASGI."""
 
     @asynccontextmanager
@@ -97,15 +136,21 @@ def app_client(migrated: str, settings: Settings) -> AppClient:
         settings_override: Settings | None = None,
         database_url: str | None = None,
     ) -> AsyncIterator[httpx.AsyncClient]:
+        url = database_url or migrated
+        chosen = settings_override or settings
+        if transport == "kafka":
+            chosen = kafka_settings(chosen, request.getfixturevalue("kafka_bootstrap"), url)
         app: FastAPI = create_app(
             modules or all_modules(),
-            settings=settings_override or settings,
-            database_url=database_url or migrated,
+            settings=chosen,
+            database_url=url,
             run_workers=run_workers,
         )
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            if transport == "kafka":
+                await _kafka_workers_ready(app)
+            asgi = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
                 client.app = app  # type: ignore[attr-defined]
                 yield client
 

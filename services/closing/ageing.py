@@ -26,26 +26,23 @@ _AGE = text(
     WITH debtors AS (
         SELECT customer_id, closing FROM closing.closed_balances
          WHERE period = :period AND version = :version AND closing > 0
-    ), inv AS (
-        SELECT i.order_id, i.customer_id, i.gross, i.instalments
-          FROM closing.invoices i JOIN debtors d USING (customer_id)
-         WHERE i.business_date <= CAST(:end AS date)
     ), moved AS (
         SELECT m.order_id,
                SUM(m.amount) FILTER (WHERE m.kind = 'credit') AS credited,
                SUM(m.amount) FILTER (WHERE m.kind = 'allocation') AS allocated
-          FROM closing.invoice_movements m JOIN inv USING (order_id)
+          FROM closing.invoice_movements m JOIN debtors d USING (customer_id)
          WHERE m.business_date <= CAST(:end AS date)
          GROUP BY m.order_id
     ), instalment AS (
-        SELECT inv.order_id, inv.customer_id, inv.gross,
-               (x.item->>'due_date')::date AS due_date,
-               (x.item->>'amount')::numeric AS amount,
-               x.seq,
+        SELECT i.order_id, i.customer_id, i.due_date, i.amount, i.seq,
+               v.gross,
                COALESCE(moved.credited, 0) AS credited,
-               GREATEST(LEAST(COALESCE(moved.allocated, 0), inv.gross), 0) AS allocated
-          FROM inv LEFT JOIN moved USING (order_id)
-         CROSS JOIN LATERAL jsonb_array_elements(inv.instalments) WITH ORDINALITY AS x(item, seq)
+               GREATEST(LEAST(COALESCE(moved.allocated, 0), v.gross), 0) AS allocated
+          FROM closing.invoice_instalments i
+          JOIN debtors d USING (customer_id)
+          JOIN closing.invoices v USING (order_id)
+          LEFT JOIN moved USING (order_id)
+         WHERE i.business_date <= CAST(:end AS date)
     ), running AS (
         SELECT *, SUM(amount) OVER (PARTITION BY order_id ORDER BY due_date, seq) AS upto
           FROM instalment
@@ -90,5 +87,11 @@ _AGE = text(
 async def age_balances(session: AsyncSession, *, period: str, version: int, end: date) -> None:
     """Fill the ageing buckets of one closed period version as of its last day."""
     params = {"period": period, "version": version, "end": end}
+    # The balances were written a moment ago in this transaction and the instalments may have
+    # just been bulk-loaded: without fresh statistics the planner picks nested loops here.
+    await session.execute(text("ANALYZE closing.closed_balances"))
+    await session.execute(text("ANALYZE closing.invoice_instalments"))
+    # The window sums sort every open instalment of every debtor: keep that sort in memory.
+    await session.execute(text("SET LOCAL work_mem = '256MB'"))
     await session.execute(_RESET, params)
     await session.execute(_AGE, params)

@@ -19,7 +19,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing.ageing import age_balances
-from services.closing.hashing import period_hash
+from services.closing.hashing import BALANCE_FIELDS, period_hash
 from services.closing.models import (
     SCHEMA,
     ClosedBalance,
@@ -270,17 +270,7 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
         },
     )
     await age_balances(session, period=period, version=version, end=last_day(period))
-    balances = (
-        (
-            await session.execute(
-                select(ClosedBalance).where(
-                    ClosedBalance.period == period, ClosedBalance.version == version
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
+    balances = await balance_rows(session, period, version)
     digest = period_hash(
         period=period, previous_hash=previous.hash if previous else None, rows=balances
     )
@@ -322,22 +312,17 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
     )
 
 
+async def balance_rows(session: AsyncSession, period: str, version: int) -> list[Any]:
+    """A closed version's balances as plain rows (attribute access by column name)."""
+    table = ClosedBalance.__table__
+    columns = [table.c.customer_id, *(table.c[f] for f in BALANCE_FIELDS)]
+    query = select(*columns).where(table.c.period == period, table.c.version == version)
+    return list((await session.execute(query)).all())
+
+
 def balance_totals(balances: list[Any]) -> dict[str, Any]:
-    fields = (
-        "opening",
-        "invoiced",
-        "returned",
-        "received",
-        "refunded",
-        "closing",
-        "current",
-        "d1_30",
-        "d31_60",
-        "d61_90",
-        "over_90",
-    )
     totals: dict[str, Any] = {
-        f: money_str(sum((getattr(b, f) for b in balances), ZERO)) for f in fields
+        f: money_str(sum((getattr(b, f) for b in balances), ZERO)) for f in BALANCE_FIELDS
     }
     totals["customers"] = len(balances)
     return totals

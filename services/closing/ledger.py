@@ -22,6 +22,7 @@ from services.closing.models import (
     CustomerActivity,
     DocumentTotal,
     Invoice,
+    InvoiceInstalment,
     InvoiceMovement,
     LedgerEntry,
     Period,
@@ -85,6 +86,7 @@ class Batch:
         default_factory=lambda: defaultdict(lambda: [0, ZERO])
     )
     invoices: list[dict[str, Any]] = field(default_factory=list)
+    instalments: list[dict[str, Any]] = field(default_factory=list)
     movements: list[dict[str, Any]] = field(default_factory=list)
     exceptions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -268,20 +270,30 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
     """What ageing needs besides the journal: instalments, credits and allocations per invoice."""
     match payload:
         case OrderConfirmed() as inv:
-            instalments = [
-                {"due_date": i.due_date.isoformat(), "amount": money_str(i.amount)}
-                for i in inv.instalments
-            ] or [{"due_date": inv.due_date.isoformat(), "amount": money_str(inv.order.gross)}]
+            order = inv.order
+            parts = [(i.due_date, i.amount) for i in inv.instalments] or [
+                (inv.due_date, order.gross)
+            ]
             batch.invoices.append(
                 {
-                    "order_id": inv.order.order_id,
-                    "customer_id": inv.order.customer_id,
+                    "order_id": order.order_id,
+                    "customer_id": order.customer_id,
                     "invoice_number": inv.invoice_number,
                     "business_date": inv.business_date,
                     "due_date": inv.due_date,
-                    "gross": inv.order.gross,
-                    "instalments": instalments,
+                    "gross": order.gross,
                 }
+            )
+            batch.instalments.extend(
+                {
+                    "order_id": order.order_id,
+                    "seq": seq,
+                    "customer_id": order.customer_id,
+                    "business_date": inv.business_date,
+                    "due_date": due,
+                    "amount": amount,
+                }
+                for seq, (due, amount) in enumerate(parts, start=1)
             )
         case OrderReturned() as crn:
             batch.movements.append(
@@ -370,5 +382,8 @@ async def flush(session: AsyncSession, batch: Batch) -> None:
         suffix=f"ON CONFLICT (period, kind) DO UPDATE SET {add_to(('count', 'amount'))}",
     )
     await insert_rows(session, Invoice.__table__, batch.invoices, suffix="ON CONFLICT DO NOTHING")
+    await insert_rows(
+        session, InvoiceInstalment.__table__, batch.instalments, suffix="ON CONFLICT DO NOTHING"
+    )
     await insert_rows(session, InvoiceMovement.__table__, batch.movements)
     await insert_rows(session, ReconciliationException.__table__, batch.exceptions)

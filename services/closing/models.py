@@ -111,7 +111,23 @@ class Invoice(SQLModel, table=True):
     business_date: date
     due_date: date
     gross: Decimal = Field(sa_type=MONEY)
-    instalments: list[dict[str, str]] = Field(sa_column=Column(JSONB, nullable=False))
+
+
+class InvoiceInstalment(SQLModel, table=True):
+    """One instalment of an invoice (the whole gross on its due date when it has none)."""
+
+    __tablename__ = "invoice_instalments"
+    __table_args__ = (
+        Index("ix_invoice_instalments_customer", "customer_id", "business_date"),
+        {"schema": SCHEMA},
+    )
+
+    order_id: UUID = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    customer_id: UUID
+    business_date: date
+    due_date: date
+    amount: Decimal = Field(sa_type=MONEY)
 
 
 class InvoiceMovement(SQLModel, table=True):
@@ -119,7 +135,11 @@ class InvoiceMovement(SQLModel, table=True):
     allocations of payments (`allocation`, negative when released)."""
 
     __tablename__ = "invoice_movements"
-    __table_args__ = (Index("ix_invoice_movements_order", "order_id"), {"schema": SCHEMA})
+    __table_args__ = (
+        Index("ix_invoice_movements_order", "order_id"),
+        Index("ix_invoice_movements_customer", "customer_id"),
+        {"schema": SCHEMA},
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     order_id: UUID

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.cutoff import on_closing_event
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
-from services.payments.service import check_allocation, emit_allocated, lock_orders, release
+from services.payments.service import (
+    check_allocation,
+    emit_allocated,
+    guard_order,
+    lock_orders,
+    release,
+)
 from shared.errors import DomainError
 from shared.events.envelope import Event
 from shared.events.orders import (
@@ -45,6 +51,8 @@ def subscriptions() -> list[Subscription]:
 
 
 async def on_event(session: AsyncSession, event: Event) -> None:
+    if event.type.startswith("order."):
+        await guard_order(session, UUID(_order_id_of(event)))
     match event.type:
         case "customer.created" | "customer.updated":
             payload = event.payload()
@@ -87,6 +95,11 @@ async def on_event(session: AsyncSession, event: Event) -> None:
             await _credit_order(session, returned.order_id, returned.gross)
 
 
+def _order_id_of(event: Event) -> str:
+    data = event.data
+    return data["order"]["order_id"] if "order" in data else data["order_id"]
+
+
 async def _upsert_customer(session: AsyncSession, customer_id: UUID, name: str) -> None:
     table = KnownCustomer.__table__
     await session.execute(
@@ -122,21 +135,29 @@ async def _upsert_order(
     )
 
 
-async def _allocations_of(
+async def _locked_allocations(
     session: AsyncSession, order_id: UUID, statuses: tuple[str, ...]
-) -> list[Allocation]:
-    return list(
-        (
-            await session.execute(
-                select(Allocation)
-                .where(Allocation.order_id == order_id, Allocation.status.in_(statuses))  # type: ignore[attr-defined]
-                .order_by(Allocation.created_at, Allocation.id)
-            )
-        ).scalars()
-    )
+) -> tuple[list[Allocation], dict[UUID, Payment], dict[UUID, KnownOrder]]:
+    """An order's allocations in the given states, read only after their payments are locked
+    (a refund may release one meanwhile), with the payments and the order row locked too."""
+
+    def query():
+        return (
+            select(Allocation)
+            .where(Allocation.order_id == order_id, Allocation.status.in_(statuses))  # type: ignore[attr-defined]
+            .order_by(Allocation.created_at, Allocation.id)
+        )
+
+    candidates = (await session.execute(query())).scalars().all()
+    payments = await _lock_payments(session, {a.payment_id for a in candidates})
+    fresh = query().execution_options(populate_existing=True)
+    allocations = [a for a in (await session.execute(fresh)).scalars() if a.payment_id in payments]
+    return allocations, payments, await lock_orders(session, {order_id})
 
 
 async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[UUID, Payment]:
+    if not payment_ids:
+        return {}
     rows = (
         await session.execute(
             select(Payment)
@@ -151,11 +172,7 @@ async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[
 
 async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
     """Check an order's pending allocations, oldest first: apply what fits, release the rest."""
-    pending = await _allocations_of(session, order_id, ("pending",))
-    if not pending:
-        return
-    payments = await _lock_payments(session, {a.payment_id for a in pending})
-    orders = await lock_orders(session, {order_id})
+    pending, payments, orders = await _locked_allocations(session, order_id, ("pending",))
     order = orders[order_id]
     for allocation in pending:
         payment = payments[allocation.payment_id]
@@ -178,9 +195,7 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
 
 async def _end_order(session: AsyncSession, order_id: UUID, status: str) -> None:
     """A rejected or cancelled order gives back every allocation made to it."""
-    live = await _allocations_of(session, order_id, ("pending", "applied"))
-    payments = await _lock_payments(session, {a.payment_id for a in live})
-    orders = await lock_orders(session, {order_id})
+    live, payments, orders = await _locked_allocations(session, order_id, ("pending", "applied"))
     if order_id in orders:
         orders[order_id].status = status
     for allocation in live:
@@ -196,9 +211,7 @@ async def _end_order(session: AsyncSession, order_id: UUID, status: str) -> None
 
 async def _credit_order(session: AsyncSession, order_id: UUID, credited: Decimal) -> None:
     """A credit note lowers what the order can carry; release the newest excess allocations."""
-    live = await _allocations_of(session, order_id, ("applied",))
-    payments = await _lock_payments(session, {a.payment_id for a in live})
-    orders = await lock_orders(session, {order_id})
+    live, payments, orders = await _locked_allocations(session, order_id, ("applied",))
     order = orders.get(order_id)
     if order is None:
         return

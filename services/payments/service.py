@@ -2,7 +2,10 @@
 
 Invariant kept by every function here: a payment's amount = allocated + unapplied + refunded,
 where `allocated` counts applied and pending allocations. Lock order, to stay deadlock-free:
-payment rows first (by id), then replicated order rows (by id).
+the advisory lock of each order being allocated to or reacting to an order event (by id),
+then payment rows (by id), then replicated order rows (by id). The advisory lock makes an
+allocation to a not-yet-known order and the arrival of that order take turns, so a pending
+allocation is never left behind by an order event that did not see it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment, Refund
@@ -35,7 +38,7 @@ from shared.periods import business_date_of, check_not_future, period_of, today
 
 ZERO = Decimal("0.00")
 # A customer created a moment ago may not have reached this service's replica yet.
-CUSTOMER_REPLICA_WAIT_SECONDS = 2.0
+CUSTOMER_REPLICA_WAIT_SECONDS = 5.0
 
 
 class PaymentNotFound(NotFound):
@@ -78,6 +81,8 @@ async def receive(
         unapplied=data.amount,
         created_by=actor.subject,
     )
+    for order_id in sorted({r.order_id for r in data.allocations}):
+        await guard_order(session, order_id)
     session.add(payment)
     await session.flush()
     allocations = await _allocate(session, payment, data.allocations, field="allocations")
@@ -115,6 +120,8 @@ async def allocate(
     *, session: AsyncSession, payment_id: UUID, requests: list[AllocationRequest], actor: Actor
 ) -> Payment:
     """Apply part of a payment's unapplied credit to orders."""
+    for order_id in sorted({r.order_id for r in requests}):
+        await guard_order(session, order_id)
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
     _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
@@ -297,6 +304,13 @@ async def release(
         key=str(allocation.customer_id),
     )
     return released
+
+
+async def guard_order(session: AsyncSession, order_id: UUID) -> None:
+    """Take the order's advisory lock until commit (see the lock order above)."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtext(f"salesbook.payments.order.{order_id}")))
+    )
 
 
 async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID, KnownOrder]:

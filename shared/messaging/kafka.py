@@ -49,12 +49,12 @@ MAX_RECORD_BATCH_BYTES = 512 * 1024
 CLOSE_TIMEOUT_SECONDS = 5.0
 
 
-def topic_of(source: str) -> str:
-    return TOPIC_PREFIX + source
+def topic_of(source: str, prefix: str = TOPIC_PREFIX) -> str:
+    return prefix + source
 
 
-def group_of(subscription: Subscription) -> str:
-    return TOPIC_PREFIX + subscription.name
+def group_of(subscription: Subscription, prefix: str = TOPIC_PREFIX) -> str:
+    return prefix + subscription.name
 
 
 def partition_of(key: str, partitions: list[int]) -> int:
@@ -135,7 +135,7 @@ class KafkaRelay:
         self.bootstrap = settings.kafka_bootstrap
         self.partitions = settings.kafka_partitions
         self.source = source
-        self.topic = topic_of(source)
+        self.topic = topic_of(source, settings.kafka_topic_prefix)
         self.batch_size = batch_size or settings.consumer_batch_size
         self.poll_seconds = poll_seconds or settings.consumer_poll_seconds
         self.request_timeout_ms = request_timeout_ms
@@ -269,8 +269,8 @@ class KafkaSubscriber:
         batch_size: int | None = None,
         poll_seconds: float | None = None,
         on_batch: Callable[[str, int], None] | None = None,
-        session_timeout_ms: int = 10_000,
-        heartbeat_interval_ms: int = 3_000,
+        session_timeout_ms: int | None = None,
+        heartbeat_interval_ms: int | None = None,
     ) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("the kafka subscriber needs settings.kafka_bootstrap")
@@ -278,16 +278,17 @@ class KafkaSubscriber:
         self.bootstrap = settings.kafka_bootstrap
         self.partitions = settings.kafka_partitions
         self.subscription = subscription
-        self.group = group_of(subscription)
-        self.topics = [topic_of(source) for source in subscription.sources]
+        self.prefix = settings.kafka_topic_prefix
+        self.group = group_of(subscription, self.prefix)
+        self.topics = [topic_of(source, self.prefix) for source in subscription.sources]
         self.batch_size = batch_size or settings.consumer_batch_size
         self.poll_seconds = poll_seconds or settings.consumer_poll_seconds
         # Called per source after a batch's effects are committed, before its offsets are.
         self.on_batch = on_batch
         # How soon a vanished member's partitions move to another member; some brokers also
         # hold every group join for half of it (see docs/tansu.md).
-        self.session_timeout_ms = session_timeout_ms
-        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.session_timeout_ms = session_timeout_ms or settings.kafka_session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms or settings.kafka_heartbeat_interval_ms
         self.received = 0
         self.applied = 0
         self.undecodable = 0
@@ -371,7 +372,7 @@ class KafkaSubscriber:
         events: list[Event] = []
         per_source: dict[str, int] = {}
         for tp, records in batches.items():
-            source = tp.topic.removeprefix(TOPIC_PREFIX)
+            source = tp.topic.removeprefix(self.prefix)
             for record in records:
                 event = self._decode(record)
                 if event is not None:

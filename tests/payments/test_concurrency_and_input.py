@@ -13,14 +13,14 @@ from sqlalchemy import select
 from services.registry import service_module
 from shared.db import Database
 from shared.tables import common_tables
-from tests.conftest import AppClient, auth
+from tests.conftest import BOTH_TRANSPORTS, AppClient, auth
 from tests.payments.factories import OrdersFeed, read_payment, take_payment
 from tests.payments.test_payments import _applied_payment
 
 
 @pytest.fixture
 async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client([service_module("payments")]) as c:
+    async with app_client([service_module("orders"), service_module("payments")]) as c:
         yield c
 
 
@@ -29,6 +29,7 @@ def feed(migrated: str) -> OrdersFeed:
     return OrdersFeed(migrated)
 
 
+@BOTH_TRANSPORTS
 async def test_100_concurrent_allocations_never_over_allocate_an_order(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "100.00")
@@ -76,10 +77,11 @@ async def test_100_concurrent_refunds_never_over_refund(client, feed) -> None:
     assert len(final["refunds"]) == 50
 
 
+@BOTH_TRANSPORTS
 async def test_retry_with_same_idempotency_key_returns_the_first_payment(client, feed) -> None:
     customer = await feed.customer()
     body = {"customer_id": str(customer), "amount": "12.00", "method": "wechat"}
-    headers = {**auth("pos", "till-9"), "Idempotency-Key": "pos-9-receipt-1"}
+    headers = {**auth("pos", "till-9"), "Idempotency-Key": f"pos-9-receipt-{customer}"}
     results = await asyncio.gather(
         *(client.post("/v1/payments", json=body, headers=headers) for _ in range(5))
     )
@@ -160,6 +162,7 @@ async def test_roles(client, feed) -> None:
     assert audit.status_code == 200 and audit.json()["items"]
 
 
+@BOTH_TRANSPORTS
 async def test_events_are_written_with_the_payment(client, feed, migrated) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "30.00")

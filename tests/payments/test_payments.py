@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from services.registry import service_module
-from tests.conftest import AppClient, auth
+from tests.conftest import BOTH_TRANSPORTS, AppClient, auth
 from tests.payments.factories import OrdersFeed, payment_settles, read_payment, take_payment
 
 
 @pytest.fixture
 async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
-    async with app_client([service_module("payments")]) as c:
+    async with app_client([service_module("orders"), service_module("payments")]) as c:
         yield c
 
 
@@ -45,19 +45,17 @@ async def test_payment_without_allocations_is_unapplied_credit(client, feed) -> 
     assert_balanced(payment)
 
 
+@BOTH_TRANSPORTS
 async def test_allocation_to_a_known_order_is_applied_at_once(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "300.00")
-    await asyncio.sleep(0)  # the replica catches up on its own; the 409 path proves it below
-    response = None
-    for _ in range(100):
-        response = await take_payment(
-            client, customer, "500.00", allocations=[{"order_id": str(order), "amount": "200.00"}]
-        )
-        if response.json()["allocations"][0]["status"] == "applied":
-            break
-        await asyncio.sleep(0.05)
-    assert response is not None and response.status_code == 201
+    response = await take_payment(
+        client, customer, "500.00", allocations=[{"order_id": str(order), "amount": "200.00"}]
+    )
+    assert response.status_code == 201, response.text
+    # Applied at once when the replica already has the order, else as soon as it arrives.
+    await _wait_status(client, response.json()["id"], "applied")
+    response = await client.get(f"/v1/payments/{response.json()['id']}", headers=auth("pos"))
     payment = response.json()
     assert payment["allocations"][0]["status"] == "applied"
     assert payment["allocated"] == "200.00" and payment["unapplied"] == "300.00"
@@ -106,6 +104,7 @@ async def test_allocation_to_another_customers_order_is_refused(client, feed) ->
     assert "another customer" in response.json()["detail"]
 
 
+@BOTH_TRANSPORTS
 async def test_payment_before_its_order_is_pending_then_applied(client, feed) -> None:
     customer = await feed.customer()
     from shared.ids import new_id
@@ -127,6 +126,7 @@ async def test_payment_before_its_order_is_pending_then_applied(client, feed) ->
     assert_balanced(settled)
 
 
+@BOTH_TRANSPORTS
 async def test_pending_allocation_that_fails_is_released_to_credit(client, feed) -> None:
     customer = await feed.customer()
     from shared.ids import new_id
@@ -143,6 +143,7 @@ async def test_pending_allocation_that_fails_is_released_to_credit(client, feed)
     assert_balanced(released)
 
 
+@BOTH_TRANSPORTS
 async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "60.00")
@@ -159,6 +160,7 @@ async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
     assert again.status_code == 409 and "cancelled" in again.json()["detail"]
 
 
+@BOTH_TRANSPORTS
 async def test_credit_note_releases_the_excess_only(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "100.00")
@@ -171,6 +173,7 @@ async def test_credit_note_releases_the_excess_only(client, feed) -> None:
     assert_balanced(after)
 
 
+@BOTH_TRANSPORTS
 async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed) -> None:
     customer = await feed.customer()
     first = await feed.confirmed(customer, "40.00")
