@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import dashboard, queries, trend
-from services.analytics.models import Target
+from services.analytics import dashboard, queries, targets, trend
+from services.analytics.models import SCHEMA
 from services.analytics.schemas import (
     PERIOD_PATTERN,
     AgeingReport,
@@ -30,14 +29,15 @@ from services.analytics.schemas import (
     TrendPoint,
     TrendReport,
 )
+from shared.audit import audit_router
 from shared.auth import Actor, Role, require
-from shared.bulk import insert_rows
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
 from shared.pagination import cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
+router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 
 Session = Depends(request_session, scope="function")
 READERS = Depends(require(Role.ANALYST, Role.FINANCE))
@@ -245,24 +245,7 @@ async def put_targets(
     actor: Actor = Depends(require(Role.FINANCE)),
 ) -> list[TargetRow]:
     """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
-    now = datetime.now(UTC)
-    chosen = {(t.salesperson, t.period): t for t in body.targets}
-    await insert_rows(
-        session,
-        Target.__table__,  # type: ignore[arg-type]
-        [
-            {
-                "salesperson": t.salesperson,
-                "period": t.period,
-                "amount": t.amount,
-                "updated_by": actor.subject,
-                "updated_at": now,
-            }
-            for t in chosen.values()
-        ],
-        suffix="ON CONFLICT (salesperson, period) DO UPDATE SET amount = EXCLUDED.amount, "
-        "updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
-    )
+    saved = await targets.set_targets(session=session, targets=body.targets, actor=actor)
     return [
         TargetRow(
             salesperson=t.salesperson,
@@ -271,7 +254,7 @@ async def put_targets(
             revenue=queries.ZERO,
             attainment=None,
         )
-        for t in chosen.values()
+        for t in saved
     ]
 
 
@@ -283,23 +266,9 @@ async def attainment(
     _: Actor = READERS,
 ) -> Any:
     """Revenue against target per salesperson in a month (YYYY-MM)."""
-    start = date(int(period[:4]), int(period[5:]), 1)
-    end = trend.next_bucket(start, "month") - timedelta(days=1)
-    revenue = await queries.salesperson_revenue(session, start=start, end=end)
-    t = Target.__table__.c  # type: ignore[attr-defined]
-    targets = {
-        row.salesperson: row.amount
-        for row in await session.execute(select(t.salesperson, t.amount).where(t.period == period))
-    }
     rows = [
-        TargetRow(
-            salesperson=name,
-            period=period,
-            target=targets.get(name),
-            revenue=revenue.get(name, queries.ZERO),
-            attainment=queries.ratio(revenue.get(name, queries.ZERO), targets.get(name) or 0),
-        )
-        for name in sorted(set(revenue) | set(targets))
+        TargetRow.model_validate(r)
+        for r in await targets.attainment(session=session, period=period)
     ]
     report = Attainment(as_of=await queries.as_of(session), period=period, rows=rows)
     return _list_answer(request, report, rows, list(TargetRow.model_fields), "attainment.csv")

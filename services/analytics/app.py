@@ -20,6 +20,7 @@ def module() -> ServiceModule:
         routers=[router],
         subscriptions=subscriptions(),
         migrations=Path(__file__).parent / "migrations",
+        produces_events=False,  # a pure reader: nothing to relay
     )
 
 

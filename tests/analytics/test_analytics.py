@@ -375,6 +375,13 @@ async def test_targets_and_attainment(
     assert Decimal(rows["alice"]["target"]) == Decimal("250.00")
     assert Decimal(rows["alice"]["attainment"]) == r4(alice / Decimal(250))
     assert rows["bob"]["attainment"] is None  # a zero target has no attainment ratio
+    log = (
+        await client.get(f"{URL}/audit", params={"entity": "target"}, headers=auth("admin"))
+    ).json()["items"]
+    assert [(e["entity_id"], e["actor"], e["details"]["amount"]) for e in log[-2:]] == [
+        ("alice/2031-02", "tester", "250.00"),
+        ("bob/2031-02", "tester", "0.00"),
+    ]
 
 
 async def test_csv_answers(client: httpx.AsyncClient, world: tuple[World, list[Event]]) -> None:

@@ -1,0 +1,79 @@
+"""Revenue targets per salesperson and month, and how far each salesperson got."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.analytics import queries
+from services.analytics.models import SCHEMA, Target
+from services.analytics.schemas import TargetIn
+from services.analytics.trend import next_bucket
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.bulk import insert_rows
+
+T = Target.__table__.c  # type: ignore[attr-defined]
+
+
+async def set_targets(
+    *, session: AsyncSession, targets: list[TargetIn], actor: Actor
+) -> list[TargetIn]:
+    """Upsert targets (the last one given for a salesperson and period wins), audited."""
+    chosen = {(t.salesperson, t.period): t for t in targets}
+    now = datetime.now(UTC)
+    await insert_rows(
+        session,
+        Target.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "salesperson": t.salesperson,
+                "period": t.period,
+                "amount": t.amount,
+                "updated_by": actor.subject,
+                "updated_at": now,
+            }
+            for t in chosen.values()
+        ],
+        suffix="ON CONFLICT (salesperson, period) DO UPDATE SET amount = EXCLUDED.amount, "
+        "updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
+    )
+    for t in chosen.values():
+        await record_audit(
+            session,
+            schema=SCHEMA,
+            actor=actor,
+            action="target.set",
+            entity="target",
+            entity_id=f"{t.salesperson}/{t.period}",
+            details={"amount": str(t.amount)},
+        )
+    return list(chosen.values())
+
+
+async def attainment(*, session: AsyncSession, period: str) -> list[dict[str, Any]]:
+    """Revenue, target and revenue ÷ target per salesperson with either in the month."""
+    start = date(int(period[:4]), int(period[5:]), 1)
+    end = next_bucket(start, "month") - timedelta(days=1)
+    revenue = await queries.salesperson_revenue(session, start=start, end=end)
+    targets: dict[str, Decimal] = {
+        row.salesperson: row.amount
+        for row in await session.execute(select(T.salesperson, T.amount).where(T.period == period))
+    }
+    rows = []
+    for name in sorted(set(revenue) | set(targets)):
+        earned = revenue.get(name, queries.ZERO)
+        rows.append(
+            {
+                "salesperson": name,
+                "period": period,
+                "target": targets.get(name),
+                "revenue": earned,
+                "attainment": queries.ratio(earned, targets.get(name) or 0),
+            }
+        )
+    return rows
