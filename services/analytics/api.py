@@ -17,6 +17,7 @@ from services.analytics.schemas import (
     PERIOD_PATTERN,
     AgeingReport,
     AgeingRow,
+    AgeingTotals,
     Attainment,
     Kpis,
     Lifetime,
@@ -193,16 +194,17 @@ async def ar_ageing(
     """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
     day = as_of or datetime.now(request.app.state.settings.zone).date()
     rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
-    totals = None
-    if rows:
-        sums = {
-            b: sum((getattr(r, b) for r in rows), queries.ZERO) for b in (*queries.BUCKETS, "total")
+    totals = AgeingTotals(
+        **{
+            name: sum((getattr(r, name) for r in rows), queries.ZERO)
+            for name in AgeingTotals.model_fields
         }
-        totals = AgeingRow(customer_id=UUID(int=0), **sums)
+    )
     report = AgeingReport(
         as_of=await queries.as_of(session), as_of_date=day, rows=rows, totals=totals
     )
-    return _list_answer(request, report, rows, list(AgeingRow.model_fields), "ar-ageing.csv")
+    columns = ["customer_id", *AgeingTotals.model_fields]
+    return _list_answer(request, report, rows, columns, "ar-ageing.csv")
 
 
 @router.get("/trend", response_model=TrendReport)

@@ -97,6 +97,7 @@ class ReceivableMove(SQLModel, table=True):
     __table_args__ = (
         Index("ix_receivable_moves_order_day", "order_id", "day"),
         Index("ix_receivable_moves_day", "day"),
+        Index("ix_receivable_moves_customer", "customer_id"),
         {"schema": SCHEMA},
     )
 

@@ -94,8 +94,7 @@ class TopReport(Fresh):
     rows: list[TopRow]
 
 
-class AgeingRow(BaseModel):
-    customer_id: UUID
+class AgeingTotals(BaseModel):
     current: Money
     d1_30: Money
     d31_60: Money
@@ -104,10 +103,14 @@ class AgeingRow(BaseModel):
     total: Money
 
 
+class AgeingRow(AgeingTotals):
+    customer_id: UUID
+
+
 class AgeingReport(Fresh):
     as_of_date: date
     rows: list[AgeingRow]
-    totals: AgeingRow | None
+    totals: AgeingTotals
 
 
 class TrendPoint(BaseModel):

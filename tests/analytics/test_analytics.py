@@ -313,6 +313,10 @@ async def test_ar_ageing(
     }
     assert got == {k: v for k, v in expected.items() if any(v.values())}
     assert body["as_of"]
+    assert Decimal(body["totals"]["total"]) == sum((v["total"] for v in expected.values()), ZERO)
+    assert Decimal(body["totals"]["over_90"]) == sum(
+        (v["over_90"] for v in expected.values()), ZERO
+    )
 
 
 async def test_trend_with_forecast(
