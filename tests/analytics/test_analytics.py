@@ -493,7 +493,7 @@ async def test_bi_role_reads_the_views_only(
     database = Database(db, pool_size=1)
     try:
         async with database.transaction() as session:
-            await session.execute(text("SET LOCAL ROLE salesbook_bi"))
+            await session.execute(text("SET LOCAL ROLE analytics_bi"))
             revenue, orders = (
                 await session.execute(
                     text("SELECT sum(revenue), sum(orders) FROM analytics.sales_daily")

@@ -1,6 +1,9 @@
-"""analytics: documented views for BI tools and the read-only role salesbook_bi over them
+"""analytics: documented views for BI tools and the read-only role analytics_bi over them
 
-BI tools connect with a login role that is a member of salesbook_bi and see only these
+The role is not named salesbook_*: those are the services' own login roles, which the
+database bootstrap manages and checks.
+
+BI tools connect with a login role that is a member of analytics_bi and see only these
 views, never the read models' tables, so the tables can change without breaking reports.
 
 Revision ID: 0003_bi_views
@@ -17,7 +20,7 @@ down_revision: str | None = "0002_analytics_tables"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-BI_ROLE = "salesbook_bi"
+BI_ROLE = "analytics_bi"
 
 VIEWS: dict[str, tuple[str, str]] = {
     "sales_daily": (
