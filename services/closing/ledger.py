@@ -320,7 +320,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                 )
             )
         case AllocationReleased() as rel:
-            day = event.occurred_at.astimezone(get_settings().zone).date()
+            day = rel.business_date or event.occurred_at.astimezone(get_settings().zone).date()
             if rel.was_applied:
                 batch.movements.append(
                     _movement(rel.order_id, rel.customer_id, "allocation", day, -rel.amount)

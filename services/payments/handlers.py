@@ -3,6 +3,7 @@ checked against, settling pending allocations and releasing what no longer fits.
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from uuid import UUID
 
@@ -86,13 +87,13 @@ async def on_event(session: AsyncSession, event: Event) -> None:
                 order.status = "fulfilled"
         case "order.rejected":
             rejected = OrderRejected.model_validate(event.data)
-            await _end_order(session, rejected.order_id, "rejected")
+            await _end_order(session, rejected.order_id, "rejected", event.business_date)
         case "order.cancelled":
             cancelled = OrderCancelled.model_validate(event.data)
-            await _end_order(session, cancelled.order_id, "cancelled")
+            await _end_order(session, cancelled.order_id, "cancelled", cancelled.business_date)
         case "order.returned":
             returned = OrderReturned.model_validate(event.data)
-            await _credit_order(session, returned.order_id, returned.gross)
+            await _credit_order(session, returned.order_id, returned.gross, returned.business_date)
 
 
 def _order_id_of(event: Event) -> str:
@@ -193,7 +194,7 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
         emit_allocated(session, payment, allocation)
 
 
-async def _end_order(session: AsyncSession, order_id: UUID, status: str) -> None:
+async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: date | None) -> None:
     """A rejected or cancelled order gives back every allocation made to it."""
     live, payments, orders = await _locked_allocations(session, order_id, ("pending", "applied"))
     if order_id in orders:
@@ -206,10 +207,13 @@ async def _end_order(session: AsyncSession, order_id: UUID, status: str) -> None
             allocation.amount,
             reason=f"order {status}",
             orders=orders,
+            day=day,
         )
 
 
-async def _credit_order(session: AsyncSession, order_id: UUID, credited: Decimal) -> None:
+async def _credit_order(
+    session: AsyncSession, order_id: UUID, credited: Decimal, day: date
+) -> None:
     """A credit note lowers what the order can carry; release the newest excess allocations."""
     live, payments, orders = await _locked_allocations(session, order_id, ("applied",))
     order = orders.get(order_id)
@@ -229,5 +233,6 @@ async def _credit_order(session: AsyncSession, order_id: UUID, credited: Decimal
             part,
             reason="credit note left the order overpaid",
             orders=orders,
+            day=day,
         )
         excess -= part

@@ -11,7 +11,7 @@ allocation is never left behind by an order event that did not see it.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -156,7 +156,9 @@ async def refund(
         raise InvalidInput("business_date", "a refund cannot be dated before its payment")
     from_unapplied = min(payment.unapplied, data.amount)
     to_release = data.amount - from_unapplied
-    released = await release_newest(session, payment, to_release, reason="refund")
+    released = await release_newest(
+        session, payment, to_release, reason="refund", day=business_date
+    )
     payment.unapplied -= data.amount  # released money came back to unapplied just above
     payment.refunded += data.amount
     row = Refund(
@@ -220,7 +222,7 @@ async def lock_payment(session: AsyncSession, payment_id: UUID) -> Payment:
 
 
 async def release_newest(
-    session: AsyncSession, payment: Payment, amount: Decimal, *, reason: str
+    session: AsyncSession, payment: Payment, amount: Decimal, *, reason: str, day: date
 ) -> list[Allocation]:
     """Release `amount` of the payment's allocations, newest first, back to unapplied credit.
 
@@ -247,7 +249,7 @@ async def release_newest(
             break
         part = min(allocation.amount, remaining)
         released.append(
-            await release(session, payment, allocation, part, reason=reason, orders=orders)
+            await release(session, payment, allocation, part, reason=reason, orders=orders, day=day)
         )
         remaining -= part
     return released
@@ -261,6 +263,7 @@ async def release(
     *,
     reason: str,
     orders: dict[UUID, KnownOrder],
+    day: date | None = None,
 ) -> Allocation:
     """Release `amount` of one allocation of `payment` back to its unapplied credit."""
     was_applied = allocation.status == "applied"
@@ -299,6 +302,7 @@ async def release(
             amount=amount,
             was_applied=was_applied,
             reason=reason,
+            business_date=day,
         ),
         source=SCHEMA,
         key=str(allocation.customer_id),

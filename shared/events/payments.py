@@ -70,6 +70,7 @@ class AllocationReleased(EventPayload):
     amount: Money
     was_applied: bool
     reason: str
+    business_date: date | None = None  # the date of what caused it (refund, credit note, …)
 
 
 @payload_type("payment.refunded")
