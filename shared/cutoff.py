@@ -15,7 +15,9 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events.closing import CONTROL_KEY, ControlTotal, PeriodCutoff
+from shared.events.closing import CONTROL_KEY, ControlTotal, PeriodCloseRequested, PeriodCutoff
+from shared.events.envelope import Event
+from shared.messaging.consumer import Subscription, one_by_one
 from shared.messaging.outbox import emit
 from shared.periods import period_lock_key
 
@@ -69,3 +71,32 @@ async def apply_cutoff(
 async def lift_cutoff(session: AsyncSession, *, locks: Table, period: str) -> None:
     """Unlock a reopened period (or one whose close was aborted)."""
     await session.execute(locks.delete().where(locks.c.period == period))
+
+
+def cutoff_subscription(
+    *, schema: str, locks: Table, totals_of: ControlTotals, periods_before: DocumentPeriods
+) -> Subscription:
+    """The source's subscription to the close's control events: answer a close request with
+    the cutoff; unlock on reopen or abort."""
+
+    async def on_closing_event(session: AsyncSession, event: Event) -> None:
+        if event.type == "period.close_requested":
+            request = PeriodCloseRequested.model_validate(event.data)
+            await apply_cutoff(
+                session,
+                schema=schema,
+                locks=locks,
+                period=request.period,
+                close_id=request.close_id,
+                totals_of=totals_of,
+                periods_before=periods_before,
+            )
+        elif event.type in ("period.reopened", "period.close_aborted"):
+            await lift_cutoff(session, locks=locks, period=event.data["period"])
+
+    return Subscription(
+        name=f"{schema}.closing",
+        schema=schema,
+        sources=("closing",),
+        handle=one_by_one(on_closing_event),
+    )

@@ -16,10 +16,8 @@ from sqlmodel import col
 
 from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
 from services.orders.periods import period_bounds
-from shared.cutoff import apply_cutoff, lift_cutoff
-from shared.events.closing import ControlTotal, PeriodCloseRequested
-from shared.events.envelope import Event
-from shared.messaging.consumer import Subscription, one_by_one
+from shared.cutoff import cutoff_subscription
+from shared.events.closing import ControlTotal
 
 
 def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
@@ -76,24 +74,9 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
     return list(rows.scalars())
 
 
-async def on_closing_event(session: AsyncSession, event: Event) -> None:
-    """Answer a close request with our cutoff; unlock on reopen or abort."""
-    locks = PeriodLock.__table__  # type: ignore[attr-defined]
-    if event.type == "period.close_requested":
-        request = PeriodCloseRequested.model_validate(event.data)
-        await apply_cutoff(
-            session,
-            schema=SCHEMA,
-            locks=locks,
-            period=request.period,
-            close_id=request.close_id,
-            totals_of=control_totals,
-            periods_before=periods_before,
-        )
-    elif event.type in ("period.reopened", "period.close_aborted"):
-        await lift_cutoff(session, locks=locks, period=event.data["period"])
-
-
-subscription = Subscription(
-    name="orders.closing", schema=SCHEMA, sources=("closing",), handle=one_by_one(on_closing_event)
+subscription = cutoff_subscription(
+    schema=SCHEMA,
+    locks=PeriodLock.__table__,  # type: ignore[attr-defined]
+    totals_of=control_totals,
+    periods_before=periods_before,
 )

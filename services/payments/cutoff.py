@@ -8,9 +8,8 @@ from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.models import SCHEMA, Payment, PeriodLock, Refund
-from shared.cutoff import apply_cutoff, lift_cutoff
-from shared.events.closing import ControlTotal, PeriodCloseRequested
-from shared.events.envelope import Event
+from shared.cutoff import cutoff_subscription
+from shared.events.closing import ControlTotal
 
 
 async def control_totals(session: AsyncSession, period: str) -> dict[str, ControlTotal]:
@@ -39,18 +38,9 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
     return list(rows.scalars())
 
 
-async def on_closing_event(session: AsyncSession, event: Event) -> None:
-    locks = PeriodLock.__table__  # type: ignore[attr-defined]
-    if event.type == "period.close_requested":
-        request = PeriodCloseRequested.model_validate(event.data)
-        await apply_cutoff(
-            session,
-            schema=SCHEMA,
-            locks=locks,
-            period=request.period,
-            close_id=request.close_id,
-            totals_of=control_totals,
-            periods_before=periods_before,
-        )
-    elif event.type in ("period.reopened", "period.close_aborted"):
-        await lift_cutoff(session, locks=locks, period=event.data["period"])
+subscription = cutoff_subscription(
+    schema=SCHEMA,
+    locks=PeriodLock.__table__,  # type: ignore[attr-defined]
+    totals_of=control_totals,
+    periods_before=periods_before,
+)

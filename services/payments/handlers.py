@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.cutoff import on_closing_event
+from services.payments import cutoff
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import (
     check_allocation,
@@ -42,12 +42,7 @@ def subscriptions() -> list[Subscription]:
         Subscription(
             name="payments.orders", schema=SCHEMA, sources=("orders",), handle=one_by_one(on_event)
         ),
-        Subscription(
-            name="payments.closing",
-            schema=SCHEMA,
-            sources=("closing",),
-            handle=one_by_one(on_closing_event),
-        ),
+        cutoff.subscription,
     ]
 
 
