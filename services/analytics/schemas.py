@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
@@ -151,7 +151,3 @@ class TargetRow(BaseModel):
 class Attainment(Fresh):
     period: str
     rows: list[TargetRow]
-
-
-def csv_rows(rows: list[BaseModel]) -> list[dict[str, Any]]:
-    return [row.model_dump(mode="json") for row in rows]
