@@ -341,7 +341,8 @@ def _on_released(batch: Batch, event: Event) -> None:
         {
             "order_id": released.order_id,
             "customer_id": released.customer_id,
-            "day": _event_day(event),
+            # Dated by what caused it (a refund, a credit note); older events carry no date.
+            "day": released.business_date or _event_day(event),
             "kind": "released",
             "amount": released.amount,
         }

@@ -389,10 +389,11 @@ def build(seed: int = 7, orders: int = 40) -> World:
                         amount=amount,
                         was_applied=True,
                         reason="refund",
+                        business_date=later,
                     ),
                     "payments",
                     cid,
-                    later,
+                    None,  # the payload carries the date
                 )
                 invoice.moves.append((later, amount))
     return world
