@@ -542,3 +542,30 @@ async def test_sales_pages_follow_the_key_order(
     assert pages == -(-len(keys) // 7)
     bad = await client.get(f"{URL}/sales", params=SPAN | {"cursor": "_w"}, headers=ANALYST)
     assert bad.status_code == 422 and "cursor" in bad.text
+
+
+async def test_a_released_allocation_counts_from_its_own_date(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    from shared.events.payments import AllocationReleased
+
+    w = world[0]
+    releases = [e[0] for e in w.events if isinstance(e[0], AllocationReleased)]
+    assert releases, "the world should hold a released allocation"
+    release = releases[0]
+    assert release.business_date is not None
+    invoice = w.invoices[release.order_id]
+    for day in (release.business_date - timedelta(days=1), release.business_date):
+        body = (
+            await client.get(f"{URL}/ar-ageing", params={"as_of": str(day)}, headers=FINANCE)
+        ).json()
+        owed = {r["customer_id"]: Decimal(r["total"]) for r in body["rows"]}
+        expected = sum(
+            (
+                w.open_at(i, day)
+                for i in w.invoices.values()
+                if i.customer_id == invoice.customer_id
+            ),
+            ZERO,
+        )
+        assert owed.get(str(invoice.customer_id), ZERO) == expected
