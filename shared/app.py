@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import signing_secret
 from shared.config import Settings, get_settings
@@ -108,19 +109,43 @@ async def _supervise(run: Callable[[], Awaitable[None]]) -> None:
 
 
 def _install_request_id(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request.state.request_id = rid[:80]
-        token = request_id_var.set(request.state.request_id)
+    app.add_middleware(_RequestId)
+
+
+class _RequestId:
+    """Gives every request an id (the caller's X-Request-ID, or a new one), visible to the
+    route as request.state.request_id, to logs, and to the events the request causes.
+
+    A plain ASGI middleware: the decorator form wraps each request in a task group, which
+    costs time and can stall under many concurrent requests.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        rid = (given or uuid.uuid4().hex)[:80]
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), rid.encode("latin-1")),
+                ]
+            await send(message)
+
+        token = request_id_var.set(rid)
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
-        return response
 
 
 def _health_router() -> APIRouter:
