@@ -29,6 +29,7 @@ log = logging.getLogger("salesbook.app")
 
 API_PREFIX = "/v1"
 REQUEST_ID_HEADER = "X-Request-ID"
+SHUTDOWN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,17 @@ def create_app(
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await db.dispose()
+            # A worker cancelled in the middle of a database round trip may never get its
+            # rollback answered; shutdown must not wait on it forever. What it had not
+            # committed is redelivered at the next start.
+            if tasks:
+                _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+                for task in stuck:
+                    log.warning(
+                        "worker %s did not stop within %ss", task.get_name(), SHUTDOWN_SECONDS
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(db.dispose(), SHUTDOWN_SECONDS)
 
     app = FastAPI(title=title, version="1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -40,13 +41,17 @@ def _settings(request: Request) -> Settings:
 
 
 async def to_public(session: AsyncSession, payment: Payment, settings: Settings) -> PaymentPublic:
-    allocations = (
-        await session.execute(
-            select(Allocation)
-            .where(Allocation.payment_id == payment.id)
-            .order_by(Allocation.created_at, Allocation.id)
-        )
-    ).scalars()
+    allocations = list(
+        (
+            await session.execute(
+                select(Allocation)
+                .where(Allocation.payment_id == payment.id)
+                .order_by(Allocation.created_at, Allocation.id)
+            )
+        ).scalars()
+    )
+    # Derived from the allocation rows read here, so the totals always match the list.
+    allocated = sum((a.amount for a in allocations if a.status != "released"), Decimal("0.00"))
     refunds = (
         await session.execute(
             select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)
@@ -63,8 +68,8 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
         business_date=payment.business_date,
         period=payment.period,
         reference=payment.reference,
-        allocated=payment.allocated,
-        unapplied=payment.unapplied,
+        allocated=allocated,
+        unapplied=payment.amount - payment.refunded - allocated,
         refunded=payment.refunded,
         allocations=[AllocationPublic.model_validate(a, from_attributes=True) for a in allocations],
         refunds=[RefundPublic.model_validate(r, from_attributes=True) for r in refunds],

@@ -154,13 +154,14 @@ async def refund(
         )
     if business_date < payment.business_date:
         raise InvalidInput("business_date", "a refund cannot be dated before its payment")
+    await sync_totals(session, payment)
     from_unapplied = min(payment.unapplied, data.amount)
     to_release = data.amount - from_unapplied
     released = await release_newest(
         session, payment, to_release, reason="refund", day=business_date
     )
-    payment.unapplied -= data.amount  # released money came back to unapplied just above
     payment.refunded += data.amount
+    await sync_totals(session, payment)
     row = Refund(
         payment_id=payment.id,
         amount=data.amount,
@@ -287,8 +288,8 @@ async def release(
         )
         session.add(released)
         await session.flush()
-    payment.allocated -= amount
-    payment.unapplied += amount
+    await session.flush()
+    await sync_totals(session, payment)
     order = orders.get(allocation.order_id)
     if was_applied and order is not None:
         order.applied -= amount
@@ -308,6 +309,20 @@ async def release(
         key=str(allocation.customer_id),
     )
     return released
+
+
+async def sync_totals(session: AsyncSession, payment: Payment) -> None:
+    """Set the payment's allocated and unapplied from its allocation rows, the record of
+    truth: allocated counts applied and pending allocations, unapplied is what remains."""
+    allocated = (
+        await session.execute(
+            select(func.coalesce(func.sum(Allocation.amount), 0)).where(
+                Allocation.payment_id == payment.id, Allocation.status != "released"
+            )
+        )
+    ).scalar_one()
+    payment.allocated = Decimal(allocated)
+    payment.unapplied = payment.amount - payment.refunded - payment.allocated
 
 
 async def guard_order(session: AsyncSession, order_id: UUID) -> None:
@@ -336,6 +351,7 @@ async def _allocate(
     session: AsyncSession, payment: Payment, requests: list[AllocationRequest], *, field: str
 ) -> list[Allocation]:
     total = sum((r.amount for r in requests), ZERO)
+    await sync_totals(session, payment)
     if total > payment.unapplied:
         raise OverAllocation(
             f"allocations total {total}; {payment.number} has {payment.unapplied} unapplied",
@@ -360,9 +376,8 @@ async def _allocate(
         )
         session.add(allocation)
         created.append(allocation)
-    payment.allocated += total
-    payment.unapplied -= total
     await session.flush()
+    await sync_totals(session, payment)
     return created
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -138,7 +139,9 @@ async def test_pending_allocation_that_fails_is_released_to_credit(client, feed)
     assert response.json()["allocations"][0]["status"] == "pending"
     await feed.confirmed(customer, "200.00", order_id=order_id)  # smaller than the allocation
     released = await _wait_status(client, response.json()["id"], "released")
-    assert released["unapplied"] == "500.00" and released["allocated"] == "0.00"
+    assert released["unapplied"] == "500.00" and released["allocated"] == "0.00", json.dumps(
+        released
+    )
     assert "exceeds" in released["allocations"][0]["reason"]
     assert_balanced(released)
 
