@@ -57,7 +57,7 @@ def postgres_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
-def postgres_gone(pgdata: Path, within: float = 10) -> bool:
+def postgres_gone(pgdata: Path, within: float = 30) -> bool:
     """No postmaster serves `pgdata`, allowing the moment between the server removing its
     pid file (where `pg_ctl stop` stops waiting) and the process ending."""
     deadline = time.monotonic() + within
