@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -21,7 +22,16 @@ def _decimal_places(value: Decimal) -> int:
     return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
+# Plain decimal text with no more places than allowed: what every JSON payload carries, so
+# it skips the general checks below (they would accept it unchanged).
+_PLAIN = {places: re.compile(rf"-?[0-9]+(\.[0-9]{{1,{places}}})?") for places in (2, 3, 4)}
+_PLAIN_CENTS = re.compile(r"-?[0-9]+\.[0-9]{2}")
+_LARGE = Decimal("1e20")  # far from what quantize() cannot hold
+
+
 def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
+    if type(raw) is str and _PLAIN[places].fullmatch(raw):
+        return Decimal(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
         raise ValueError(f'{what} must be a decimal string such as "12.50"')
     try:
@@ -39,6 +49,12 @@ def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
 
 
 def _money(raw: Any) -> Decimal:
+    if type(raw) is str and _PLAIN_CENTS.fullmatch(raw):
+        return Decimal(raw)  # already two places: rounding would not change it
+    if type(raw) is Decimal and raw.is_finite() and -_LARGE < raw < _LARGE:
+        rounded = raw.quantize(CENT, rounding=ROUND_HALF_UP)
+        if rounded == raw:  # no more than two places, as a sum of NUMERIC(18, 2) has
+            return rounded
     value = _parse_decimal(raw, places=2, what="amount")
     try:
         return round_money(value)

@@ -7,6 +7,7 @@ as the handler's effects, and hands the handler only events it has never process
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from shared.tables import common_tables
 
 BatchHandler = Callable[[AsyncSession, list[Event]], Awaitable[None]]
 EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+log = logging.getLogger("salesbook.messaging.consumer")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,27 @@ async def apply_batch(
         suffix="ON CONFLICT DO NOTHING RETURNING event_id",
     )
     fresh_ids = set(inserted.scalars()) if inserted is not None else set()
-    fresh = [e for eid, e in unique.items() if eid in fresh_ids]
+    if len(fresh_ids) == len(unique):  # the usual case: nothing was delivered twice
+        fresh = list(unique.values())
+    else:
+        fresh = [e for eid, e in unique.items() if eid in fresh_ids]
     if fresh:
+        _trace(subscription, fresh)
         await subscription.handle(session, fresh)
     return len(fresh)
+
+
+def _trace(subscription: Subscription, events: list[Event]) -> None:
+    """One DEBUG line per event applied, carrying the id of the request that caused it, so a
+    request can be followed into every service its events reach (DEBUG: one line per event
+    is too many for normal operation)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    for event in events:
+        log.debug(
+            "%s applies %s %s",
+            subscription.name,
+            event.type,
+            event.event_id,
+            extra={"request_id": event.request_id},
+        )
