@@ -1,6 +1,7 @@
 """Close benchmark: one month of N invoices and N payments for C customers, closed by the
 event-driven close, against a naive SQL GROUP BY over the same documents, in the same run.
 
+Ids are UUIDv7, as the services make them (time-ordered: index inserts land at the end).
 Scale with SALESBOOK_BENCH_INVOICES (default 1,000,000; as many payments) and
 SALESBOOK_BENCH_CUSTOMERS (default 100,000). The database is a fresh one on the server of
 SALESBOOK_BENCH_DATABASE_URL (or SALESBOOK_TEST_DATABASE_URL), else an embedded server.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import shutil
@@ -33,6 +35,7 @@ from shared.db import Database, plain_url
 from shared.embedded import EmbeddedPostgres
 from shared.events.closing import ControlTotal, PeriodCutoff
 from shared.events.envelope import Event
+from shared.ids import new_id
 from shared.messaging.outbox import write_to_outbox
 from shared.messaging.postgres import PostgresSubscriber
 from shared.migrations import upgrade
@@ -63,7 +66,7 @@ def _database(server_url: str, name: str) -> str:
 
 
 def _invoice(i: int, customer: str, day: int, cents: int) -> tuple:
-    order_id = str(uuid.uuid4())
+    order_id = str(new_id())
     net = Decimal(cents) / 100
     tax = (net * Decimal("0.13")).quantize(Decimal("0.01"))
     gross = net + tax
@@ -96,7 +99,7 @@ def _invoice(i: int, customer: str, day: int, cents: int) -> tuple:
         "tax": str(tax),
         "gross": str(gross),
     }
-    event_id = str(uuid.uuid4())
+    event_id = str(new_id())
     payload = {
         "event_id": event_id,
         "type": "order.confirmed",
@@ -120,10 +123,10 @@ def _invoice(i: int, customer: str, day: int, cents: int) -> tuple:
 
 
 def _payment(i: int, customer: str, day: int, cents: int) -> tuple:
-    payment_id = str(uuid.uuid4())
+    payment_id = str(new_id())
     amount = Decimal(cents) / 100
     bd = f"{PERIOD}-{day:02d}"
-    event_id = str(uuid.uuid4())
+    event_id = str(new_id())
     payload = {
         "event_id": event_id,
         "type": "payment.received",
@@ -152,7 +155,7 @@ def _payment(i: int, customer: str, day: int, cents: int) -> tuple:
 async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tuple[int, Decimal]]:
     """Write the month's events straight into the sources' outboxes with COPY."""
     rng = random.Random(2025)
-    people = [str(uuid.uuid4()) for _ in range(customers)]
+    people = [str(new_id()) for _ in range(customers)]
     conn = await asyncpg.connect(url)
     totals = {"invoice": [0, Decimal(0)], "payment": [0, Decimal(0)]}
     try:
@@ -305,6 +308,9 @@ async def run(invoices: int, customers: int) -> None:
 
 
 def main() -> None:
+    # The close logs how long each of its steps took.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("salesbook.closing").setLevel(logging.INFO)
     invoices = int(os.environ.get("SALESBOOK_BENCH_INVOICES", "1000000"))
     customers = int(os.environ.get("SALESBOOK_BENCH_CUSTOMERS", "100000"))
     asyncio.run(run(invoices, customers))

@@ -10,7 +10,11 @@
 from __future__ import annotations
 
 import calendar
+import logging
 import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,11 +22,10 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.ageing import age_balances
-from services.closing.hashing import BALANCE_FIELDS, period_hash
+from services.closing.balances import write_closed_balances
+from services.closing.hashing import BALANCE_FIELDS, stored_period_hash
 from services.closing.models import (
     SCHEMA,
-    ClosedBalance,
     CustomerActivity,
     DocumentTotal,
     Period,
@@ -45,6 +48,7 @@ from shared.ids import new_id
 from shared.messaging.outbox import emit
 from shared.money import money_str
 
+log = logging.getLogger("salesbook.closing.close")
 SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
 PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 ZERO = Decimal("0.00")
@@ -244,38 +248,26 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
     period = row.period
     version = row.version + 1
     previous = await previous_closed(session, period)
-    await session.execute(
-        text(
-            """
-            INSERT INTO closing.closed_balances
-                (period, version, customer_id, opening, invoiced, returned, received, refunded,
-                 closing, current, d1_30, d31_60, d61_90, over_90)
-            SELECT :period, :version, COALESCE(a.customer_id, b.customer_id),
-                   COALESCE(b.closing, 0), COALESCE(a.invoiced, 0), COALESCE(a.returned, 0),
-                   COALESCE(a.received, 0), COALESCE(a.refunded, 0),
-                   COALESCE(b.closing, 0) + COALESCE(a.invoiced, 0) - COALESCE(a.returned, 0)
-                       - COALESCE(a.received, 0) + COALESCE(a.refunded, 0),
-                   0, 0, 0, 0, 0
-              FROM (SELECT * FROM closing.customer_activity WHERE period = :period) a
-              FULL JOIN (SELECT customer_id, closing FROM closing.closed_balances
-                          WHERE period = :prev AND version = :prev_version) b
-                ON a.customer_id = b.customer_id
-            """
-        ),
-        {
-            "period": period,
-            "version": version,
-            "prev": previous.period if previous else "",
-            "prev_version": previous.version if previous else 0,
-        },
-    )
-    await age_balances(session, period=period, version=version, end=last_day(period))
-    balances = await balance_rows(session, period, version)
-    digest = period_hash(
-        period=period, previous_hash=previous.hash if previous else None, rows=balances
-    )
-    trial = await trial_balance(session, period)
-    totals = balance_totals(balances)
+    steps = StepTimer()
+    with steps("balances and ageing"):
+        await write_closed_balances(
+            session,
+            period=period,
+            version=version,
+            end=last_day(period),
+            previous=(previous.period, previous.version) if previous else None,
+        )
+    with steps("hash"):
+        digest = await stored_period_hash(
+            session,
+            period=period,
+            version=version,
+            previous_hash=previous.hash if previous else None,
+        )
+    with steps("totals"):
+        trial = await trial_balance(session, period)
+        totals = await balance_totals(session, period, version)
+    log.info("period %s closed as version %d (%s)", period, version, steps)
     now = datetime.now(UTC)
     row.status = "closed"
     row.version = version
@@ -312,19 +304,38 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
     )
 
 
-async def balance_rows(session: AsyncSession, period: str, version: int) -> list[Any]:
-    """A closed version's balances as plain rows (attribute access by column name)."""
-    table = ClosedBalance.__table__
-    columns = [table.c.customer_id, *(table.c[f] for f in BALANCE_FIELDS)]
-    query = select(*columns).where(table.c.period == period, table.c.version == version)
-    return list((await session.execute(query)).all())
+class StepTimer:
+    """Wall time of each named step of a long operation, for its log line."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = time.perf_counter() - started
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f}s" for name, seconds in self.seconds.items())
 
 
-def balance_totals(balances: list[Any]) -> dict[str, Any]:
-    totals: dict[str, Any] = {
-        f: money_str(sum((getattr(b, f) for b in balances), ZERO)) for f in BALANCE_FIELDS
-    }
-    totals["customers"] = len(balances)
+async def balance_totals(session: AsyncSession, period: str, version: int) -> dict[str, Any]:
+    """Each balance column summed over a version's customers, and how many there are."""
+    sums = ", ".join(f"COALESCE(SUM({f}), 0) AS {f}" for f in BALANCE_FIELDS)
+    row = (
+        await session.execute(
+            text(
+                f"SELECT {sums}, count(*) AS customers FROM closing.closed_balances "
+                "WHERE period = :period AND version = :version"
+            ),
+            {"period": period, "version": version},
+        )
+    ).one()
+    totals: dict[str, Any] = {f: money_str(getattr(row, f)) for f in BALANCE_FIELDS}
+    totals["customers"] = row.customers
     return totals
 
 

@@ -1,10 +1,18 @@
-"""The canonical form of a closed period's balances and its SHA-256 hash chain."""
+"""The canonical form of a closed period's balances and its SHA-256 hash chain.
+
+The close hashes inside the database (`stored_period_hash`), where the balances are;
+`verify` recomputes the same digest here in Python from the stored rows, so each
+implementation checks the other.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
 from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 GENESIS = "0" * 64
 BALANCE_FIELDS = (
@@ -35,3 +43,30 @@ def period_hash(*, period: str, previous_hash: str | None, rows: Iterable[Any]) 
         digest.update(canonical_line(row).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+# numeric(18,2) prints with exactly two places, as f"{value:.2f}" does; customer ids sort
+# as their text in byte order, as Python sorts strings.
+_LINE = " || '|' || ".join(["customer_id::text", *(f"{f}::text" for f in BALANCE_FIELDS)])
+_STORED_HASH = text(
+    f"""
+    SELECT encode(sha256(convert_to(
+               :prefix || COALESCE(string_agg(
+                   {_LINE} || E'\\n',
+                   '' ORDER BY customer_id::text COLLATE "C"), ''),
+               'UTF8')), 'hex')
+      FROM closing.closed_balances
+     WHERE period = :period AND version = :version
+    """
+)
+
+
+async def stored_period_hash(
+    session: AsyncSession, *, period: str, version: int, previous_hash: str | None
+) -> str:
+    """`period_hash` of a stored version's balances, computed where they are."""
+    prefix = f"{previous_hash or GENESIS}\n{period}\n"
+    result = await session.execute(
+        _STORED_HASH, {"prefix": prefix, "period": period, "version": version}
+    )
+    return result.scalar_one()

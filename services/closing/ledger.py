@@ -271,9 +271,6 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
     match payload:
         case OrderConfirmed() as inv:
             order = inv.order
-            parts = [(i.due_date, i.amount) for i in inv.instalments] or [
-                (inv.due_date, order.gross)
-            ]
             batch.invoices.append(
                 {
                     "order_id": order.order_id,
@@ -284,17 +281,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                     "gross": order.gross,
                 }
             )
-            batch.instalments.extend(
-                {
-                    "order_id": order.order_id,
-                    "seq": seq,
-                    "customer_id": order.customer_id,
-                    "business_date": inv.business_date,
-                    "due_date": due,
-                    "amount": amount,
-                }
-                for seq, (due, amount) in enumerate(parts, start=1)
-            )
+            batch.instalments.extend(instalment_rows(inv))
         case OrderReturned() as crn:
             batch.movements.append(
                 _movement(crn.order_id, crn.customer_id, "credit", crn.business_date, crn.gross)
@@ -338,6 +325,30 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                         "event_id": event.event_id,
                     }
                 )
+
+
+def instalment_rows(inv: OrderConfirmed) -> list[dict[str, Any]]:
+    """An invoice's instalments in payment order (due date, then seq), each with the running
+    sum `upto` that lets ageing place allocations and credits on it without a window."""
+    order = inv.order
+    parts = [(i.due_date, i.amount) for i in inv.instalments] or [(inv.due_date, order.gross)]
+    numbered = sorted((due, seq, amount) for seq, (due, amount) in enumerate(parts, start=1))
+    rows, upto = [], ZERO
+    for due, seq, amount in numbered:
+        upto += amount
+        rows.append(
+            {
+                "order_id": order.order_id,
+                "seq": seq,
+                "customer_id": order.customer_id,
+                "business_date": inv.business_date,
+                "due_date": due,
+                "amount": amount,
+                "upto": upto,
+                "gross": order.gross,
+            }
+        )
+    return rows
 
 
 def _movement(

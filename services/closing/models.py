@@ -114,7 +114,9 @@ class Invoice(SQLModel, table=True):
 
 
 class InvoiceInstalment(SQLModel, table=True):
-    """One instalment of an invoice (the whole gross on its due date when it has none)."""
+    """One instalment of an invoice (the whole gross on its due date when it has none), with
+    its invoice's gross and `upto`: the invoice's instalments summed in payment order (due
+    date, then seq) up to and including this one."""
 
     __tablename__ = "invoice_instalments"
     __table_args__ = (
@@ -128,6 +130,8 @@ class InvoiceInstalment(SQLModel, table=True):
     business_date: date
     due_date: date
     amount: Decimal = Field(sa_type=MONEY)
+    upto: Decimal = Field(sa_type=MONEY)
+    gross: Decimal = Field(sa_type=MONEY)
 
 
 class InvoiceMovement(SQLModel, table=True):

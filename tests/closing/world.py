@@ -34,6 +34,50 @@ from shared.ids import new_id
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 MOVES = ("invoiced", "returned", "received", "refunded")
+BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
+
+
+@dataclass
+class InvoiceFacts:
+    """What ageing needs of one invoice: its instalments and what reduced it, dated."""
+
+    customer: UUID
+    day: date
+    gross: Decimal
+    instalments: list[tuple[date, Decimal]]
+    credits: list[tuple[date, Decimal]] = field(default_factory=list)
+    allocations: list[tuple[date, Decimal]] = field(default_factory=list)
+
+    def open_instalments(self, end: date) -> list[tuple[date, int, Decimal]]:
+        """(due date, seq, open amount) at `end`: allocations pay the oldest instalments,
+        credits take back the newest, and what neither reached is open."""
+        allocated = min(
+            max(sum((a for d, a in self.allocations if d <= end), ZERO), ZERO), self.gross
+        )
+        credited = sum((a for d, a in self.credits if d <= end), ZERO)
+        ordered = sorted((due, seq, amount) for seq, (due, amount) in enumerate(self.instalments))
+        left = []
+        for due, seq, amount in ordered:
+            paid = min(amount, allocated)
+            allocated -= paid
+            left.append([due, seq, amount - paid])
+        for item in reversed(left):
+            taken = min(item[2], credited)
+            credited -= taken
+            item[2] -= taken
+        return [(due, seq, amount) for due, seq, amount in left]
+
+
+def bucket_of(days_late: int) -> str:
+    if days_late <= 0:
+        return "current"
+    if days_late <= 30:
+        return "d1_30"
+    if days_late <= 60:
+        return "d31_60"
+    if days_late <= 90:
+        return "d61_90"
+    return "over_90"
 
 
 def cents(n: int) -> Decimal:
@@ -51,6 +95,7 @@ class World:
     controls: dict[tuple[str, str], list] = field(
         default_factory=lambda: defaultdict(lambda: [0, ZERO])
     )
+    invoices: dict[UUID, InvoiceFacts] = field(default_factory=dict)
 
     def add(self, payload: EventPayload, source: str, customer: UUID, day: date) -> None:
         self.events.append((payload, source, str(customer), day))
@@ -75,6 +120,27 @@ class World:
                 result[month][c] = {"opening": closing[c], **m, "closing": end}
                 closing[c] = end
         return result
+
+    def expected_ageing(self, month: str, customer: UUID, closing: Decimal) -> dict[str, Decimal]:
+        """The customer's closing balance by how late its open instalments are at month end:
+        spare credit (unallocated payments) pays the oldest open instalments first."""
+        ageing = dict.fromkeys(BUCKETS, ZERO)
+        if closing <= ZERO:
+            return ageing
+        end = date(int(month[:4]), int(month[5:7]), month_days(month))
+        items = sorted(
+            (due, str(order_id), seq, amount)
+            for order_id, invoice in self.invoices.items()
+            if invoice.customer == customer and invoice.day <= end
+            for due, seq, amount in invoice.open_instalments(end)
+        )
+        spare = max(sum((item[3] for item in items), ZERO) - closing, ZERO)
+        for due, _, _, amount in items:
+            paid = min(amount, spare)
+            spare -= paid
+            ageing[bucket_of((end - due).days)] += amount - paid
+        ageing["current"] += closing - sum(ageing.values(), ZERO)
+        return ageing
 
     def cutoffs(self, month: str, close_id: UUID) -> list[tuple[EventPayload, str, str, None]]:
         now = datetime.now(UTC)
@@ -180,6 +246,9 @@ def worlds(draw: st.DrawFn, months: list[str]) -> World:
         )
         world.move(day, c, "invoiced", gross)
         world.control(day, "invoice", gross)
+        world.invoices[order_id] = InvoiceFacts(
+            c, day, gross, [(i.due_date, i.amount) for i in instalments] or [(due, gross)]
+        )
         invoices.append((order_id, c, day, net, tax, gross, m))
         returned_net, returned_tax = ZERO, ZERO
         later = st.tuples(st.integers(m, len(months) - 1), st.integers(d, 28))
@@ -218,6 +287,7 @@ def worlds(draw: st.DrawFn, months: list[str]) -> World:
                 rday,
             )
             world.move(rday, c, "returned", rgross)
+            world.invoices[order_id].credits.append((rday, rgross))
             world.control(rday, "credit_note", rgross)
             m, d = rm, rd
         if draw(st.integers(0, 4)) == 0:
@@ -242,6 +312,7 @@ def worlds(draw: st.DrawFn, months: list[str]) -> World:
                 cday,
             )
             world.move(cday, c, "invoiced", -(rnet + rtax))
+            world.invoices[order_id].credits.append((cday, rnet + rtax))
             world.control(cday, "cancellation", rnet + rtax)
 
     for _ in range(draw(st.integers(0, 6))):
@@ -280,6 +351,7 @@ def worlds(draw: st.DrawFn, months: list[str]) -> World:
         world.move(day, c, "received", amount)
         world.control(day, "payment", amount)
         for a in allocations:
+            world.invoices[a.order_id].allocations.append((day, a.amount))
             world.add(
                 PaymentAllocated(
                     allocation_id=a.allocation_id,
