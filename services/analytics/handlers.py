@@ -12,22 +12,27 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
+    CUSTOMER_DAYS,
+    CUSTOMER_MONTHS,
+    ROLLUPS,
     SCHEMA,
     ZERO,
     CustomerFacts,
     DailyFunnel,
     DailyPayments,
-    DailySales,
     Freshness,
     Invoice,
     ReceivableMove,
+    ReceivablesByDay,
+    Rollup,
 )
 from shared.bulk import add_to, insert_rows
 from shared.config import get_settings
@@ -64,6 +69,7 @@ SALES_SUMS = (
 )
 PAYMENT_SUMS = ("received", "refunded", "payments", "refunds")
 COUNTS = frozenset({"orders", "category_orders", "order_count"})
+NO_SALES = {name: 0 if name in COUNTS else ZERO for name in SALES_SUMS}
 INVOICE_COLUMNS = (
     "order_id",
     "customer_id",
@@ -104,12 +110,13 @@ class Batch:
     funnel: dict[date, dict[str, int]] = field(
         default_factory=lambda: defaultdict(lambda: {"submitted": 0, "confirmed": 0})
     )
+    customer_days: dict[tuple[UUID, date], int] = field(default_factory=lambda: defaultdict(int))
     newest: datetime | None = None
 
     def add_sales(self, key: tuple[Any, ...], **amounts: Any) -> None:
         row = self.sales.get(key)
         if row is None:
-            row = self.sales[key] = {name: 0 if name in COUNTS else ZERO for name in SALES_SUMS}
+            row = self.sales[key] = dict(NO_SALES)
         for name, amount in amounts.items():
             row[name] += amount
 
@@ -175,6 +182,7 @@ def _on_confirmed(batch: Batch, event: Event) -> None:
     confirmed = OrderConfirmed.model_validate(event.data)
     order, day = confirmed.order, confirmed.business_date
     batch.funnel[day]["confirmed"] += 1
+    batch.customer_days[(order.customer_id, day)] += 1
     _touch_customer(batch, order.customer_id, day)
     invoice = {
         "order_id": order.order_id,
@@ -215,16 +223,16 @@ def _on_confirmed(batch: Batch, event: Event) -> None:
         seen_skus.add(line.sku)
         seen_categories.add(category)
     batch.invoices[order.order_id] = invoice
-    for line in invoice["lines"]:
+    for line, stored in zip(order.lines, invoice["lines"], strict=True):
         batch.add_sales(
-            _sales_key(invoice, day, line),
-            net=Decimal(line["net"]),
-            tax=Decimal(line["tax"]),
-            gross=Decimal(line["gross"]),
-            units=Decimal(line["quantity"]),
-            orders=int(line["first_of_sku"]),
-            category_orders=int(line["first_of_category"]),
-            order_count=int(line["first_of_order"]),
+            _sales_key(invoice, day, stored),
+            net=line.net,
+            tax=line.tax,
+            gross=line.gross,
+            units=line.quantity,
+            orders=int(stored["first_of_sku"]),
+            category_orders=int(stored["first_of_category"]),
+            order_count=int(stored["first_of_order"]),
         )
     batch.moves.append(_move(invoice, day, "invoice", order.gross))
 
@@ -286,6 +294,8 @@ def _on_cancelled(batch: Batch, event: Event) -> None:
         return
     day = cancelled.business_date
     invoice["cancelled_on"] = day
+    if day == invoice["business_date"]:
+        batch.customer_days[(invoice["customer_id"], day)] -= 1
     for line in invoice["lines"]:
         # What the cancellation reverses of a line: what its credit notes left of it.
         left = {
@@ -364,18 +374,8 @@ _HANDLERS = {
 
 
 async def _flush(session: AsyncSession, batch: Batch) -> None:
-    # Rows in key order, so concurrent consumers (one per Kafka partition) lock shared
-    # rollup rows in the same order and cannot deadlock one another.
-    sales_rows = [
-        dict(zip(SALES_KEY, key, strict=True)) | batch.sales[key]
-        for key in sorted(batch.sales, key=lambda k: tuple(str(part) for part in k))
-    ]
-    await insert_rows(
-        session,
-        DailySales.__table__,  # type: ignore[arg-type]
-        sales_rows,
-        suffix=f"ON CONFLICT ({', '.join(SALES_KEY)}) DO UPDATE SET {add_to(SALES_SUMS)}",
-    )
+    # Rows per document and customer first; the per-day rollups, which every batch of
+    # every consumer touches, last, so their row locks are held only until the commit.
     invoice_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "order_id")
     await insert_rows(
         session,
@@ -384,6 +384,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
     )
     await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
+    await _flush_customer_activity(session, batch)
     await insert_rows(
         session,
         CustomerFacts.__table__,  # type: ignore[arg-type]
@@ -401,6 +402,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         "first_order_on = LEAST(cur.first_order_on, EXCLUDED.first_order_on), "
         "last_order_on = GREATEST(cur.last_order_on, EXCLUDED.last_order_on)",
     )
+    await _flush_receivables(session, batch)
     await insert_rows(
         session,
         DailyPayments.__table__,  # type: ignore[arg-type]
@@ -413,10 +415,102 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         [{"day": day} | batch.funnel[day] for day in sorted(batch.funnel)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
     )
+    await _flush_sales(session, batch)
     if batch.newest is not None:
         await insert_rows(
             session,
             Freshness.__table__,  # type: ignore[arg-type]
             [{"id": 1, "as_of": batch.newest}],
             suffix="ON CONFLICT (id) DO UPDATE SET as_of = GREATEST(cur.as_of, EXCLUDED.as_of)",
+        )
+
+
+async def _flush_sales(session: AsyncSession, batch: Batch) -> None:
+    """The batch's sales deltas into `daily_sales` and every coarser rollup of it, in one
+    statement, so the deltas cross the wire once. Each table takes its rows in key order,
+    so concurrent consumers (one per Kafka partition) lock shared rows in the same order
+    and cannot deadlock one another."""
+    if not batch.sales:
+        return
+    params: dict[str, list[Any]] = {name: [] for name in (*SALES_KEY, *SALES_SUMS)}
+    for key, sums in batch.sales.items():
+        for name, part in zip(SALES_KEY, key, strict=True):
+            params[name].append(part)
+        for name, amount in sums.items():
+            # Amounts travel as text: encoding Decimals is the slow part of a big batch.
+            params[name].append(amount if name in COUNTS else str(amount))
+    await session.execute(_sales_statement(), params)
+
+
+def _sales_column_type(name: str) -> str:
+    if name == "day":
+        return "date"
+    if name == "customer_id":
+        return "uuid"
+    return "int" if name in COUNTS else "text"
+
+
+@cache
+def _sales_statement() -> TextClause:
+    columns = (*SALES_KEY, *SALES_SUMS)
+    arrays = ", ".join(f"CAST(:{c} AS {_sales_column_type(c)}[])" for c in columns)
+    picks = ", ".join(
+        c if c in SALES_KEY or c in COUNTS else f"CAST({c} AS numeric) AS {c}" for c in columns
+    )
+    keys = ", ".join(SALES_KEY)
+    targets = [
+        f"full_grain AS (INSERT INTO {SCHEMA}.daily_sales AS cur ({', '.join(columns)}) "
+        f"SELECT {', '.join(columns)} FROM delta ORDER BY {keys} "
+        f"ON CONFLICT ({keys}) DO UPDATE SET {add_to(SALES_SUMS)})"
+    ]
+    targets += [_rollup_upsert(rollup) for rollup in ROLLUPS]
+    return text(
+        f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
+        f"{', '.join(targets)} SELECT 1"
+    )
+
+
+def _rollup_upsert(rollup: Rollup) -> str:
+    """A data-modifying CTE adding the deltas, summed to the rollup's grain, to it."""
+    day = "CAST(date_trunc('month', day) AS date)" if rollup.monthly else "day"
+    keys = ", ".join(("day", *rollup.dimensions))
+    picks = ", ".join((f"{day} AS day", *rollup.dimensions, *(f"sum({c})" for c in SALES_SUMS)))
+    positions = ", ".join(str(i) for i in range(1, len(rollup.dimensions) + 2))
+    return (
+        f"{rollup.table.name} AS (INSERT INTO {SCHEMA}.{rollup.table.name} AS cur "
+        f"({keys}, {', '.join(SALES_SUMS)}) SELECT {picks} FROM delta "
+        f"GROUP BY {positions} ORDER BY {positions} "
+        f"ON CONFLICT ({keys}) DO UPDATE SET {add_to(SALES_SUMS)})"
+    )
+
+
+async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
+    by_day: dict[tuple[date, str], Decimal] = defaultdict(lambda: ZERO)
+    for move in batch.moves:
+        by_day[(move["day"], move["kind"])] += move["amount"]
+    await insert_rows(
+        session,
+        ReceivablesByDay.__table__,  # type: ignore[arg-type]
+        [
+            {"day": day, "kind": kind, "amount": amount}
+            for (day, kind), amount in sorted(by_day.items())
+        ],
+        suffix="ON CONFLICT (day, kind) DO UPDATE SET amount = cur.amount + EXCLUDED.amount",
+    )
+
+
+async def _flush_customer_activity(session: AsyncSession, batch: Batch) -> None:
+    by_month: dict[tuple[UUID, date], int] = defaultdict(int)
+    for (customer_id, day), kept in batch.customer_days.items():
+        by_month[(customer_id, day.replace(day=1))] += kept
+    for table, kept_orders in ((CUSTOMER_DAYS, batch.customer_days), (CUSTOMER_MONTHS, by_month)):
+        await insert_rows(
+            session,
+            table,
+            [
+                {"customer_id": cid, "day": day, "kept_orders": kept}
+                for (cid, day), kept in sorted(kept_orders.items())
+            ],
+            suffix="ON CONFLICT (customer_id, day) DO UPDATE SET "
+            "kept_orders = cur.kept_orders + EXCLUDED.kept_orders",
         )

@@ -6,12 +6,24 @@ hold '' instead of NULL so they can be part of a primary key and of ON CONFLICT 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Numeric, String
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -111,7 +123,10 @@ class ReceivableMove(SQLModel, table=True):
 
 class CustomerFacts(SQLModel, table=True):
     __tablename__ = "customers"
-    __table_args__ = {"schema": SCHEMA}
+    __table_args__ = (
+        Index("ix_customers_first_order_on", "first_order_on"),
+        {"schema": SCHEMA},
+    )
 
     customer_id: UUID = Field(primary_key=True)
     name: str = Field(default="", sa_type=String(200))
@@ -164,3 +179,94 @@ class Freshness(SQLModel, table=True):
     as_of: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+SALES_MEASURES: dict[str, Any] = {
+    "net": MONEY,
+    "tax": MONEY,
+    "gross": MONEY,
+    "orders": Integer,
+    "category_orders": Integer,
+    "order_count": Integer,
+    "units": UNITS,
+    "returns": MONEY,
+    "returns_net": MONEY,
+    "returned_units": UNITS,
+    "cancellations": MONEY,
+}
+"""Every additive column of `daily_sales`, which each coarser rollup below also carries."""
+
+PRODUCT = ("sku", "category")
+DIMENSIONS = ("category", "region", "segment", "channel", "salesperson")
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """`daily_sales` summed over the dimensions it leaves out, per day or (`monthly`) per
+    month, dated on the month's first day. A query reads the smallest one that has what it
+    groups and filters by."""
+
+    table: Table
+    dimensions: tuple[str, ...]
+    monthly: bool
+
+
+def _rollup(name: str, dimensions: tuple[str, ...], *, monthly: bool) -> Rollup:
+    table = Table(
+        name,
+        SQLModel.metadata,
+        Column("day", Date, primary_key=True),
+        *(Column(d, String(100), primary_key=True) for d in dimensions),
+        *(
+            Column(n, kind, nullable=False, server_default="0")
+            for n, kind in SALES_MEASURES.items()
+        ),
+        schema=SCHEMA,
+    )
+    return Rollup(table, dimensions, monthly)
+
+
+ROLLUPS = (
+    _rollup("sales_by_day", (), monthly=False),
+    _rollup("sales_by_month_dimensions", DIMENSIONS, monthly=True),
+    _rollup("sales_by_day_dimensions", DIMENSIONS, monthly=False),
+    _rollup("sales_by_month_product", PRODUCT, monthly=True),
+    _rollup("sales_by_day_product", PRODUCT, monthly=False),
+)
+"""Smallest first."""
+
+
+def _customer_activity(name: str) -> Table:
+    """Orders each customer placed per day or month that no cancellation took back on the
+    day it was placed: a customer with one counts as active then."""
+    table = Table(
+        name,
+        SQLModel.metadata,
+        Column("customer_id", Uuid, primary_key=True),
+        Column("day", Date, primary_key=True),
+        Column("kept_orders", Integer, nullable=False),
+        schema=SCHEMA,
+    )
+    Index(
+        f"ix_{name}_active",
+        table.c.day,
+        table.c.customer_id,
+        postgresql_where=table.c.kept_orders > 0,
+    )
+    return table
+
+
+CUSTOMER_DAYS = _customer_activity("customer_days")
+CUSTOMER_MONTHS = _customer_activity("customer_months")
+"""Dated on the month's first day."""
+
+
+class ReceivablesByDay(SQLModel, table=True):
+    """`receivable_moves` summed per day and kind."""
+
+    __tablename__ = "receivables_by_day"
+    __table_args__ = {"schema": SCHEMA}
+
+    day: date = Field(primary_key=True)
+    kind: str = Field(primary_key=True, sa_type=String(20))
+    amount: Decimal = _money()

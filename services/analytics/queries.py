@@ -8,15 +8,20 @@ Definitions (each over the documents dated in [start, end], both days included):
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from calendar import monthrange
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Date, String, and_, cast, func, literal, select
+from sqlalchemy import Date, String, Table, and_, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
+    CUSTOMER_DAYS,
+    CUSTOMER_MONTHS,
+    ROLLUPS,
+    SALES_MEASURES,
     ZERO,
     CustomerFacts,
     DailyFunnel,
@@ -24,12 +29,15 @@ from services.analytics.models import (
     Freshness,
     Invoice,
     ReceivableMove,
+    ReceivablesByDay,
 )
 
 S = DailySales.__table__.c  # type: ignore[attr-defined]
 M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
 C = CustomerFacts.__table__.c  # type: ignore[attr-defined]
 F = DailyFunnel.__table__.c  # type: ignore[attr-defined]
+R = ReceivablesByDay.__table__.c  # type: ignore[attr-defined]
+TOTALS = ROLLUPS[0].table.c
 
 GROUPS = (
     "day",
@@ -57,29 +65,92 @@ def money(value: Decimal | None) -> Decimal:
     return (value or ZERO).quantize(CENT, ROUND_HALF_UP)
 
 
-def group_expression(group_by: str) -> Any:
+GROUP_COLUMNS = {"product": "sku", "customer": "customer_id"}
+DAILY_GROUPS = ("day", "week")
+
+
+def group_expression(group_by: str, rows: Any = S) -> Any:
     match group_by:
         case "day":
-            return cast(S.day, String)
+            return cast(rows.day, String)
         case "week":
-            return cast(cast(func.date_trunc("week", S.day), Date), String)
+            return cast(cast(func.date_trunc("week", rows.day), Date), String)
         case "month":
-            return func.to_char(S.day, "YYYY-MM")
+            return func.to_char(rows.day, "YYYY-MM")
         case "product":
-            return S.sku
+            return rows.sku
         case "customer":
-            return cast(S.customer_id, String)
+            return cast(rows.customer_id, String)
         case _:
-            return S[group_by]
+            return rows[group_by]
 
 
-def order_column(group_by: str | None, filters: dict[str, Any]) -> Any:
+def order_column(group_by: str | None, filters: dict[str, Any], rows: Any = S) -> Any:
     """The order count that is exact for this grouping (see DailySales)."""
     if group_by == "product" or filters.get("sku") is not None:
-        return S.orders
+        return rows.orders
     if group_by == "category" or filters.get("category") is not None:
-        return S.category_orders
-    return S.order_count
+        return rows.category_orders
+    return rows.order_count
+
+
+def _smallest_rollup(dimensions: set[str], *, monthly: bool) -> Table | None:
+    for rollup in ROLLUPS:
+        if rollup.monthly == monthly and dimensions <= set(rollup.dimensions):
+            return rollup.table
+    return None if monthly else DailySales.__table__  # type: ignore[return-value]
+
+
+def _whole_months(start: date, end: date) -> tuple[date, date] | None:
+    """The first and last day of the whole months within [start, end], if any."""
+    if start.day == 1:
+        first = start
+    elif (start.year, start.month) < (date.max.year, 12):
+        first = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    else:
+        return None
+    if end.day == monthrange(end.year, end.month)[1]:
+        last = end
+    elif (end.year, end.month) > (date.min.year, 1):
+        last = end.replace(day=1) - timedelta(days=1)
+    else:
+        return None
+    return (first, last) if first <= last else None
+
+
+def _by_grain(
+    start: date, end: date, *, daily: Table, monthly: Table | None
+) -> list[tuple[Table, date, date]]:
+    """[start, end] as day ranges to read: its whole months from the monthly table, if
+    there is one, and the days around them from the daily one."""
+    months = _whole_months(start, end) if monthly is not None else None
+    if monthly is None or months is None:
+        return [(daily, start, end)]
+    first, last = months
+    parts = [(monthly, first, last)]
+    if start < first:
+        parts.append((daily, start, first - timedelta(days=1)))
+    if last < end:
+        parts.append((daily, last + timedelta(days=1), end))
+    return parts
+
+
+def sales_rows(*, group_by: str, filters: dict[str, Any], start: date, end: date) -> Any:
+    """The rows to sum for a sales question: from the smallest rollups holding every
+    dimension it groups or filters by, whole months from a monthly one when the grouping
+    is coarser than a day."""
+    dimensions = {name for name, value in filters.items() if value is not None}
+    if group_by not in (*DAILY_GROUPS, "month"):
+        dimensions.add(GROUP_COLUMNS.get(group_by, group_by))
+    daily = _smallest_rollup(dimensions, monthly=False)
+    monthly = None if group_by in DAILY_GROUPS else _smallest_rollup(dimensions, monthly=True)
+    parts = _by_grain(start, end, daily=daily, monthly=monthly)
+    columns = ("day", *sorted(dimensions), *SALES_MEASURES)
+    selects = [
+        select(*(table.c[c] for c in columns)).where(table.c.day >= low, table.c.day <= high)
+        for table, low, high in parts
+    ]
+    return (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("rows")
 
 
 async def as_of(session: AsyncSession) -> datetime | None:
@@ -99,28 +170,25 @@ async def sales(
 ) -> list[dict[str, Any]]:
     """Sales per group over the rollup, with the given filters combined; by key, from the
     first key after `after`, unless ordered by revenue."""
-    key = group_expression(group_by).label("key")
-    revenue = (func.sum(S.net) - func.sum(S.returns_net)).label("revenue")
-    query = (
-        select(
-            key,
-            func.sum(S.net).label("net"),
-            func.sum(S.tax).label("tax"),
-            func.sum(S.gross).label("gross"),
-            func.sum(order_column(group_by, filters)).label("orders"),
-            func.sum(S.units).label("units"),
-            func.sum(S.returns).label("returns"),
-            func.sum(S.cancellations).label("cancellations"),
-            revenue,
-        )
-        .where(S.day >= start, S.day <= end)
-        .group_by(key)
-    )
+    rows = sales_rows(group_by=group_by, filters=filters, start=start, end=end).c
+    key = group_expression(group_by, rows).label("key")
+    revenue = (func.sum(rows.net) - func.sum(rows.returns_net)).label("revenue")
+    query = select(
+        key,
+        func.sum(rows.net).label("net"),
+        func.sum(rows.tax).label("tax"),
+        func.sum(rows.gross).label("gross"),
+        func.sum(order_column(group_by, filters, rows)).label("orders"),
+        func.sum(rows.units).label("units"),
+        func.sum(rows.returns).label("returns"),
+        func.sum(rows.cancellations).label("cancellations"),
+        revenue,
+    ).group_by(key)
     for name, value in filters.items():
         if value is not None:
-            query = query.where(S[name] == value)
+            query = query.where(rows[name] == value)
     if after is not None:
-        query = query.having(group_expression(group_by) > after)
+        query = query.having(group_expression(group_by, rows) > after)
     query = query.order_by(revenue.desc(), key) if order_by_revenue else query.order_by(key)
     if limit is not None:
         query = query.limit(limit)
@@ -134,15 +202,14 @@ async def sales(
 
 async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, Any]:
     """The KPIs of a date range; see the README's Analytics section for each definition."""
-    in_range = and_(S.day >= start, S.day <= end)
     totals = (
         await session.execute(
             select(
-                func.coalesce(func.sum(S.net), ZERO),
-                func.coalesce(func.sum(S.returns_net), ZERO),
-                func.coalesce(func.sum(S.order_count), 0),
-                func.coalesce(func.sum(S.units), ZERO),
-            ).where(in_range)
+                func.coalesce(func.sum(TOTALS.net), ZERO),
+                func.coalesce(func.sum(TOTALS.returns_net), ZERO),
+                func.coalesce(func.sum(TOTALS.order_count), 0),
+                func.coalesce(func.sum(TOTALS.units), ZERO),
+            ).where(TOTALS.day >= start, TOTALS.day <= end)
         )
     ).one()
     net, returns_net, orders, units = totals
@@ -153,20 +220,12 @@ async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, An
             ).where(F.day >= start, F.day <= end)
         )
     ).one()
-    active = select(S.customer_id).where(in_range, S.order_count > 0).distinct().subquery()
-    new, active_count = (
-        await session.execute(
-            select(
-                func.count().filter(C.first_order_on >= start),
-                func.count(),
-            ).select_from(
-                active.join(CustomerFacts.__table__, C.customer_id == active.c.customer_id)
-            )
-        )
-    ).one()
+    active_count, new = await _active_customers(session, start=start, end=end)
     lifetime_revenue = (
         await session.execute(
-            select(func.coalesce(func.sum(S.net - S.returns_net), ZERO)).where(S.day <= end)
+            select(func.coalesce(func.sum(TOTALS.net - TOTALS.returns_net), ZERO)).where(
+                TOTALS.day <= end
+            )
         )
     ).scalar_one()
     customers_ever = (
@@ -203,22 +262,58 @@ async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, An
     }
 
 
+def _one_whole_month(parts: list[tuple[Table, date, date]]) -> bool:
+    if len(parts) != 1:
+        return False
+    table, low, high = parts[0]
+    return table is CUSTOMER_MONTHS and (low.year, low.month) == (high.year, high.month)
+
+
+async def _active_customers(session: AsyncSession, *, start: date, end: date) -> tuple[int, int]:
+    """Customers with an order in the range that no cancellation took back the same day,
+    and how many of them ordered for the first time in it."""
+    parts = _by_grain(start, end, daily=CUSTOMER_DAYS, monthly=CUSTOMER_MONTHS)
+    ids = union_all(
+        *(
+            select(table.c.customer_id).where(
+                table.c.day >= low, table.c.day <= high, table.c.kept_orders > 0
+            )
+            for table, low, high in parts
+        )
+    ).subquery("active")
+    if _one_whole_month(parts):  # a row per customer, no two alike
+        counted = select(func.count()).select_from(ids)
+    else:
+        counted = select(func.count(func.distinct(ids.c.customer_id)))
+    active_count = (await session.execute(counted)).scalar_one()
+    new = (
+        await session.execute(
+            select(func.count()).where(
+                C.first_order_on >= start,
+                C.first_order_on <= end,
+                C.customer_id.in_(select(ids.c.customer_id)),
+            )
+        )
+    ).scalar_one()
+    return int(active_count), int(new)
+
+
 async def _receivables(session: AsyncSession, *, start: date, end: date) -> dict[str, Decimal]:
     """Open invoices before and at the end of the range, and what moved them within it."""
 
     def total(*conditions: Any) -> Any:
-        return func.coalesce(func.sum(M.amount).filter(*conditions), ZERO)
+        return func.coalesce(func.sum(R.amount).filter(*conditions), ZERO)
 
-    during = and_(M.day >= start, M.day <= end)
+    during = and_(R.day >= start, R.day <= end)
     row = (
         await session.execute(
             select(
-                total(M.day < start),
-                total(M.day <= end),
-                total(during, M.kind == "invoice"),
-                total(during, M.kind.in_(("invoice", "credit", "cancel"))),
-                total(during, M.kind.in_(("allocated", "released"))),
-            ).where(M.day <= end)
+                total(R.day < start),
+                total(R.day <= end),
+                total(during, R.kind == "invoice"),
+                total(during, R.kind.in_(("invoice", "credit", "cancel"))),
+                total(during, R.kind.in_(("allocated", "released"))),
+            ).where(R.day <= end)
         )
     ).one()
     opening, closing, invoiced, billed, paid_moves = row

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics.queries import S
+from services.analytics.queries import sales_rows
 
 METRICS = {
-    "revenue": lambda: func.sum(S.net - S.returns_net),
-    "orders": lambda: func.sum(S.order_count),
-    "units": lambda: func.sum(S.units),
+    "revenue": lambda rows: func.sum(rows.net - rows.returns_net),
+    "orders": lambda rows: func.sum(rows.order_count),
+    "units": lambda rows: func.sum(rows.units),
 }
 INTERVALS = {"day": "day", "week": "week", "month": "month"}
 METHOD = "linear regression (ordinary least squares over the history points)"
@@ -64,12 +64,9 @@ async def trend(
     session: AsyncSession, *, metric: str, interval: str, start: date, end: date, forecast: int
 ) -> list[dict[str, Any]]:
     """Every bucket from start to end (empty ones as zero), then `forecast` predicted ones."""
-    bucket = cast(func.date_trunc(INTERVALS[interval], S.day), Date).label("bucket")
-    query = (
-        select(bucket, METRICS[metric]().label("value"))
-        .where(S.day >= start, S.day <= end)
-        .group_by(bucket)
-    )
+    rows = sales_rows(group_by=interval, filters={}, start=start, end=end).c
+    bucket = cast(func.date_trunc(INTERVALS[interval], rows.day), Date).label("bucket")
+    query = select(bucket, METRICS[metric](rows).label("value")).group_by(bucket)
     found = {row.bucket: Decimal(row.value or 0) for row in await session.execute(query)}
     history = buckets(start, end, interval)
     values = [found.get(b, Decimal(0)) for b in history]

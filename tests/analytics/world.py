@@ -42,6 +42,7 @@ CHANNELS = ("pos", "web")
 SALESPEOPLE = ("alice", "bob", None)
 RATE = Decimal("0.13")
 ZERO = Decimal("0.00")
+ALL_TIME = {"from": "2000-01-01", "to": "2100-01-01"}
 
 
 @dataclass
@@ -138,6 +139,22 @@ class World:
 
     def open_at(self, invoice: Invoice, day: date) -> Decimal:
         return sum((amount for d, amount in invoice.moves if d <= day), ZERO)
+
+    def all_applied(self, kpis: dict[str, Any], newest: datetime) -> bool:
+        """Whether a /kpis answer over ALL_TIME shows every event of this world applied,
+        `newest` being when the last of them happened. Each source is consumed at its own
+        pace, so the last effect of both must show."""
+        end = date(2100, 1, 1)
+        settled = (
+            str(sum((self.open_at(i, end) for i in self.invoices.values()), ZERO)),
+            len(self.submitted),
+            int(self.sales(date(2000, 1, 1), end, lambda f: "all")["all"]["orders"]),
+        )
+        return (
+            kpis["as_of"] is not None
+            and datetime.fromisoformat(kpis["as_of"]) >= newest
+            and (kpis["receivables_open"], kpis["submitted"], kpis["orders"]) == settled
+        )
 
 
 def _fact(kind: str, on: date, line: Any, base: dict[str, Any], **amounts: Decimal) -> Fact:
