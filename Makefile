@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The dashboard's browser test drives Debian's Chromium.
+CHROMIUM := /usr/bin/chromium
 ARGS ?=
 
 .PHONY: run test lint format bench clean
@@ -12,7 +14,7 @@ ARGS ?=
 run: $(STAMP)
 	$(BIN)/salesbook run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
@@ -32,6 +34,16 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Only when missing; the test fails rather than skip if there is no browser to drive.
+$(CHROMIUM):
+	@echo "Installing Chromium for the dashboard's browser test"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
+		{ echo "Could not install Chromium: the dashboard test needs $(CHROMIUM)."; \
+		  echo "Install Debian's chromium package as root (apt-get install chromium)."; exit 1; }
+	@test -x $(CHROMIUM) || { echo "apt-get installed chromium but not $(CHROMIUM)"; exit 1; }
 
 # Removes the environment and caches, never the data folder (.salesbook): that is the ledger.
 clean:

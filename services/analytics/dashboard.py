@@ -1,8 +1,26 @@
 """The dashboard page and its script, served by the analytics service itself (no CDN: it must
 work on a shop's machine with no internet). Both are static and hold no figures; the script
-fetches every figure from the API with the bearer token the user enters."""
+fetches every figure from the API with the bearer token the user enters, and draws the charts
+as SVG.
+
+The address may carry `#token=...&from=YYYY-MM-DD&to=YYYY-MM-DD`: a fragment never reaches a
+server or its logs, and the script removes the token from the address as soon as it has read
+it, so a link can open the dashboard on a given period without typing the token."""
 
 from __future__ import annotations
+
+import json
+
+# One colour per chart, so each can be told apart on a screenshot of the page.
+COLOURS = {
+    "actual": "#1f5fbf",
+    "actual-area": "#cfdcf2",
+    "forecast": "#e07b00",
+    "products": "#2e8b3a",
+    "channels": "#7b3fc4",
+    "regions": "#0f8f8a",
+    "ageing": "#c0392b",
+}
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -15,11 +33,15 @@ PAGE = """<!doctype html>
  label { display: flex; flex-direction: column; font-size: .8rem; }
  #kpis { display: grid; grid-template-columns: repeat(auto-fill, minmax(11rem, 1fr));
          gap: .5rem; margin: 1rem 0; }
- .tile { border: 1px solid #ddd; border-radius: 6px; padding: .5rem .75rem; }
+ .tile { border: 1px solid #ddd; border-radius: 6px; padding: .5rem .75rem; font-size: .8rem; }
  .tile b { display: block; font-size: 1.2rem; }
  .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(26rem, 1fr));
            gap: 1rem; }
- svg { width: 100%; height: 240px; border: 1px solid #eee; }
+ @media (min-width: 60rem) { .wide { grid-column: span 2; } }
+ h2 { font-size: 1rem; margin: 0 0 .25rem; }
+ .note { font-size: .75rem; color: #555; margin: 0 0 .25rem; }
+ svg { display: block; width: 100%; height: 260px; border: 1px solid #eee; }
+ svg text { font-size: 11px; fill: #333; }
  #error { color: #b00; }
 </style>
 </head>
@@ -32,23 +54,36 @@ PAGE = """<!doctype html>
  <button type="submit">Show</button>
  <span id="asof"></span>
 </form>
-<p id="error"></p>
+<p id="error" role="alert"></p>
 <div id="kpis"></div>
 <div class="charts">
- <section><h2>Revenue per month, with forecast</h2><svg id="trend"></svg></section>
- <section><h2>Top products by revenue</h2><svg id="products"></svg></section>
- <section><h2>Sales per channel</h2><svg id="channels"></svg></section>
- <section><h2>Receivables by age, today</h2><svg id="ageing"></svg></section>
+ <section class="wide"><h2>Revenue per month, with forecast</h2>
+  <p class="note" id="method">Solid line: actual revenue. Dashed line: forecast.</p>
+  <svg id="trend" role="img" aria-label="revenue per month with forecast"></svg></section>
+ <section><h2>Top products by revenue</h2><p class="note">Revenue in the period.</p>
+  <svg id="products" role="img" aria-label="top products by revenue"></svg></section>
+ <section><h2>Sales by channel</h2><p class="note">Revenue in the period.</p>
+  <svg id="channels" role="img" aria-label="revenue by channel"></svg></section>
+ <section><h2>Sales by region</h2><p class="note">Revenue in the period.</p>
+  <svg id="regions" role="img" aria-label="revenue by region"></svg></section>
+ <section><h2>Receivables by age</h2><p class="note" id="ageing-date">Open amounts by days
+  past due.</p>
+  <svg id="ageing" role="img" aria-label="receivables by days past due"></svg></section>
 </div>
 <script src="dashboard.js"></script>
 </body>
 </html>
 """
 
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 "use strict";
 const $ = (id) => document.getElementById(id);
 const NS = "http://www.w3.org/2000/svg";
+const COLOURS = __COLOURS__;
+const HEIGHT = 260;
+const amount = new Intl.NumberFormat("en", { maximumFractionDigits: 0 });
+const percent = new Intl.NumberFormat("en", { style: "percent", maximumFractionDigits: 1 });
 
 async function api(path, params) {
   const query = new URLSearchParams(params).toString();
@@ -68,23 +103,120 @@ function node(parent, name, attributes, text) {
   return element;
 }
 
-// Bars for labelled values; forecast bars are drawn hollow.
-function bars(svg, items) {
+function titled(element, text) {
+  node(element, "title", {}, text);
+  return element;
+}
+
+// Starts a chart afresh; an empty one says so instead of showing a bare frame.
+function canvas(svg, count) {
   svg.replaceChildren();
-  const width = svg.clientWidth || 400, height = 240, bottom = 40, top = 10;
-  const max = Math.max(1, ...items.map((i) => Math.abs(i.value)));
-  const step = width / Math.max(1, items.length);
+  if (count === 0) {
+    node(svg, "text", { x: 12, y: 24, class: "empty" }, "nothing in this period");
+  }
+  return svg.clientWidth || 400;
+}
+
+// Horizontal bars, one row per labelled value, largest first.
+function barsAcross(svg, items, colour) {
+  const width = canvas(svg, items.length);
+  const sorted = [...items].sort((a, b) => b.value - a.value);
+  const left = 110, right = 80, top = 10;
+  const row = Math.min(32, (HEIGHT - 2 * top) / Math.max(1, sorted.length));
+  const max = Math.max(1, ...sorted.map((i) => i.value));
+  sorted.forEach((item, n) => {
+    const y = top + n * row;
+    const length = ((width - left - right) * Math.max(0, item.value)) / max;
+    node(svg, "text", { x: left - 6, y: y + row / 2 + 4, "text-anchor": "end" },
+      item.label.slice(0, 16));
+    titled(node(svg, "rect", {
+      class: "bar", x: left, y: y + 3, width: Math.max(1, length), height: row - 6,
+      fill: colour,
+    }), `${item.label}: ${item.value}`);
+    node(svg, "text", { x: left + length + 6, y: y + row / 2 + 4 }, amount.format(item.value));
+  });
+}
+
+// Vertical bars in the order given, for buckets that have an order of their own.
+function barsUp(svg, items, colour) {
+  const width = canvas(svg, items.length);
+  const bottom = 30, top = 24, step = width / Math.max(1, items.length);
+  const max = Math.max(1, ...items.map((i) => i.value));
   items.forEach((item, n) => {
-    const h = ((height - bottom - top) * Math.max(0, item.value)) / max;
-    node(svg, "rect", {
-      x: n * step + 4, y: height - bottom - h, width: Math.max(2, step - 8), height: h,
-      fill: item.forecast ? "none" : "#4a7bd0", stroke: "#4a7bd0",
-    }).appendChild(document.createElementNS(NS, "title")).textContent =
-      `${item.label}: ${item.value}`;
-    node(svg, "text", {
-      x: n * step + step / 2, y: height - bottom + 14, "text-anchor": "middle",
-      "font-size": 10,
-    }, item.label.slice(0, 10));
+    const h = ((HEIGHT - bottom - top) * Math.max(0, item.value)) / max;
+    const x = n * step + step * 0.15, y = HEIGHT - bottom - h;
+    titled(node(svg, "rect", {
+      class: "bar", x, y, width: step * 0.7, height: Math.max(1, h), fill: colour,
+    }), `${item.label}: ${item.value}`);
+    const middle = { x: n * step + step / 2, "text-anchor": "middle" };
+    node(svg, "text", { ...middle, y: y - 6 }, amount.format(item.value));
+    node(svg, "text", { ...middle, y: HEIGHT - bottom + 16 }, item.label);
+  });
+}
+
+function polyline(points) {
+  return points.map((p, n) => `${n ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
+}
+
+// A vertical scale from 0 (or the lowest value, if below it) to the highest value.
+function scale(values, width) {
+  const left = 70, right = width - 36, top = 16, bottom = HEIGHT - 36;
+  const low = Math.min(0, ...values), high = Math.max(1, ...values);
+  const y = (value) => top + ((high - value) * (bottom - top)) / (high - low);
+  const ticks = low < 0 ? [high, 0, low] : [high, high / 2, 0];
+  return { left, right, y, ticks };
+}
+
+function gridLines(svg, { left, right, y, ticks }) {
+  for (const value of ticks) {
+    node(svg, "line", { x1: left, x2: right, y1: y(value), y2: y(value), stroke: "#e4e4e4" });
+    node(svg, "text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" },
+      amount.format(value));
+  }
+  node(svg, "line", { x1: left, x2: right, y1: y(0), y2: y(0), stroke: "#888" });
+}
+
+// History as a filled line, the forecast as a dashed line carrying on from its last point.
+function trendLine(svg, points) {
+  const width = canvas(svg, points.length);
+  if (!points.length) return;
+  const axis = scale(points.map((p) => p.value), width);
+  gridLines(svg, axis);
+  const step = (axis.right - axis.left) / Math.max(1, points.length - 1);
+  const at = points.map((p, n) => ({ ...p, x: axis.left + n * step, y: axis.y(p.value) }));
+  const actual = at.filter((p) => !p.forecast);
+  const ahead = at.filter((p) => p.forecast);
+  if (actual.length) {
+    const first = actual[0], last = actual[actual.length - 1], base = axis.y(0);
+    node(svg, "path", {
+      class: "actual-area", fill: COLOURS["actual-area"],
+      d: `${polyline(actual)} L${last.x},${base} L${first.x},${base} Z`,
+    });
+    node(svg, "path", {
+      class: "actual", d: polyline(actual), fill: "none", stroke: COLOURS.actual,
+      "stroke-width": 3,
+    });
+  }
+  if (ahead.length) {
+    node(svg, "path", {
+      class: "forecast", d: polyline(actual.slice(-1).concat(ahead)), fill: "none",
+      stroke: COLOURS.forecast, "stroke-width": 3, "stroke-dasharray": "8 5",
+    });
+  }
+  trendPoints(svg, at);
+}
+
+// A dot per point, with its value on hover, and the month under every few of them.
+function trendPoints(svg, at) {
+  const every = Math.ceil(at.length / 12);
+  at.forEach((p, n) => {
+    titled(node(svg, "circle", {
+      class: p.forecast ? "forecast-point" : "actual-point", cx: p.x, cy: p.y, r: 5,
+      fill: p.forecast ? COLOURS.forecast : COLOURS.actual,
+    }), `${p.label}: ${p.value}${p.forecast ? " (forecast)" : ""}`);
+    if (n % every === 0) {
+      node(svg, "text", { x: p.x, y: HEIGHT - 12, "text-anchor": "middle" }, p.label);
+    }
   });
 }
 
@@ -93,10 +225,27 @@ function tile(name, value) {
   div.className = "tile";
   div.append(name);
   const b = document.createElement("b");
-  b.textContent = value === null ? "–" : value;
+  b.textContent = value;
   div.prepend(b);
   $("kpis").appendChild(div);
 }
+
+const RATES = ["return_rate", "conversion_rate", "collection_rate"];
+const KPIS = ["revenue", "orders", "average_order_value", "units_per_order", "return_rate",
+  "conversion_rate", "new_customers", "returning_customers",
+  "average_customer_lifetime_value", "days_sales_outstanding", "collection_rate"];
+
+function showKpis(kpis) {
+  $("kpis").replaceChildren();
+  for (const name of KPIS) {
+    const value = kpis[name];
+    const shown = value === null ? "–" : RATES.includes(name) ? percent.format(value) : value;
+    tile(name.replaceAll("_", " "), shown);
+  }
+}
+
+const AGES = { current: "not yet due", d1_30: "1–30 days", d31_60: "31–60 days",
+  d61_90: "61–90 days", over_90: "over 90 days" };
 
 async function show(event) {
   if (event) event.preventDefault();
@@ -104,38 +253,53 @@ async function show(event) {
   $("error").textContent = "";
   const range = { from: $("from").value, to: $("to").value };
   try {
-    const [kpis, trend, top, channels, ageing] = await Promise.all([
+    const [kpis, trend, top, channels, regions, ageing] = await Promise.all([
       api("kpis", range),
       api("trend", { ...range, metric: "revenue", interval: "month", forecast: 3 }),
       api("top", { ...range, dimension: "product", limit: 10 }),
       api("sales", { ...range, group_by: "channel" }),
-      api("ar-ageing", {}),
+      api("sales", { ...range, group_by: "region" }),
+      api("ar-ageing", { as_of: range.to }),
     ]);
     $("asof").textContent = `as of ${kpis.as_of || "no events yet"}`;
-    $("kpis").replaceChildren();
-    for (const name of ["revenue", "orders", "average_order_value", "units_per_order",
-      "return_rate", "conversion_rate", "new_customers", "returning_customers",
-      "average_customer_lifetime_value", "days_sales_outstanding", "collection_rate"]) {
-      tile(name.replaceAll("_", " "), kpis[name]);
-    }
-    bars($("trend"), trend.points.map((p) => ({
+    showKpis(kpis);
+    $("method").textContent = "Solid line: actual revenue. Dashed line: forecast by "
+      + (trend.method || "no method") + ".";
+    trendLine($("trend"), trend.points.map((p) => ({
       label: p.bucket.slice(0, 7), value: Number(p.value), forecast: p.forecast })));
     const byRevenue = (rows) =>
       rows.map((r) => ({ label: r.key || "none", value: Number(r.revenue) }));
-    bars($("products"), byRevenue(top.rows));
-    bars($("channels"), byRevenue(channels.rows));
-    const totals = ageing.totals || {};
-    bars($("ageing"), ["current", "d1_30", "d31_60", "d61_90", "over_90"].map((b) => ({
-      label: b, value: Number(totals[b] || 0) })));
+    barsAcross($("products"), byRevenue(top.rows), COLOURS.products);
+    barsAcross($("channels"), byRevenue(channels.rows), COLOURS.channels);
+    barsAcross($("regions"), byRevenue(regions.rows), COLOURS.regions);
+    $("ageing-date").textContent = `Open amounts by days past due at the end of ${range.to}.`;
+    barsUp($("ageing"), Object.entries(AGES).map(([bucket, label]) => ({
+      label, value: Number(ageing.totals[bucket]) })), COLOURS.ageing);
+    document.body.dataset.shown = "charts";
   } catch (error) {
     $("error").textContent = String(error.message || error);
+    document.body.dataset.shown = "error";
+  }
+}
+
+// A token in the address fragment is taken once, then dropped from the address.
+function fromAddress() {
+  const given = new URLSearchParams(location.hash.slice(1));
+  for (const name of ["from", "to"]) if (given.get(name)) $(name).value = given.get(name);
+  if (given.get("token")) {
+    sessionStorage.setItem("salesbook-token", given.get("token"));
+    given.delete("token");
+    const rest = given.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   }
 }
 
 const today = new Date();
 $("to").value = today.toISOString().slice(0, 10);
 $("from").value = new Date(today.getFullYear(), 0, 1, 12).toISOString().slice(0, 10);
+fromAddress();
 $("token").value = sessionStorage.getItem("salesbook-token") || "";
 $("controls").addEventListener("submit", show);
 if ($("token").value) show();
 """
+).replace("__COLOURS__", json.dumps(COLOURS))
