@@ -153,3 +153,27 @@ def backlog(database_url: str) -> dict[str, int]:
     ]
     (row,) = query(database_url, f"SELECT {', '.join(columns)}", *(s.name for s in subscriptions))
     return {s.name: behind for s, behind in zip(subscriptions, row, strict=True)}
+
+
+def strays(database_url: str, subscription_name: str) -> list[tuple[Any, ...]]:
+    """Events a subscription applied that none of its sources' outboxes holds, each with
+    the schema whose outbox does hold it (None when no outbox of this database does): what
+    explains a backlog below zero."""
+    (subscription,) = [
+        s for m in all_modules() for s in m.subscriptions if s.name == subscription_name
+    ]
+    own = " UNION ALL ".join(
+        f'SELECT event_id FROM "{source}".outbox' for source in subscription.sources
+    )
+    anywhere = " UNION ALL ".join(
+        f"SELECT '{schema}' AS schema, event_id, type FROM \"{schema}\".outbox"
+        for schema in SERVICES
+    )
+    return query(
+        database_url,
+        "SELECT p.event_id, a.schema, a.type, p.processed_at "
+        f'FROM "{subscription.schema}".processed_events p '
+        f"LEFT JOIN ({anywhere}) a USING (event_id) "
+        f"WHERE p.consumer = $1 AND p.event_id NOT IN ({own})",
+        subscription.name,
+    )

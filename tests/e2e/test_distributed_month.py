@@ -22,7 +22,14 @@ import pytest
 from tests.cli.sql import query
 from tests.conftest import auth
 from tests.e2e.book import BALANCE, KPIS, LIFETIME, SALES, Book
-from tests.e2e.cluster import Api, Cluster, backlog, running_cluster, transport_settings
+from tests.e2e.cluster import (
+    Api,
+    Cluster,
+    backlog,
+    running_cluster,
+    strays,
+    transport_settings,
+)
 from tests.e2e.traffic import FINANCE, Desk, business_day, till_rush
 from tests.support.database import fresh_database
 from tests.support.waiting import eventually
@@ -100,12 +107,35 @@ async def close(api: Api, period: str) -> None:
 
 async def settled(cluster: Cluster) -> None:
     """Every event raised so far applied by every subscription."""
-    await eventually(
-        lambda: asyncio.to_thread(backlog, cluster.database_url),
-        lambda behind: not any(behind.values()),
-        seconds=90,
-        interval=0.2,
-    )
+    try:
+        await eventually(
+            lambda: asyncio.to_thread(backlog, cluster.database_url),
+            lambda behind: not any(behind.values()),
+            seconds=90,
+            interval=0.2,
+        )
+    except AssertionError as failure:
+        raise AssertionError(
+            f"{failure}\n{await asyncio.to_thread(explain_backlog, cluster)}"
+        ) from None
+
+
+def explain_backlog(cluster: Cluster) -> str:
+    """For each subscription that applied more than its sources raised: the events it
+    applied that they do not hold, and every log line naming them."""
+    lines = []
+    for name, behind in backlog(cluster.database_url).items():
+        if behind >= 0:
+            continue
+        for event_id, schema, kind, applied_at in strays(cluster.database_url, name):
+            lines.append(f"{name} applied {event_id} ({kind} of {schema}) at {applied_at}")
+            for service in cluster.logs:
+                lines += [
+                    f"  {service}: {line}"
+                    for line in cluster.output(service).splitlines()
+                    if str(event_id) in line
+                ]
+    return "\n".join(lines)
 
 
 async def check_balances(api: Api, period: str, book: Book) -> None:
