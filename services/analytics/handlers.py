@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
     CUSTOMER_DAYS,
-    CUSTOMER_MONTHS,
     ROLLUPS,
     SCHEMA,
     ZERO,
@@ -500,17 +499,54 @@ async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
 
 
 async def _flush_customer_activity(session: AsyncSession, batch: Batch) -> None:
+    if not batch.customer_days:
+        return
+    await insert_rows(
+        session,
+        CUSTOMER_DAYS,
+        [
+            {"customer_id": cid, "day": day, "kept_orders": kept}
+            for (cid, day), kept in sorted(batch.customer_days.items())
+        ],
+        suffix="ON CONFLICT (customer_id, day) DO UPDATE SET "
+        "kept_orders = cur.kept_orders + EXCLUDED.kept_orders",
+    )
     by_month: dict[tuple[UUID, date], int] = defaultdict(int)
     for (customer_id, day), kept in batch.customer_days.items():
         by_month[(customer_id, day.replace(day=1))] += kept
-    for table, kept_orders in ((CUSTOMER_DAYS, batch.customer_days), (CUSTOMER_MONTHS, by_month)):
-        await insert_rows(
-            session,
-            table,
-            [
-                {"customer_id": cid, "day": day, "kept_orders": kept}
-                for (cid, day), kept in sorted(kept_orders.items())
-            ],
-            suffix="ON CONFLICT (customer_id, day) DO UPDATE SET "
-            "kept_orders = cur.kept_orders + EXCLUDED.kept_orders",
-        )
+    months = sorted(by_month.items())
+    await session.execute(
+        _CUSTOMER_MONTHS_STATEMENT,
+        {
+            "customer_id": [cid for (cid, _), _ in months],
+            "day": [day for (_, day), _ in months],
+            "kept": [kept for _, kept in months],
+        },
+    )
+
+
+_CUSTOMER_MONTHS_STATEMENT = text(
+    f"""
+    WITH delta AS (
+        SELECT * FROM unnest(CAST(:customer_id AS uuid[]), CAST(:day AS date[]),
+                             CAST(:kept AS int[])) AS t(customer_id, day, kept)
+    ), updated AS (
+        INSERT INTO {SCHEMA}.customer_months AS cur (customer_id, day, kept_orders)
+        SELECT customer_id, day, kept FROM delta ORDER BY customer_id, day
+        ON CONFLICT (customer_id, day)
+        DO UPDATE SET kept_orders = cur.kept_orders + EXCLUDED.kept_orders
+        RETURNING cur.customer_id, cur.day, cur.kept_orders
+    ), crossed AS (
+        -- A row that was at zero before this delta (or did not exist) and is above it now
+        -- adds an active customer to its month; one that went down to zero takes one away.
+        SELECT u.day, sum(CASE WHEN u.kept_orders > 0 AND u.kept_orders - d.kept <= 0 THEN 1
+                               WHEN u.kept_orders <= 0 AND u.kept_orders - d.kept > 0 THEN -1
+                               ELSE 0 END) AS change
+        FROM updated u JOIN delta d USING (customer_id, day)
+        GROUP BY u.day
+    )
+    INSERT INTO {SCHEMA}.active_customers_by_month AS cur (day, customers)
+    SELECT day, change FROM crossed WHERE change <> 0 ORDER BY day
+    ON CONFLICT (day) DO UPDATE SET customers = cur.customers + EXCLUDED.customers
+    """
+)

@@ -211,12 +211,16 @@ class Rollup:
     monthly: bool
 
 
+def _dimension_type(name: str) -> Any:
+    return Uuid if name == "customer_id" else String(100)
+
+
 def _rollup(name: str, dimensions: tuple[str, ...], *, monthly: bool) -> Rollup:
     table = Table(
         name,
         SQLModel.metadata,
         Column("day", Date, primary_key=True),
-        *(Column(d, String(100), primary_key=True) for d in dimensions),
+        *(Column(d, _dimension_type(d), primary_key=True) for d in dimensions),
         *(
             Column(n, kind, nullable=False, server_default="0")
             for n, kind in SALES_MEASURES.items()
@@ -232,6 +236,9 @@ ROLLUPS = (
     _rollup("sales_by_day_dimensions", DIMENSIONS, monthly=False),
     _rollup("sales_by_month_product", PRODUCT, monthly=True),
     _rollup("sales_by_day_product", PRODUCT, monthly=False),
+    # Customers' sales per month: the top customers of whole months without summing a row
+    # per order line.
+    _rollup("sales_by_month_customer", ("customer_id",), monthly=True),
 )
 """Smallest first."""
 
@@ -259,6 +266,16 @@ def _customer_activity(name: str) -> Table:
 CUSTOMER_DAYS = _customer_activity("customer_days")
 CUSTOMER_MONTHS = _customer_activity("customer_months")
 """Dated on the month's first day."""
+
+ACTIVE_CUSTOMERS_BY_MONTH = Table(
+    "active_customers_by_month",
+    SQLModel.metadata,
+    Column("day", Date, primary_key=True),
+    Column("customers", Integer, nullable=False),
+    schema=SCHEMA,
+)
+"""How many `customer_months` rows of each month have kept orders: the active customers of
+a whole month without counting them, kept up to date as rows cross zero."""
 
 
 class ReceivablesByDay(SQLModel, table=True):

@@ -18,6 +18,7 @@ from sqlalchemy import Date, String, Table, and_, cast, func, literal, select, u
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
+    ACTIVE_CUSTOMERS_BY_MONTH,
     CUSTOMER_DAYS,
     CUSTOMER_MONTHS,
     ROLLUPS,
@@ -37,6 +38,7 @@ M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
 C = CustomerFacts.__table__.c  # type: ignore[attr-defined]
 F = DailyFunnel.__table__.c  # type: ignore[attr-defined]
 R = ReceivablesByDay.__table__.c  # type: ignore[attr-defined]
+A = ACTIVE_CUSTOMERS_BY_MONTH.c
 TOTALS = ROLLUPS[0].table.c
 
 GROUPS = (
@@ -262,36 +264,44 @@ async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, An
     }
 
 
-def _one_whole_month(parts: list[tuple[Table, date, date]]) -> bool:
-    if len(parts) != 1:
-        return False
-    table, low, high = parts[0]
-    return table is CUSTOMER_MONTHS and (low.year, low.month) == (high.year, high.month)
+def _one_whole_month(start: date, end: date) -> bool:
+    return start.day == 1 and end == start.replace(day=monthrange(start.year, start.month)[1])
 
 
 async def _active_customers(session: AsyncSession, *, start: date, end: date) -> tuple[int, int]:
     """Customers with an order in the range that no cancellation took back the same day,
     and how many of them ordered for the first time in it."""
-    parts = _by_grain(start, end, daily=CUSTOMER_DAYS, monthly=CUSTOMER_MONTHS)
-    ids = union_all(
-        *(
-            select(table.c.customer_id).where(
-                table.c.day >= low, table.c.day <= high, table.c.kept_orders > 0
-            )
-            for table, low, high in parts
-        )
-    ).subquery("active")
-    if _one_whole_month(parts):  # a row per customer, no two alike
-        counted = select(func.count()).select_from(ids)
+    if _one_whole_month(start, end):
+        counted: Any = select(func.coalesce(func.sum(A.customers), 0)).where(A.day == start)
     else:
+        parts = _by_grain(start, end, daily=CUSTOMER_DAYS, monthly=CUSTOMER_MONTHS)
+        ids = union_all(
+            *(
+                select(table.c.customer_id).where(
+                    table.c.day >= low, table.c.day <= high, table.c.kept_orders > 0
+                )
+                for table, low, high in parts
+            )
+        ).subquery("active")
         counted = select(func.count(func.distinct(ids.c.customer_id)))
     active_count = (await session.execute(counted)).scalar_one()
+    # New: first ordered within the range and active in it. Read from the customers who
+    # first ordered then, a few in any range but the first, not from the active ones.
+    days = CUSTOMER_DAYS.c
+    kept_in_range = (
+        select(days.customer_id)
+        .where(
+            days.customer_id == C.customer_id,
+            days.day >= C.first_order_on,
+            days.day <= end,
+            days.kept_orders > 0,
+        )
+        .exists()
+    )
     new = (
         await session.execute(
             select(func.count()).where(
-                C.first_order_on >= start,
-                C.first_order_on <= end,
-                C.customer_id.in_(select(ids.c.customer_id)),
+                C.first_order_on >= start, C.first_order_on <= end, kept_in_range
             )
         )
     ).scalar_one()

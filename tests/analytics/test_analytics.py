@@ -173,8 +173,13 @@ async def test_sales_filtered_by_customer_and_partial_range(
 
 @pytest.mark.parametrize(
     ("start", "end"),
-    [(date(2031, 2, 1), date(2031, 3, 15)), (date(2031, 2, 1), date(2031, 2, 28))],
-    ids=["month and days", "one whole month"],
+    [
+        (date(2031, 2, 1), date(2031, 3, 15)),
+        (date(2031, 2, 1), date(2031, 2, 28)),
+        (date(2031, 1, 1), date(2031, 3, 31)),
+        (date(2031, 1, 2), date(2031, 1, 2)),
+    ],
+    ids=["month and days", "one whole month", "whole months", "one day"],
 )
 async def test_kpis(
     client: httpx.AsyncClient, world: tuple[World, list[Event]], start: date, end: date

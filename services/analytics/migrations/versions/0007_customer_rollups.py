@@ -1,0 +1,70 @@
+"""analytics: sales per customer and month, and the number of active customers per month,
+filled from the existing read models
+
+Top customers over whole months read a row per customer and month instead of a row per
+order line; the active customers of a month are one row instead of a count over them.
+
+Revision ID: 0007_customer_rollups
+Revises: 0006_customer_months
+Create Date: 2026-11-22
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007_customer_rollups"
+down_revision: str | None = "0006_customer_months"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SCHEMA = "analytics"
+MONEY = sa.Numeric(18, 2)
+UNITS = sa.Numeric(18, 3)
+MEASURES = {
+    "net": MONEY,
+    "tax": MONEY,
+    "gross": MONEY,
+    "orders": sa.Integer(),
+    "category_orders": sa.Integer(),
+    "order_count": sa.Integer(),
+    "units": UNITS,
+    "returns": MONEY,
+    "returns_net": MONEY,
+    "returned_units": UNITS,
+    "cancellations": MONEY,
+}
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sales_by_month_customer",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        *(sa.Column(m, kind, server_default="0", nullable=False) for m, kind in MEASURES.items()),
+        sa.PrimaryKeyConstraint("day", "customer_id", name=op.f("pk_sales_by_month_customer")),
+        schema=SCHEMA,
+    )
+    sums = ", ".join(f"sum({m})" for m in MEASURES)
+    op.execute(
+        f"INSERT INTO {SCHEMA}.sales_by_month_customer (day, customer_id, {', '.join(MEASURES)}) "
+        f"SELECT CAST(date_trunc('month', day) AS date), customer_id, {sums} "
+        f"FROM {SCHEMA}.daily_sales GROUP BY 1, 2"
+    )
+    op.create_table(
+        "active_customers_by_month",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("customers", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("day", name=op.f("pk_active_customers_by_month")),
+        schema=SCHEMA,
+    )
+    op.execute(
+        f"INSERT INTO {SCHEMA}.active_customers_by_month (day, customers) "
+        f"SELECT day, count(*) FROM {SCHEMA}.customer_months WHERE kept_orders > 0 GROUP BY day"
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("active_customers_by_month", schema=SCHEMA)
+    op.drop_table("sales_by_month_customer", schema=SCHEMA)
