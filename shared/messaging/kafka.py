@@ -374,7 +374,7 @@ class KafkaSubscriber:
         for tp, records in batches.items():
             source = tp.topic.removeprefix(self.prefix)
             for record in records:
-                event = self._decode(record)
+                event = self._decode(record, source)
                 if event is not None:
                     events.append(event)
                     per_source[source] = per_source.get(source, 0) + 1
@@ -388,11 +388,13 @@ class KafkaSubscriber:
         await consumer.commit(offsets)
         self._next_offsets.update(offsets)
 
-    def _decode(self, record: ConsumerRecord) -> Event | None:
-        """The event in a record; a record that is not an event can never be applied, so it
-        is logged and passed over rather than blocking its partition forever."""
+    def _decode(self, record: ConsumerRecord, source: str) -> Event | None:
+        """The event in a record; a record that is not an event of the topic's source can
+        never be applied, so it is logged and passed over rather than blocking its
+        partition forever. (Only the source's relay writes to its topic: another source's
+        event there came from elsewhere and is not this subscription's to record.)"""
         try:
-            return Event.from_json(record.value or b"")
+            event = Event.from_json(record.value or b"")
         except ValidationError:
             self.undecodable += 1
             log.error(
@@ -403,6 +405,20 @@ class KafkaSubscriber:
                 record.offset,
             )
             return None
+        if event.source != source:
+            self.undecodable += 1
+            log.error(
+                "subscription %s skipped %s %s of %s found in %s[%d]@%d",
+                self.subscription.name,
+                event.type,
+                event.event_id,
+                event.source,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+            return None
+        return event
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Go back to the last committed offsets, so the failed batch is fetched again."""

@@ -7,13 +7,22 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from sqlalchemy import select
 
 from shared.config import Settings
 from shared.db import Database
 from shared.events.envelope import Event
-from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, topic_of
+from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, ensure_topics, topic_of
 from shared.messaging.transport import build_workers
-from tests.messaging.conftest import Crash, Harness, assert_each_once_in_order, prepared
+from shared.tables import common_tables
+from tests.messaging.conftest import (
+    SINK,
+    Crash,
+    Harness,
+    Noted,
+    assert_each_once_in_order,
+    prepared,
+)
 from tests.support.tansu import free_port, tansu_broker
 
 KEYS = ["cust-a", "cust-b", "cust-c"]
@@ -103,3 +112,40 @@ async def test_relay_crash_between_publish_and_position_store_republishes(
     assert isinstance(subscriber.worker, KafkaSubscriber)
     # The first batch is on the topic twice; the subscriber dropped the second copies.
     assert subscriber.worker.received >= len(KEYS) * 20 + harness.settings.consumer_batch_size
+
+
+@pytest.mark.parametrize("transport", ["kafka"])
+async def test_records_that_are_not_events_of_the_topics_source_are_passed_over(
+    harness: Harness,
+) -> None:
+    """Only a source's relay writes to its topic. Anything else found there (bytes that are
+    no event, another source's event) is logged and skipped, never recorded as processed,
+    and the events after it still arrive."""
+    topic = topic_of(harness.source, harness.settings.kafka_topic_prefix)
+    await ensure_topics(
+        harness.settings.kafka_bootstrap or "",
+        [topic],
+        partitions=harness.settings.kafka_partitions,
+    )
+    foreign = Event.of(Noted(run=harness.run, seq=-1), source="elsewhere", key=KEYS[0])
+    producer = AIOKafkaProducer(bootstrap_servers=harness.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"not an event", key=KEYS[0].encode())
+        await producer.send_and_wait(topic, foreign.to_json(), key=KEYS[0].encode())
+    finally:
+        await producer.stop()
+    await harness.publish(KEYS, 5)
+    subscriber = harness.subscriber(harness.subscription())
+    harness.relay()
+
+    await harness.wait_for_effects(len(KEYS) * 5)
+    assert_each_once_in_order(await harness.effects(), KEYS, 5)
+    assert isinstance(subscriber.worker, KafkaSubscriber)
+    assert subscriber.worker.undecodable == 2
+    inbox = common_tables(SINK).processed_events
+    async with harness.db.sessions() as session:
+        recorded = await session.execute(
+            select(inbox.c.event_id).where(inbox.c.event_id == foreign.event_id)
+        )
+        assert recorded.first() is None
