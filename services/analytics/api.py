@@ -165,15 +165,18 @@ async def top(
     """The best products, customers or salespeople by revenue, best first."""
     _range(start, end)
     _choice("dimension", dimension, TOP_DIMENSIONS)
-    found = await queries.sales(
-        session,
-        start=start,
-        end=end,
-        group_by=TOP_DIMENSIONS[dimension],
-        filters={},
-        order_by_revenue=True,
-        limit=limit,
-    )
+    if dimension == "customer" and await queries.holds_every_sale(session, start=start, end=end):
+        found = await queries.top_customers_ever(session, limit=limit)
+    else:
+        found = await queries.sales(
+            session,
+            start=start,
+            end=end,
+            group_by=TOP_DIMENSIONS[dimension],
+            filters={},
+            order_by_revenue=True,
+            limit=limit,
+        )
     rows = [
         TopRow(rank=i, **{k: r[k] for k in ("key", "revenue", "net", "orders", "units")})
         for i, r in enumerate(found, start=1)

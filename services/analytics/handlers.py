@@ -463,6 +463,12 @@ def _sales_statement() -> TextClause:
         f"ON CONFLICT ({keys}) DO UPDATE SET {add_to(SALES_SUMS)})"
     ]
     targets += [_rollup_upsert(rollup) for rollup in ROLLUPS]
+    targets.append(
+        f"ever AS (INSERT INTO {SCHEMA}.sales_by_customer AS cur "
+        f"(customer_id, {', '.join(SALES_SUMS)}) "
+        f"SELECT customer_id, {', '.join(f'sum({c})' for c in SALES_SUMS)} FROM delta "
+        f"GROUP BY 1 ORDER BY 1 ON CONFLICT (customer_id) DO UPDATE SET {add_to(SALES_SUMS)})"
+    )
     return text(
         f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
         f"{', '.join(targets)} SELECT 1"

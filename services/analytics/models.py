@@ -267,6 +267,20 @@ CUSTOMER_DAYS = _customer_activity("customer_days")
 CUSTOMER_MONTHS = _customer_activity("customer_months")
 """Dated on the month's first day."""
 
+SALES_BY_CUSTOMER = Table(
+    "sales_by_customer",
+    SQLModel.metadata,
+    Column("customer_id", Uuid, primary_key=True),
+    *(Column(n, kind, nullable=False, server_default="0") for n, kind in SALES_MEASURES.items()),
+    schema=SCHEMA,
+)
+"""Each customer's sales over all time: the top customers ever, read down an index."""
+Index(
+    "ix_sales_by_customer_revenue",
+    (SALES_BY_CUSTOMER.c.net - SALES_BY_CUSTOMER.c.returns_net).desc(),
+    SALES_BY_CUSTOMER.c.customer_id,
+)
+
 ACTIVE_CUSTOMERS_BY_MONTH = Table(
     "active_customers_by_month",
     SQLModel.metadata,

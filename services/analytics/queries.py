@@ -22,6 +22,7 @@ from services.analytics.models import (
     CUSTOMER_DAYS,
     CUSTOMER_MONTHS,
     ROLLUPS,
+    SALES_BY_CUSTOMER,
     SALES_MEASURES,
     ZERO,
     CustomerFacts,
@@ -200,6 +201,35 @@ async def sales(
         entry["key"] = entry["key"] or None  # '' stands for "none" in the rollup
         rows.append(entry)
     return rows
+
+
+async def holds_every_sale(session: AsyncSession, *, start: date, end: date) -> bool:
+    """Whether [start, end] takes in every day with sales, so all-time totals answer it."""
+    first, last = (await session.execute(select(func.min(TOTALS.day), func.max(TOTALS.day)))).one()
+    return first is None or (start <= first and last <= end)
+
+
+async def top_customers_ever(session: AsyncSession, *, limit: int) -> list[dict[str, Any]]:
+    """The customers with the most revenue over all time, best first (ties by id), as
+    `sales` answers them, read down the revenue index of `sales_by_customer`."""
+    ever = SALES_BY_CUSTOMER.c
+    revenue = ever.net - ever.returns_net
+    rows = await session.execute(
+        select(
+            cast(ever.customer_id, String).label("key"),
+            ever.net,
+            ever.tax,
+            ever.gross,
+            ever.order_count.label("orders"),
+            ever.units,
+            ever.returns,
+            ever.cancellations,
+            revenue.label("revenue"),
+        )
+        .order_by(revenue.desc(), ever.customer_id)
+        .limit(limit)
+    )
+    return [dict(row) for row in rows.mappings()]
 
 
 async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, Any]:

@@ -285,14 +285,29 @@ async def test_customer_lifetime(
         ("salesperson", lambda f: f.salesperson),
     ],
 )
+@pytest.mark.parametrize(
+    "span",
+    [
+        (date(2000, 1, 1), date(2100, 1, 1)),  # every sale: customers from their lifetime sums
+        (START, END),  # likewise, as the range holds every day with sales
+        (date(2031, 1, 1), date(2031, 2, 28)),  # whole months
+        (date(2031, 1, 10), date(2031, 3, 5)),  # whole months and days around them
+    ],
+    ids=["default", "every day", "whole months", "months and days"],
+)
 async def test_top(
-    client: httpx.AsyncClient, world: tuple[World, list[Event]], dimension: str, key: Any
+    client: httpx.AsyncClient,
+    world: tuple[World, list[Event]],
+    dimension: str,
+    key: Any,
+    span: tuple[date, date],
 ) -> None:
     w = world[0]
-    body = (
-        await client.get(f"{URL}/top", params={"dimension": dimension, "limit": 2}, headers=ANALYST)
-    ).json()
-    expected = w.sales(date(2000, 1, 1), date(2100, 1, 1), key)
+    params = {"dimension": dimension, "limit": 2}
+    if span[0].year != 2000:
+        params |= {"from": str(span[0]), "to": str(span[1])}
+    body = (await client.get(f"{URL}/top", params=params, headers=ANALYST)).json()
+    expected = w.sales(*span, key)
     ranked = sorted(expected.items(), key=lambda kv: (-kv[1]["revenue"], str(kv[0])))[:2]
     assert [(r["key"], Decimal(r["revenue"])) for r in body["rows"]] == [
         (k, g["revenue"]) for k, g in ranked

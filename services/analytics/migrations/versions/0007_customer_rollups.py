@@ -1,8 +1,9 @@
-"""analytics: sales per customer and month, and the number of active customers per month,
-filled from the existing read models
+"""analytics: sales per customer and month and per customer ever, and the number of active
+customers per month, filled from the existing read models
 
 Top customers over whole months read a row per customer and month instead of a row per
-order line; the active customers of a month are one row instead of a count over them.
+order line, the top customers ever a few rows down an index; the active customers of a
+month are one row instead of a count over them.
 
 Revision ID: 0007_customer_rollups
 Revises: 0006_customer_months
@@ -53,6 +54,21 @@ def upgrade() -> None:
         f"FROM {SCHEMA}.daily_sales GROUP BY 1, 2"
     )
     op.create_table(
+        "sales_by_customer",
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        *(sa.Column(m, kind, server_default="0", nullable=False) for m, kind in MEASURES.items()),
+        sa.PrimaryKeyConstraint("customer_id", name=op.f("pk_sales_by_customer")),
+        schema=SCHEMA,
+    )
+    op.execute(
+        f"INSERT INTO {SCHEMA}.sales_by_customer (customer_id, {', '.join(MEASURES)}) "
+        f"SELECT customer_id, {sums} FROM {SCHEMA}.sales_by_month_customer GROUP BY 1"
+    )
+    op.execute(
+        f"CREATE INDEX ix_sales_by_customer_revenue ON {SCHEMA}.sales_by_customer "
+        "((net - returns_net) DESC, customer_id)"
+    )
+    op.create_table(
         "active_customers_by_month",
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("customers", sa.Integer(), nullable=False),
@@ -67,4 +83,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("active_customers_by_month", schema=SCHEMA)
+    op.drop_table("sales_by_customer", schema=SCHEMA)
     op.drop_table("sales_by_month_customer", schema=SCHEMA)
