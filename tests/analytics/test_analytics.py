@@ -14,10 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
+from sqlalchemy import Connection, text
 
-from services.registry import service_module
+from services.registry import migration_targets, service_module
+from shared.db import Database
 from shared.events.envelope import Event
 from shared.ids import new_id
+from shared.migrations import alembic_config
 from tests.analytics.world import ALL_TIME, END, START, World, build
 from tests.conftest import AppClient, auth, migrate_all
 from tests.support.feed import publish
@@ -606,3 +610,50 @@ async def test_a_released_allocation_counts_from_its_own_date(
             ZERO,
         )
         assert owed.get(str(invoice.customer_id), ZERO) == expected
+
+
+async def test_the_customer_rollups_filled_by_their_migration_equal_the_kept_ones(
+    client: httpx.AsyncClient, db: str
+) -> None:
+    """Migration 0007 fills its tables from what an existing database already holds; what it
+    fills must equal what the consumer kept up to date event by event."""
+    tables = ("sales_by_month_customer", "sales_by_customer", "active_customers_by_month")
+    kept = await _rows(db, tables)
+    assert all(kept.values())
+    await _migrate_analytics(db, "downgrade", "0006_customer_months")
+    await _migrate_analytics(db, "upgrade", "head")
+    assert await _rows(db, tables) == kept
+
+
+async def _rows(url: str, tables: tuple[str, ...]) -> dict[str, list[tuple[Any, ...]]]:
+    database = Database(url)
+    try:
+        async with database.sessions() as session:
+            return {
+                table: [
+                    tuple(row)
+                    for row in await session.execute(
+                        text(f"SELECT * FROM analytics.{table} ORDER BY 1, 2")
+                    )
+                ]
+                for table in tables
+            }
+    finally:
+        await database.dispose()
+
+
+async def _migrate_analytics(url: str, direction: str, revision: str) -> None:
+    module = service_module("analytics")
+    ((schema, folder),) = migration_targets([module])
+    config = alembic_config(migrations=folder, schema=schema)
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+
+            def run(connection: Connection) -> None:
+                config.attributes["connection"] = connection
+                getattr(command, direction)(config, revision)
+
+            await conn.run_sync(run)
+    finally:
+        await database.dispose()
