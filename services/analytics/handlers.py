@@ -19,6 +19,7 @@ from uuid import UUID
 from sqlalchemy import TextClause, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.analytics import customer_counts
 from services.analytics.models import (
     CUSTOMER_DAYS,
     ROLLUPS,
@@ -383,6 +384,8 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
     )
     await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
+    touched = {*batch.customers, *(cid for cid, _ in batch.customer_days)}
+    before = await customer_counts.firsts(session, touched)
     await _flush_customer_activity(session, batch)
     await insert_rows(
         session,
@@ -400,6 +403,9 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         "name = CASE WHEN EXCLUDED.name = '' THEN cur.name ELSE EXCLUDED.name END, "
         "first_order_on = LEAST(cur.first_order_on, EXCLUDED.first_order_on), "
         "last_order_on = GREATEST(cur.last_order_on, EXCLUDED.last_order_on)",
+    )
+    await customer_counts.move_counters(
+        session, before, await customer_counts.firsts(session, touched)
     )
     await _flush_receivables(session, batch)
     await insert_rows(

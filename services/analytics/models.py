@@ -281,15 +281,24 @@ Index(
     SALES_BY_CUSTOMER.c.customer_id,
 )
 
-ACTIVE_CUSTOMERS_BY_MONTH = Table(
-    "active_customers_by_month",
-    SQLModel.metadata,
-    Column("day", Date, primary_key=True),
-    Column("customers", Integer, nullable=False),
-    schema=SCHEMA,
-)
+
+def _customer_count(name: str) -> Table:
+    return Table(
+        name,
+        SQLModel.metadata,
+        Column("day", Date, primary_key=True),
+        Column("customers", Integer, nullable=False),
+        schema=SCHEMA,
+    )
+
+
+ACTIVE_CUSTOMERS_BY_MONTH = _customer_count("active_customers_by_month")
 """How many `customer_months` rows of each month have kept orders: the active customers of
 a whole month without counting them, kept up to date as rows cross zero."""
+NEW_CUSTOMERS_BY_MONTH = _customer_count("new_customers_by_month")
+"""Customers whose first order is in the month and who have a kept order in it."""
+FIRST_ORDERS_BY_DAY = _customer_count("first_orders_by_day")
+"""Customers by the day of their first order."""
 
 
 class ReceivablesByDay(SQLModel, table=True):

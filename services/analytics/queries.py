@@ -21,6 +21,8 @@ from services.analytics.models import (
     ACTIVE_CUSTOMERS_BY_MONTH,
     CUSTOMER_DAYS,
     CUSTOMER_MONTHS,
+    FIRST_ORDERS_BY_DAY,
+    NEW_CUSTOMERS_BY_MONTH,
     ROLLUPS,
     SALES_BY_CUSTOMER,
     SALES_MEASURES,
@@ -39,7 +41,6 @@ M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
 C = CustomerFacts.__table__.c  # type: ignore[attr-defined]
 F = DailyFunnel.__table__.c  # type: ignore[attr-defined]
 R = ReceivablesByDay.__table__.c  # type: ignore[attr-defined]
-A = ACTIVE_CUSTOMERS_BY_MONTH.c
 TOTALS = ROLLUPS[0].table.c
 
 GROUPS = (
@@ -260,9 +261,10 @@ async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, An
             )
         )
     ).scalar_one()
+    firsts = FIRST_ORDERS_BY_DAY.c
     customers_ever = (
         await session.execute(
-            select(func.count()).select_from(CustomerFacts.__table__).where(C.first_order_on <= end)
+            select(func.coalesce(func.sum(firsts.customers), 0)).where(firsts.day <= end)
         )
     ).scalar_one()
     receivables = await _receivables(session, start=start, end=end)
@@ -298,23 +300,32 @@ def _one_whole_month(start: date, end: date) -> bool:
     return start.day == 1 and end == start.replace(day=monthrange(start.year, start.month)[1])
 
 
+async def _counted(session: AsyncSession, counts: Table, day: date) -> int:
+    found = select(func.coalesce(func.sum(counts.c.customers), 0)).where(counts.c.day == day)
+    return int((await session.execute(found)).scalar_one())
+
+
 async def _active_customers(session: AsyncSession, *, start: date, end: date) -> tuple[int, int]:
     """Customers with an order in the range that no cancellation took back the same day,
-    and how many of them ordered for the first time in it."""
+    and how many of them ordered for the first time in it: for one whole month, from the
+    counters kept per month; otherwise counted."""
     if _one_whole_month(start, end):
-        counted: Any = select(func.coalesce(func.sum(A.customers), 0)).where(A.day == start)
-    else:
-        parts = _by_grain(start, end, daily=CUSTOMER_DAYS, monthly=CUSTOMER_MONTHS)
-        ids = union_all(
-            *(
-                select(table.c.customer_id).where(
-                    table.c.day >= low, table.c.day <= high, table.c.kept_orders > 0
-                )
-                for table, low, high in parts
+        return (
+            await _counted(session, ACTIVE_CUSTOMERS_BY_MONTH, start),
+            await _counted(session, NEW_CUSTOMERS_BY_MONTH, start),
+        )
+    parts = _by_grain(start, end, daily=CUSTOMER_DAYS, monthly=CUSTOMER_MONTHS)
+    ids = union_all(
+        *(
+            select(table.c.customer_id).where(
+                table.c.day >= low, table.c.day <= high, table.c.kept_orders > 0
             )
-        ).subquery("active")
-        counted = select(func.count(func.distinct(ids.c.customer_id)))
-    active_count = (await session.execute(counted)).scalar_one()
+            for table, low, high in parts
+        )
+    ).subquery("active")
+    active_count = (
+        await session.execute(select(func.count(func.distinct(ids.c.customer_id))))
+    ).scalar_one()
     # New: first ordered within the range and active in it. Read from the customers who
     # first ordered then, a few in any range but the first, not from the active ones.
     days = CUSTOMER_DAYS.c

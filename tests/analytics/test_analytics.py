@@ -617,7 +617,13 @@ async def test_the_customer_rollups_filled_by_their_migration_equal_the_kept_one
 ) -> None:
     """Migration 0007 fills its tables from what an existing database already holds; what it
     fills must equal what the consumer kept up to date event by event."""
-    tables = ("sales_by_month_customer", "sales_by_customer", "active_customers_by_month")
+    tables = (
+        "sales_by_month_customer",
+        "sales_by_customer",
+        "active_customers_by_month",
+        "new_customers_by_month",
+        "first_orders_by_day",
+    )
     kept = await _rows(db, tables)
     assert all(kept.values())
     await _migrate_analytics(db, "downgrade", "0006_customer_months")

@@ -1,9 +1,10 @@
-"""analytics: sales per customer and month and per customer ever, and the number of active
-customers per month, filled from the existing read models
+"""analytics: sales per customer and month and per customer ever, and counts of active and
+new customers per month and of first orders per day, filled from the existing read models
 
 Top customers over whole months read a row per customer and month instead of a row per
 order line, the top customers ever a few rows down an index; the active customers of a
-month are one row instead of a count over them.
+month, its new customers and the customers up to a day are a few rows instead of a count
+over them.
 
 Revision ID: 0007_customer_rollups
 Revises: 0006_customer_months
@@ -68,20 +69,38 @@ def upgrade() -> None:
         f"CREATE INDEX ix_sales_by_customer_revenue ON {SCHEMA}.sales_by_customer "
         "((net - returns_net) DESC, customer_id)"
     )
-    op.create_table(
+    _create_count(
         "active_customers_by_month",
+        f"SELECT day, count(*) FROM {SCHEMA}.customer_months WHERE kept_orders > 0 GROUP BY day",
+    )
+    _create_count(
+        "new_customers_by_month",
+        f"SELECT m.day, count(*) FROM {SCHEMA}.customers c JOIN {SCHEMA}.customer_months m "
+        "ON m.customer_id = c.customer_id "
+        "AND m.day = CAST(date_trunc('month', c.first_order_on) AS date) "
+        "WHERE m.kept_orders > 0 GROUP BY m.day",
+    )
+    _create_count(
+        "first_orders_by_day",
+        f"SELECT first_order_on, count(*) FROM {SCHEMA}.customers "
+        "WHERE first_order_on IS NOT NULL GROUP BY first_order_on",
+    )
+
+
+def _create_count(name: str, fill: str) -> None:
+    op.create_table(
+        name,
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("customers", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("day", name=op.f("pk_active_customers_by_month")),
+        sa.PrimaryKeyConstraint("day", name=op.f(f"pk_{name}")),
         schema=SCHEMA,
     )
-    op.execute(
-        f"INSERT INTO {SCHEMA}.active_customers_by_month (day, customers) "
-        f"SELECT day, count(*) FROM {SCHEMA}.customer_months WHERE kept_orders > 0 GROUP BY day"
-    )
+    op.execute(f"INSERT INTO {SCHEMA}.{name} (day, customers) {fill}")
 
 
 def downgrade() -> None:
+    op.drop_table("first_orders_by_day", schema=SCHEMA)
+    op.drop_table("new_customers_by_month", schema=SCHEMA)
     op.drop_table("active_customers_by_month", schema=SCHEMA)
     op.drop_table("sales_by_customer", schema=SCHEMA)
     op.drop_table("sales_by_month_customer", schema=SCHEMA)
