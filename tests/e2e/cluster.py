@@ -142,13 +142,15 @@ def _checked(response: httpx.Response, status: int) -> Any:
 
 def backlog(database_url: str) -> dict[str, int]:
     """Per subscription, the events of its sources' outboxes it has not applied yet, read in
-    one snapshot: all zero means every event raised so far has been applied everywhere."""
+    one snapshot: all zero means every event raised so far has been applied everywhere.
+    (Counted per event, so a record the broker delivered from elsewhere cannot hide a
+    missing one: see `strays`.)"""
     subscriptions = [s for m in all_modules() for s in m.subscriptions]
     columns = [
-        "("
-        + " + ".join(f'(SELECT count(*) FROM "{source}".outbox)' for source in s.sources)
-        + f' - (SELECT count(*) FROM "{s.schema}".processed_events WHERE consumer = ${n})'
-        + ")"
+        "(SELECT count(*) FROM ("
+        + " UNION ALL ".join(f'SELECT event_id FROM "{source}".outbox' for source in s.sources)
+        + f') o WHERE NOT EXISTS (SELECT 1 FROM "{s.schema}".processed_events p '
+        f"WHERE p.consumer = ${n} AND p.event_id = o.event_id))"
         for n, s in enumerate(subscriptions, start=1)
     ]
     (row,) = query(database_url, f"SELECT {', '.join(columns)}", *(s.name for s in subscriptions))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from services.registry import all_modules
 from tests.cli.sql import query
 from tests.conftest import auth
 from tests.e2e.book import BALANCE, KPIS, LIFETIME, SALES, Book
@@ -107,28 +109,27 @@ async def close(api: Api, period: str) -> None:
 
 async def settled(cluster: Cluster) -> None:
     """Every event raised so far applied by every subscription."""
-    try:
-        await eventually(
-            lambda: asyncio.to_thread(backlog, cluster.database_url),
-            lambda behind: not any(behind.values()),
-            seconds=90,
-            interval=0.2,
-        )
-    except AssertionError as failure:
-        raise AssertionError(
-            f"{failure}\n{await asyncio.to_thread(explain_backlog, cluster)}"
-        ) from None
+    await eventually(
+        lambda: asyncio.to_thread(backlog, cluster.database_url),
+        lambda behind: not any(behind.values()),
+        seconds=90,
+        interval=0.2,
+    )
+    if found := await asyncio.to_thread(explain_strays, cluster):
+        # Seen on the test broker only (docs/tansu.md): reported, and the figures checked
+        # next show whether anything it delivered took effect.
+        warnings.warn(f"the broker delivered events no outbox here holds:\n{found}", stacklevel=1)
 
 
-def explain_backlog(cluster: Cluster) -> str:
-    """For each subscription that applied more than its sources raised: the events it
-    applied that they do not hold, and every log line naming them."""
+def explain_strays(cluster: Cluster) -> str:
+    """For each subscription: the events it applied that none of its sources raised, and
+    every log line naming them."""
     lines = []
-    for name, behind in backlog(cluster.database_url).items():
-        if behind >= 0:
-            continue
-        for event_id, schema, kind, applied_at in strays(cluster.database_url, name):
-            lines.append(f"{name} applied {event_id} ({kind} of {schema}) at {applied_at}")
+    for subscription in (s for m in all_modules() for s in m.subscriptions):
+        for event_id, schema, kind, applied_at in strays(cluster.database_url, subscription.name):
+            lines.append(
+                f"{subscription.name} applied {event_id} ({kind} of {schema}) at {applied_at}"
+            )
             for service in cluster.logs:
                 lines += [
                     f"  {service}: {line}"
