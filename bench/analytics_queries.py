@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import cache
@@ -32,13 +31,13 @@ import asyncpg
 import httpx
 from sqlalchemy.exc import DBAPIError
 
+from bench._server import bench_server
 from services.analytics.handlers import subscriptions
 from services.registry import migration_targets, service_module
 from shared.app import create_app
 from shared.auth import Role, issue_token
 from shared.config import Settings
 from shared.db import Database, plain_url
-from shared.embedded import EmbeddedPostgres
 from shared.events.envelope import Event, period_of
 from shared.ids import new_id
 from shared.messaging.consumer import Subscription, apply_batch
@@ -52,23 +51,6 @@ RATE = Decimal("0.13")
 ZERO = Decimal("0.00")
 BATCH = 2000
 CHUNK = 50_000  # lines a worker process generates at a time
-
-
-@contextmanager
-def bench_server() -> Iterator[str]:
-    url = os.environ.get("SALESBOOK_BENCH_DATABASE_URL") or os.environ.get(
-        "SALESBOOK_TEST_DATABASE_URL"
-    )
-    if url:
-        yield url
-        return
-    folder = Path(tempfile.mkdtemp(prefix="salesbook-bench-"))
-    server = EmbeddedPostgres(folder / "pgdata")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -14,25 +14,20 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench._server import bench_server
 from services.closing import close as closing
 from services.closing.handlers import subscriptions as closing_subscriptions
 from services.registry import all_modules, migration_targets
 from shared.auth import Actor, Role
 from shared.db import Database, plain_url
-from shared.embedded import EmbeddedPostgres
 from shared.events.closing import ControlTotal, PeriodCutoff
 from shared.events.envelope import Event
 from shared.ids import new_id
@@ -42,23 +37,6 @@ from shared.migrations import upgrade
 
 PERIOD = "2025-01"
 METHODS = ("cash", "card", "alipay", "wechat", "bank_transfer")
-
-
-@contextmanager
-def bench_server() -> Iterator[str]:
-    url = os.environ.get("SALESBOOK_BENCH_DATABASE_URL") or os.environ.get(
-        "SALESBOOK_TEST_DATABASE_URL"
-    )
-    if url:
-        yield url
-        return
-    folder = Path(tempfile.mkdtemp(prefix="salesbook-bench-"))
-    server = EmbeddedPostgres(folder / "pgdata")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _database(server_url: str, name: str) -> str:
