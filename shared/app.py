@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,9 @@ from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.errors import install_error_handlers
 from shared.logs import request_id_var
+from shared.messaging.admin import subscription_workers, subscriptions_router
 from shared.messaging.consumer import Subscription
-from shared.messaging.transport import build_workers
+from shared.messaging.transport import Worker, build_workers
 from shared.metrics import install_metrics
 
 log = logging.getLogger("salesbook.app")
@@ -30,6 +31,7 @@ log = logging.getLogger("salesbook.app")
 API_PREFIX = "/v1"
 REQUEST_ID_HEADER = "X-Request-ID"
 SHUTDOWN_SECONDS = 10.0
+CANCEL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,21 +73,11 @@ def create_app(
             )
             app.state.workers = workers
             app.state.metrics.watch(workers)
-            tasks = [asyncio.create_task(_supervise(w.run), name=type(w).__name__) for w in workers]
+            tasks = [asyncio.create_task(_supervise(w), name=_worker_name(w)) for w in workers]
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            # A worker cancelled in the middle of a database round trip may never get its
-            # rollback answered; shutdown must not wait on it forever. What it had not
-            # committed is redelivered at the next start.
-            if tasks:
-                _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
-                for task in stuck:
-                    log.warning(
-                        "worker %s did not stop within %ss", task.get_name(), SHUTDOWN_SECONDS
-                    )
+            await _stop_workers(app.state.workers, tasks)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(db.dispose(), SHUTDOWN_SECONDS)
 
@@ -98,22 +90,54 @@ def create_app(
     install_metrics(app)
     app.include_router(_health_router())
     for module in modules:
+        # Before the module's own routes, which may take /<service>/{id} for a document.
+        if module.subscriptions:
+            app.include_router(subscriptions_router(module.name), prefix=API_PREFIX)
         for router in module.routers:
             app.include_router(router, prefix=API_PREFIX)
     return app
 
 
-async def _supervise(run: Callable[[], Awaitable[None]]) -> None:
+async def _stop_workers(workers: list[Worker], tasks: list[asyncio.Task[None]]) -> None:
+    """Ask every worker to stop and wait for them to finish what they are doing: a worker is
+    not cancelled in the middle of a round trip unless it does not stop in time."""
+    for worker in workers:
+        worker.stop()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+    if not pending:
+        return
+    for task in pending:
+        log.warning(
+            "worker %s did not stop within %ss; cancelling", task.get_name(), SHUTDOWN_SECONDS
+        )
+        task.cancel()
+    # A worker cancelled in the middle of a database round trip may never get its rollback
+    # answered; shutdown must not wait on it forever. What it had not committed is
+    # redelivered at the next start.
+    await asyncio.wait(pending, timeout=CANCEL_SECONDS)
+
+
+async def _supervise(worker: Worker) -> None:
     """Keep a worker alive: a crash is logged and the worker restarted after a pause."""
     while True:
         try:
-            await run()
+            await worker.run()
             return
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("worker crashed; restarting in 1s")
             await asyncio.sleep(1)
+
+
+def _worker_name(worker: Worker) -> str:
+    subscription = getattr(worker, "subscription", None)
+    if subscription is not None:
+        return f"{type(worker).__name__}:{subscription.name}"
+    source = getattr(worker, "source", None)
+    return f"{type(worker).__name__}:{source}" if source else type(worker).__name__
 
 
 def _install_request_id(app: FastAPI) -> None:
@@ -166,7 +190,9 @@ def _health_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """The database answers (and so does the transport, where it has its own server)."""
+        """Ready when the database answers, the broker answers (on kafka), every relay and
+        consumer works, and no subscription is stuck on an event (SPEC §9); 503 otherwise,
+        naming what is not."""
         checks: dict[str, str] = {}
         try:
             async with request.app.state.db.engine.connect() as conn:
@@ -174,10 +200,19 @@ def _health_router() -> APIRouter:
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"
+        settings: Settings = request.app.state.settings
+        if settings.effective_transport == "kafka" and settings.kafka_bootstrap:
+            from shared.messaging.kafka import broker_reachable
+
+            reachable = await broker_reachable(settings.kafka_bootstrap)
+            checks["broker"] = "ok" if reachable else "unavailable"
         for worker in request.app.state.workers:
             probe = getattr(worker, "ready", None)
             if probe is not None:
-                checks[f"transport:{type(worker).__name__}"] = "ok" if probe() else "unavailable"
+                checks[f"transport:{_worker_name(worker)}"] = "ok" if probe() else "unavailable"
+        for worker in subscription_workers(request.app.state.workers):
+            if worker.health.stuck:
+                checks[f"subscription:{worker.subscription.name}"] = worker.health.problem()
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503

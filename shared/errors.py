@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -68,9 +70,58 @@ class PeriodLocked(Conflict):
     title = "Period locked"
 
 
+# How long a client should wait before trying again after the database was unreachable.
+RETRY_AFTER_SECONDS = 5
+
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable: the server is not there
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.AdminShutdownError,  # the backend was terminated
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection came free
+)
+
+
+_DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.DBAPIError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached or dropped the connection, as
+    opposed to refusing what was asked: worth retrying later, nobody's fault."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True
+        nested = getattr(current, "orig", None)
+        current = (
+            nested
+            if isinstance(nested, BaseException)
+            else (current.__cause__ or current.__context__)
+        )
+    return False
+
+
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -102,6 +153,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), str(exc.detail))
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if connection_lost(exc):
+            log.warning(
+                "database unavailable during %s %s: %r", request.method, request.url.path, exc
+            )
+            return problem(
+                503,
+                "Service unavailable",
+                "the database cannot be reached right now; try again shortly",
+            )
+        return await _unexpected(request, exc)
+
+    # Registered by class rather than inside the catch-all: the catch-all's response is sent
+    # by the outermost middleware, which then raises the error again.
+    for database_error in _DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

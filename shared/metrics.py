@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import Database
+from shared.messaging.health import SubscriptionHealth
 from shared.messaging.kafka import RELAY_CONSUMER, KafkaRelay, KafkaSubscriber
 from shared.messaging.postgres import PostgresSubscriber
 from shared.tables import common_tables
@@ -81,6 +82,12 @@ class AppMetrics:
             ["source"],
             registry=self.registry,
         )
+        self.consumer_stuck = Gauge(
+            "salesbook_consumer_stuck",
+            "1 while a subscription is stuck on an event it cannot apply, 0 otherwise.",
+            ["subscription"],
+            registry=self.registry,
+        )
         self.workers: list[Any] = []
 
     def watch(self, workers: Iterable[Any]) -> None:
@@ -106,6 +113,11 @@ class AppMetrics:
         self.consumer_lag.clear()
         self.outbox_backlog.clear()
         self.events_relayed.clear()
+        self.consumer_stuck.clear()
+        for worker in self.workers:
+            health = getattr(worker, "health", None)
+            if isinstance(health, SubscriptionHealth):
+                self.consumer_stuck.labels(worker.subscription.name).set(int(health.stuck))
         if db is None:
             return
         heads: dict[str, int | None] = {}

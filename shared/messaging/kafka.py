@@ -24,18 +24,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from shared.config import Settings
 from shared.db import Database
+from shared.errors import connection_lost
 from shared.events.envelope import TOPIC_PREFIX, Event
 from shared.messaging.consumer import Subscription, apply_batch
+from shared.messaging.health import RETRY_MOST_SECONDS, Backoff, FailedEvent, SubscriptionHealth
 from shared.messaging.postgres import OutboxWaker, locked_position, read_outbox, store_position
 
 log = logging.getLogger("salesbook.messaging.kafka")
@@ -79,22 +88,6 @@ async def ensure_topics(
     for topic, code, *message in response.topic_errors:
         if code not in (0, TopicAlreadyExistsError.errno):
             raise for_code(code)(f"creating topic {topic}: {message}")
-
-
-class _Backoff:
-    """Exponential pause between retries, reset by the next success."""
-
-    def __init__(self, first: float = 0.1, most: float = 10.0) -> None:
-        self.first = first
-        self.most = most
-        self.delay = first
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, self.most)
-
-    def reset(self) -> None:
-        self.delay = self.first
 
 
 def _log_retry(what: str, exc: Exception) -> None:
@@ -144,17 +137,25 @@ class KafkaRelay:
         self.failures = 0
         self._producer: AIOKafkaProducer | None = None
         self._healthy = False
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
 
     def ready(self) -> bool:
         """Whether the last attempt to reach the broker and publish succeeded."""
         return self._healthy
 
+    def stop(self) -> None:
+        """Ask the relay to finish after the round trip it is in, if any."""
+        self._stopping.set()
+        self._wake.set()
+
     async def run(self) -> None:
-        waker = OutboxWaker(self.db)
+        self._wake.clear()
+        waker = OutboxWaker(self.db, self._wake)
         await waker.start()
-        backoff = _Backoff()
+        backoff = Backoff()
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await self.drain()
                     self._healthy = True
@@ -163,8 +164,10 @@ class KafkaRelay:
                     self._healthy = False
                     self.failures += 1
                     _log_retry(f"relay of {self.source} failed", exc)
+                    # A new producer looks the topic up again (and creates it, if a broker
+                    # that lost its data no longer has it).
                     await self._discard_producer()
-                    await backoff.sleep()
+                    await _pause(backoff.next(), self._stopping)
                     continue
                 await waker.wait(self.poll_seconds)
         finally:
@@ -174,7 +177,7 @@ class KafkaRelay:
     async def drain(self) -> int:
         """Publish everything committed so far; returns how many events were published."""
         total = 0
-        while read := await self.step():
+        while not self._stopping.is_set() and (read := await self.step()):
             total += read
         return total
 
@@ -203,58 +206,108 @@ class KafkaRelay:
         return len(rows)
 
     async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
-        partitions = sorted(await producer.partitions_for(self.topic))
-        by_partition: dict[int, list[Event]] = {}
-        for event in events:
-            by_partition.setdefault(partition_of(event.key, partitions), []).append(event)
-        # A TaskGroup cancels the other partitions' sends as soon as one fails.
-        async with asyncio.TaskGroup() as group:
-            for partition, share in by_partition.items():
-                group.create_task(self._publish_partition(producer, partition, share))
-
-    async def _publish_partition(
-        self, producer: AIOKafkaProducer, partition: int, events: list[Event]
-    ) -> None:
-        remaining = events
-        while remaining:
-            batch = producer.create_batch()
-            taken = 0
-            for event in remaining:
-                appended = batch.append(
-                    key=event.key.encode(), value=event.to_json(), timestamp=None
-                )
-                if appended is None:
-                    break
-                taken += 1
-            batch.close()
-            acked = await producer.send_batch(batch, self.topic, partition=partition)
-            await acked
-            remaining = remaining[taken:]
+        await publish(producer, self.topic, events)
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            await ensure_topics(self.bootstrap, [self.topic], partitions=self.partitions)
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                # Ordering comes from sending one record batch per partition at a time, not
-                # from broker-side idempotence, which not every Kafka-protocol broker offers.
-                enable_idempotence=False,
-                max_batch_size=MAX_RECORD_BATCH_BYTES,
+            self._producer = await started_producer(
+                self.bootstrap,
+                self.topic,
+                partitions=self.partitions,
                 request_timeout_ms=self.request_timeout_ms,
             )
-            try:
-                await producer.start()
-            except BaseException:
-                await _close(producer)
-                raise
-            self._producer = producer
         return self._producer
 
     async def _discard_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             await _close(producer)
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, events: list[Event]) -> None:
+    """Publish events to a topic keyed by their key, each partition's share in order."""
+    known = await producer.partitions_for(topic)
+    if not known:
+        raise UnknownTopicOrPartitionError(f"topic {topic} has no partitions")
+    partitions = sorted(known)
+    by_partition: dict[int, list[Event]] = {}
+    for event in events:
+        by_partition.setdefault(partition_of(event.key, partitions), []).append(event)
+    # A TaskGroup cancels the other partitions' sends as soon as one fails.
+    async with asyncio.TaskGroup() as group:
+        for partition, share in by_partition.items():
+            group.create_task(_publish_partition(producer, topic, partition, share))
+
+
+async def _publish_partition(
+    producer: AIOKafkaProducer, topic: str, partition: int, events: list[Event]
+) -> None:
+    remaining = events
+    while remaining:
+        batch = producer.create_batch()
+        taken = 0
+        for event in remaining:
+            appended = batch.append(key=event.key.encode(), value=event.to_json(), timestamp=None)
+            if appended is None:
+                break
+            taken += 1
+        batch.close()
+        acked = await producer.send_batch(batch, topic, partition=partition)
+        await acked
+        remaining = remaining[taken:]
+
+
+async def started_producer(
+    bootstrap: str, topic: str, *, partitions: int, request_timeout_ms: int = 15_000
+) -> AIOKafkaProducer:
+    """A connected producer for a topic that exists with the configured partition count."""
+    await ensure_topics(bootstrap, [topic], partitions=partitions)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        # Ordering comes from sending one record batch per partition at a time, not from
+        # broker-side idempotence, which not every Kafka-protocol broker offers.
+        enable_idempotence=False,
+        max_batch_size=MAX_RECORD_BATCH_BYTES,
+        request_timeout_ms=request_timeout_ms,
+    )
+    try:
+        await producer.start()
+    except BaseException:
+        await _close(producer)
+        raise
+    return producer
+
+
+async def _pause(seconds: float, stopping: asyncio.Event) -> None:
+    """Sleep, unless asked to stop meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
+async def broker_reachable(bootstrap: str, *, timeout_seconds: float = 3.0) -> bool:
+    """Whether a broker answers a metadata request now; for readiness, so that a service
+    whose workers are idle still notices the broker is gone."""
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_seconds * 1000)
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_seconds)
+        return True
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.debug("broker %s unreachable: %r", bootstrap, exc)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
+
+
+class _CommitFailed(Exception):
+    """The broker did not take a commit of offsets (the cause says why)."""
+
+
+class RebuildConsumer(Exception):
+    """Commits have failed for longer than a session: start over with a new consumer."""
 
 
 class KafkaSubscriber:
@@ -271,6 +324,7 @@ class KafkaSubscriber:
         on_batch: Callable[[str, int], None] | None = None,
         session_timeout_ms: int | None = None,
         heartbeat_interval_ms: int | None = None,
+        retry_most_seconds: float = RETRY_MOST_SECONDS,
     ) -> None:
         if not settings.kafka_bootstrap:
             raise ValueError("the kafka subscriber needs settings.kafka_bootstrap")
@@ -296,10 +350,18 @@ class KafkaSubscriber:
         self._consumer: AIOKafkaConsumer | None = None
         self._next_offsets: dict[TopicPartition, int] = {}
         self._healthy = False
+        self._commits_failing_since: float | None = None
+        self.health = SubscriptionHealth(subscription.name)
+        self.backoff = Backoff(most=retry_most_seconds)
+        # How many more records to apply one at a time after a batch failed.
+        self._careful = 0
+        self._attempt: FailedEvent | None = None
+        self._stopping = asyncio.Event()
 
     def ready(self) -> bool:
-        """Whether the consumer is connected and its last fetch succeeded."""
-        return self._healthy
+        """Whether the consumer is connected, its last fetch succeeded and its last commit
+        went through."""
+        return self._healthy and self._commits_failing_since is None
 
     def lag(self) -> int | None:
         """Records on the assigned partitions not yet applied, as of the last fetch; a
@@ -315,18 +377,35 @@ class KafkaSubscriber:
                 total += max(0, highwater - applied_up_to)
         return total
 
-    async def run(self) -> None:
-        backoff = _Backoff()
-        while True:
-            try:
-                await self._consume(backoff)
-            except Exception as exc:
-                self._healthy = False
-                self.failures += 1
-                _log_retry(f"subscription {self.group} lost its consumer", exc)
-                await backoff.sleep()
+    def stop(self) -> None:
+        """Ask the subscriber to finish after the fetch or batch it is in."""
+        self._stopping.set()
+        self.health.request_retry()  # ends a backoff pause at once
 
-    async def _consume(self, backoff: _Backoff) -> None:
+    def retry(self) -> None:
+        """Try a failing event again now."""
+        self.health.request_retry()
+
+    def positions(self) -> dict[str, int]:
+        """The next offset to apply per assigned partition, as far as this member knows."""
+        return {f"{tp.topic}[{tp.partition}]": at for tp, at in sorted(self._next_offsets.items())}
+
+    async def run(self) -> None:
+        rebuild = Backoff()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._consume(rebuild)
+                except Exception as exc:
+                    self._healthy = False
+                    self.failures += 1
+                    _log_retry(f"subscription {self.group} lost its consumer", exc)
+                    await _pause(rebuild.next(), self._stopping)
+        finally:
+            self._healthy = False
+            self.health.stopped()
+
+    async def _consume(self, rebuild: Backoff) -> None:
         # Created here too, with the configured partition count, because a subscriber may
         # start before the relay and the broker would otherwise auto-create with its default.
         await ensure_topics(self.bootstrap, self.topics, partitions=self.partitions)
@@ -343,32 +422,91 @@ class KafkaSubscriber:
         self._next_offsets = {}
         try:
             await consumer.start()
-            while True:
+            while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=int(self.poll_seconds * 1000), max_records=self.batch_size
                 )
-                self._healthy = True
+                self._healthy = self._commits_failing_since is None
+                rebuild.reset()
                 if not batches:
+                    self.health.idle()
                     continue
-                try:
-                    await self._apply(consumer, batches)
-                    backoff.reset()
-                except Exception:
-                    self.failures += 1
-                    log.exception(
-                        "subscription %s failed a batch; rewinding", self.subscription.name
-                    )
-                    await backoff.sleep()
-                    # If the rewind fails too, the consumer is rebuilt from scratch, which
-                    # also starts from the committed offsets.
-                    await self._rewind(consumer)
+                await self._handle(consumer, batches)
         finally:
             self._consumer = None
             await _close(consumer)
 
-    async def _apply(
+    async def _handle(
         self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
+        """Apply a fetched batch; on failure, record why and go back to the committed offsets."""
+        careful = self._careful > 0
+        self._attempt = None
+        try:
+            if careful:
+                await self._apply_one_by_one(consumer, batches)
+            else:
+                await self._apply(consumer, batches)
+            self.backoff.reset()
+            return
+        except _CommitFailed as exc:
+            self._commit_failed(exc)
+            pause = self.backoff.next()
+        except Exception as exc:
+            self.failures += 1
+            attempt, self._attempt = self._attempt, None
+            name = self.subscription.name
+            if connection_lost(exc):
+                log.warning("subscription %s cannot reach the database: %r", name, exc)
+                self.health.unreachable(exc)
+            elif not careful:
+                log.warning("subscription %s failed a batch, retrying one by one: %r", name, exc)
+                self._careful = self.batch_size
+                self.health.failed(exc, None)
+                await self._rewind(consumer)
+                return
+            else:
+                log.error("subscription %s failed on %s, retrying", name, attempt, exc_info=exc)
+                self.health.failed(exc, attempt)
+            pause = self.backoff.next()
+        await self.health.pause(pause, self._stopping)
+        # If the rewind fails too, the consumer is rebuilt from scratch, which also starts
+        # from the committed offsets.
+        await self._rewind(consumer)
+
+    def _commit_failed(self, exc: _CommitFailed) -> None:
+        """A broker that keeps refusing commits (restarted, lost the group or its topics) is
+        not waited on forever: past a session timeout the consumer is rebuilt."""
+        self.failures += 1
+        self._healthy = False
+        now = time.monotonic()
+        if self._commits_failing_since is None:
+            self._commits_failing_since = now
+        failing_for = now - self._commits_failing_since
+        log.warning(
+            "subscription %s cannot commit its offsets (for %.1fs): %r",
+            self.subscription.name,
+            failing_for,
+            exc.__cause__,
+        )
+        if failing_for * 1000 > self.session_timeout_ms:
+            raise RebuildConsumer(
+                f"{self.group} could not commit for {failing_for:.1f}s"
+            ) from exc.__cause__
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            # Bounded: a commit waits for a coordinator, which a broker that went away never is.
+            await asyncio.wait_for(consumer.commit(offsets), self.session_timeout_ms / 1000)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise _CommitFailed() from exc
+        self._commits_failing_since = None
+        self._healthy = True
+        self._next_offsets.update(offsets)
+
+    def _events(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[list[Event], dict[str, int]]:
         events: list[Event] = []
         per_source: dict[str, int] = {}
         for tp, records in batches.items():
@@ -379,14 +517,47 @@ class KafkaSubscriber:
                     events.append(event)
                     per_source[source] = per_source.get(source, 0) + 1
             self.received += len(records)
+        return events, per_source
+
+    async def _apply(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        events, per_source = self._events(batches)
         async with self.db.transaction() as session:
             self.applied += await apply_batch(session, self.subscription, events)
+        self.health.applied()
         if self.on_batch:
             for source, count in per_source.items():
                 self.on_batch(source, count)
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-        await consumer.commit(offsets)
-        self._next_offsets.update(offsets)
+        await self._commit(
+            consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        )
+
+    async def _apply_one_by_one(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        """After a failed batch: each event in a transaction of its own, its offset committed
+        after it, so the one at fault is known and the ones before it are applied."""
+        for tp, records in batches.items():
+            source = tp.topic.removeprefix(self.prefix)
+            for record in records:
+                self.received += 1
+                event = self._decode(record, source)
+                if event is not None:
+                    self._attempt = FailedEvent(
+                        source,
+                        f"{tp.topic}[{tp.partition}]@{record.offset}",
+                        event.event_id,
+                        event.type,
+                    )
+                    async with self.db.transaction() as session:
+                        self.applied += await apply_batch(session, self.subscription, [event])
+                    self._attempt = None
+                    self.health.applied()
+                    if self.on_batch:
+                        self.on_batch(source, 1)
+                await self._commit(consumer, {tp: record.offset + 1})
+                self._careful = max(0, self._careful - 1)
 
     def _decode(self, record: ConsumerRecord, source: str) -> Event | None:
         """The event in a record; a record that is not an event of the topic's source can

@@ -15,13 +15,16 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
+from pydantic import ValidationError
 from sqlalchemy import Text, cast, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Database
+from shared.errors import connection_lost
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription, apply_batch
+from shared.messaging.health import RETRY_MOST_SECONDS, Backoff, FailedEvent, SubscriptionHealth
 from shared.messaging.outbox import NOTIFY_CHANNEL
 from shared.tables import common_tables
 
@@ -41,7 +44,13 @@ async def read_outbox(
         .order_by(outbox.c.id)
         .limit(limit)
     )
-    return [(position, Event.model_validate_json(raw)) for position, raw in rows]
+    events = []
+    for position, raw in rows:
+        try:
+            events.append((position, Event.model_validate_json(raw)))
+        except ValidationError as exc:
+            raise UnreadableEvent(source, position, exc) from exc
+    return events
 
 
 async def locked_position(session: AsyncSession, *, schema: str, consumer: str, source: str) -> int:
@@ -73,38 +82,87 @@ async def store_position(
 
 
 class OutboxWaker:
-    """LISTENs for outbox notifications and wakes whoever waits on it."""
+    """LISTENs for outbox notifications and wakes whoever waits on it.
 
-    def __init__(self, db: Database) -> None:
+    The database may drop the listening connection (restart, failover, a terminated backend);
+    it is then opened again at the next wait, and the wait after a reconnect returns at once,
+    since a notification may have been missed in between.
+    """
+
+    def __init__(self, db: Database, wake: asyncio.Event | None = None) -> None:
         self._db = db
-        self._event = asyncio.Event()
+        self._event = wake or asyncio.Event()
         self._conn: asyncpg.Connection | None = None
+        self._lost = False
+        self.connects = 0
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed() and not self._lost
 
     async def start(self) -> None:
         try:
-            self._conn = await asyncpg.connect(self._db.url)
-            await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            conn = await asyncpg.connect(self._db.url)
         except (OSError, asyncpg.PostgresError) as exc:  # polling still works without it
             log.warning("LISTEN unavailable, polling only: %s", exc)
             self._conn = None
+            return
+        try:
+            conn.add_termination_listener(self._terminated)
+            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("LISTEN unavailable, polling only: %s", exc)
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
+        self._conn = conn
+        self._lost = False
+        self.connects += 1
 
     def _notified(self, *_: object) -> None:
         self._event.set()
 
+    def _terminated(self, *_: object) -> None:
+        self._lost = True
+        self._event.set()
+
     async def wait(self, seconds: float) -> None:
+        if not self.listening:
+            await self._reconnect()
+            if self.listening:
+                self._event.clear()
+                return  # whatever was notified while nobody listened is read now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
         self._event.clear()
 
+    async def _reconnect(self) -> None:
+        await self.stop()
+        await self.start()
+
     async def stop(self) -> None:
-        if self._conn is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
+                await asyncio.wait_for(conn.close(), 5.0)
+
+
+class UnreadableEvent(Exception):
+    """An outbox row that is not an event: it cannot be applied until it is corrected."""
+
+    def __init__(self, source: str, position: int, problem: Exception) -> None:
+        super().__init__(f"{source} outbox row {position} is not an event: {problem}")
+        self.source = source
+        self.position = position
 
 
 class PostgresSubscriber:
-    """Runs one subscription on the postgres transport until cancelled."""
+    """Runs one subscription on the postgres transport until stopped (or cancelled).
+
+    A batch that fails is retried one event at a time, so that the event at fault is known
+    (and the events before it are applied); that event is retried with a backoff until it
+    applies, and after a few attempts the subscription reports itself stuck on it.
+    """
 
     def __init__(
         self,
@@ -114,27 +172,60 @@ class PostgresSubscriber:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         on_batch: Callable[[str, int], None] | None = None,
+        retry_most_seconds: float = RETRY_MOST_SECONDS,
     ) -> None:
         self.db = db
         self.subscription = subscription
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
         self.on_batch = on_batch
+        self.health = SubscriptionHealth(subscription.name)
+        self.backoff = Backoff(most=retry_most_seconds)
+        self.waker: OutboxWaker | None = None
+        # Per source: how many more events to apply one at a time after a batch failed.
+        self._careful: dict[str, int] = {}
+        self._attempt: FailedEvent | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the worker to finish: it returns after the round trip it is in, if any."""
+        self._stopping.set()
+        self._wake.set()
+
+    def retry(self) -> None:
+        """Try a failing event again now."""
+        self.health.request_retry()
+        self._wake.set()
 
     async def step(self, source: str) -> int:
         """Apply the next batch from one source; returns how many events were read."""
         sub = self.subscription
+        careful = self._careful.get(source, 0) > 0
+        self._attempt = None
         async with self.db.transaction() as session:
             position = await locked_position(
                 session, schema=sub.schema, consumer=sub.name, source=source
             )
-            rows = await read_outbox(session, source=source, after=position, limit=self.batch_size)
+            self._attempt = FailedEvent(source, str(position + 1), None, None)
+            rows = await read_outbox(
+                session, source=source, after=position, limit=1 if careful else self.batch_size
+            )
             if not rows:
+                self._careful.pop(source, None)
+                self._attempt = None
                 return 0
+            if careful:
+                at, event = rows[0]
+                self._attempt = FailedEvent(source, str(at), event.event_id, event.type)
             await apply_batch(session, sub, [event for _, event in rows])
             await store_position(
                 session, schema=sub.schema, consumer=sub.name, source=source, position=rows[-1][0]
             )
+        self._attempt = None
+        if careful:
+            self._careful[source] -= 1
+        self.health.applied()
         if self.on_batch:
             self.on_batch(source, len(rows))
         return len(rows)
@@ -142,28 +233,54 @@ class PostgresSubscriber:
     async def drain(self) -> int:
         """Apply everything available now; returns how many events were read."""
         total = 0
-        while True:
-            read = sum([await self.step(source) for source in self.subscription.sources])
+        while not self._stopping.is_set():
+            read = 0
+            for source in self.subscription.sources:
+                read += await self.step(source)
             total += read
             if not read:
-                return total
+                break
+        self.health.idle()
+        return total
 
     async def run(self) -> None:
-        waker = OutboxWaker(self.db)
+        self._wake.clear()
+        waker = self.waker = OutboxWaker(self.db, self._wake)
         await waker.start()
-        backoff = 0.1
         try:
-            while True:
+            while not self._stopping.is_set():
                 try:
                     await self.drain()
-                    backoff = 0.1
+                    self.backoff.reset()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    log.exception("subscription %s failed; retrying", self.subscription.name)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                except Exception as exc:
+                    if self._failed(exc):
+                        continue  # narrowed to one event at a time: try at once
+                    await self.health.pause(self.backoff.next(), self._stopping)
                     continue
                 await waker.wait(self.poll_seconds)
         finally:
             await waker.stop()
+            self.health.stopped()
+
+    def _failed(self, exc: Exception) -> bool:
+        """Record a failure; True when the batch is to be retried at once, event by event."""
+        attempt, self._attempt = self._attempt, None
+        name = self.subscription.name
+        if connection_lost(exc):
+            log.warning("subscription %s cannot reach the database, retrying: %r", name, exc)
+            self.health.unreachable(exc)
+            return False
+        if isinstance(exc, UnreadableEvent):
+            attempt = FailedEvent(exc.source, str(exc.position), None, None)
+        elif attempt is not None and attempt.event_id is None:
+            if self._careful.get(attempt.source, 0) <= 0:
+                log.warning("subscription %s failed a batch of %s: %r", name, attempt.source, exc)
+                self._careful[attempt.source] = self.batch_size
+                self.health.failed(exc, None)
+                return True
+            attempt = None  # failed before it read the event: nothing to blame
+        log.error("subscription %s failed on %s, retrying", name, attempt, exc_info=exc)
+        self.health.failed(exc, attempt)
+        return False

@@ -13,6 +13,10 @@ from shared.messaging.postgres import PostgresSubscriber
 class Worker(Protocol):
     async def run(self) -> None: ...
 
+    def stop(self) -> None:
+        """Ask `run` to return soon: between batches, or from a wait or backoff."""
+        ...
+
 
 def build_workers(
     settings: Settings,
