@@ -29,6 +29,7 @@ from shared.audit import audit_router
 from shared.auth import Actor, Role, require
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
+from shared.messaging.admin import stuck_problem
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
 
 router = APIRouter(prefix="/closing", tags=["closing"])
@@ -39,20 +40,34 @@ READERS = (Role.FINANCE, Role.ANALYST)
 PeriodPath = str
 
 
+def stuck_for_close(request: Request) -> str | None:
+    """The events a close is waiting for that a subscription of this process is stuck on."""
+    return stuck_problem(request.app.state.workers, close.CLOSE_SUBSCRIPTIONS)
+
+
 @router.get("/periods", response_model=list[PeriodPublic])
 async def list_periods(
-    session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+    request: Request, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> list[PeriodPublic]:
     """Every period that holds documents or has been closed, oldest first."""
-    return [await reports.period_public(session, p) for p in await reports.list_periods(session)]
+    stuck = stuck_for_close(request)
+    return [
+        await reports.period_public(session, p, stuck=stuck)
+        for p in await reports.list_periods(session)
+    ]
 
 
 @router.get("/periods/{period}", response_model=PeriodPublic)
 async def read_period(
-    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+    period: PeriodPath,
+    request: Request,
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS)),
 ) -> PeriodPublic:
-    """A period's status, totals, control totals, close progress and hash."""
-    return await reports.period_public(session, await reports.read_period(session, period))
+    """A period's status, totals, control totals, close progress and hash; while closing,
+    `problem` names any event the close waits for that a consumer is stuck on."""
+    row = await reports.read_period(session, period)
+    return await reports.period_public(session, row, stuck=stuck_for_close(request))
 
 
 @router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)

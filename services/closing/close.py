@@ -52,6 +52,9 @@ log = logging.getLogger("salesbook.closing.close")
 SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
 PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 ZERO = Decimal("0.00")
+# The subscriptions whose events a close waits for: the ledger, and each source's answer to
+# the close request. One of them stuck on an event is the close's problem (SPEC §9).
+CLOSE_SUBSCRIPTIONS = ("closing.ledger", "orders.closing", "payments.closing")
 
 
 class PeriodOutOfOrder(Conflict):

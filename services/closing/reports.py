@@ -33,7 +33,10 @@ async def read_period(session: AsyncSession, period: str) -> Period:
     return row or Period(period=period, status="open", version=0, control_totals={})
 
 
-async def period_public(session: AsyncSession, row: Period) -> PeriodPublic:
+async def period_public(
+    session: AsyncSession, row: Period, *, stuck: str | None = None
+) -> PeriodPublic:
+    """The period as shown; `stuck` names the stuck events a close in progress waits for."""
     progress = None
     if row.status == "closing":
         arrived = await document_totals(session, row.period)
@@ -52,7 +55,7 @@ async def period_public(session: AsyncSession, row: Period) -> PeriodPublic:
         totals=row.totals,
         control_totals=row.control_totals or {},
         progress=progress,
-        problem=row.problem,
+        problem=(stuck if row.status == "closing" and stuck else row.problem),
         hash=row.hash,
         closed_at=row.closed_at,
         requested_by=row.requested_by,
