@@ -108,6 +108,10 @@ def connection_lost(exc: BaseException) -> bool:
             return True
         if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
             return True
+        if isinstance(current, asyncpg.ObjectNotInPrerequisiteStateError) and (
+            "accepting connections" in str(current)  # datallowconn off, e.g. during a restore
+        ):
+            return True
         nested = getattr(current, "orig", None)
         current = (
             nested
