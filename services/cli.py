@@ -1,4 +1,4 @@
-"""The `salesbook` console command: run, serve, migrate, token, backup, restore.
+"""The `salesbook` console command: run, serve, migrate, token, backup, restore, republish.
 
 The web stack (FastAPI, SQLAlchemy, the services) takes a second or two to import, so each
 command imports what it uses: `salesbook --help` answers at once and `salesbook token`
@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", type=Path)
     load.set_defaults(command=restore_command)
+
+    again = sub.add_parser(
+        "republish",
+        help="publish a service's outbox again to Kafka from an event id on, after a broker "
+        "lost events it had acknowledged (consumers drop what they already have)",
+    )
+    again.add_argument("source", choices=[s for s in SERVICES if s != "analytics"])
+    again.add_argument(
+        "--from-id", type=_positive_int, required=True, help="the first outbox id to publish"
+    )
+    again.set_defaults(command=republish_command)
     return parser
 
 
@@ -240,6 +251,30 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
         except backup.BackupError as exc:
             raise CommandError(str(exc)) from exc
     print(f"restored {args.file}; `salesbook migrate` brings an older backup up to date")
+    return 0
+
+
+def republish_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish one source's outbox rows from --from-id on to its topic again."""
+    import asyncio
+
+    from services.embedded_runner import database
+    from shared.db import Database
+    from shared.messaging.kafka import republish
+
+    if settings.effective_transport != "kafka" or not settings.kafka_bootstrap:
+        raise CommandError("republish is for the kafka transport: set SALESBOOK_KAFKA_BOOTSTRAP")
+
+    async def run(url: str) -> int:
+        db = Database(url)
+        try:
+            return await republish(db, settings, source=args.source, from_id=args.from_id)
+        finally:
+            await db.dispose()
+
+    with database(settings) as url:
+        count = asyncio.run(run(url))
+    print(f"republished {count} {args.source} events from outbox id {args.from_id}")
     return 0
 
 

@@ -285,6 +285,33 @@ async def _pause(seconds: float, stopping: asyncio.Event) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
 
 
+async def republish(db: Database, settings: Settings, *, source: str, from_id: int) -> int:
+    """Publish `source`'s outbox rows from id `from_id` on to its topic again, in id order;
+    returns how many. For a broker that lost events it had acknowledged: consumers drop the
+    ones they already applied by event_id, so republishing too much is harmless."""
+    if not settings.kafka_bootstrap:
+        raise ValueError("republishing needs settings.kafka_bootstrap")
+    topic = topic_of(source, settings.kafka_topic_prefix)
+    producer = await started_producer(
+        settings.kafka_bootstrap, topic, partitions=settings.kafka_partitions
+    )
+    published = 0
+    after = from_id - 1
+    try:
+        while True:
+            async with db.sessions() as session:
+                rows = await read_outbox(
+                    session, source=source, after=after, limit=settings.consumer_batch_size
+                )
+            if not rows:
+                return published
+            await publish(producer, topic, [event for _, event in rows])
+            published += len(rows)
+            after = rows[-1][0]
+    finally:
+        await _close(producer)
+
+
 async def broker_reachable(bootstrap: str, *, timeout_seconds: float = 3.0) -> bool:
     """Whether a broker answers a metadata request now; for readiness, so that a service
     whose workers are idle still notices the broker is gone."""

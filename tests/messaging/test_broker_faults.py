@@ -1,0 +1,158 @@
+"""What happens when the broker goes away: every service says it is not ready, and events a
+broker lost after acknowledging them are published again with `salesbook republish`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.cli import main
+from services.registry import SERVICES, all_modules, service_module
+from shared.app import create_app
+from shared.config import Settings
+from shared.db import Database
+from shared.messaging.kafka import KafkaRelay
+from tests.conftest import auth, kafka_settings, migrate_all
+from tests.support.database import fresh_database
+from tests.support.tansu import free_port, tansu_broker
+from tests.support.waiting import eventually
+
+SALES, POS, FINANCE = auth("sales", "sam"), auth("pos", "till"), auth("finance", "fay")
+MONTH = "2026-10"
+
+
+@pytest.fixture
+def empty_database(pg_server: str) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+@pytest.fixture
+async def db_url(empty_database: str) -> str:
+    return await migrate_all(empty_database)
+
+
+def ok(response: httpx.Response, status: int = 200) -> dict:
+    assert response.status_code == status, response.text[:600]
+    return response.json()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_service_is_not_ready_while_the_broker_is_down(
+    migrated: str, settings: Settings, service: str
+) -> None:
+    """Consumer-only services too (analytics has no relay), with nothing to do meanwhile."""
+    port = free_port()
+    chosen = kafka_settings(settings, f"127.0.0.1:{port}", migrated)
+    app = create_app([service_module(service)], settings=chosen, database_url=migrated)
+    with contextlib.ExitStack() as broker:
+        broker.enter_context(tansu_broker(port))
+        async with app.router.lifespan_context(app):
+            asgi = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
+                await eventually(
+                    lambda: client.get("/readyz"), lambda r: r.status_code == 200, seconds=60
+                )
+                broker.close()  # the broker stops; the service runs on
+                ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["broker"] == "unavailable"
+    assert ready.json()["checks"]["database"] == "ok"
+
+
+async def test_events_a_broker_lost_are_republished_and_the_month_closes(
+    db_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    chosen = kafka_settings(settings, f"127.0.0.1:{port}", db_url)
+    db = Database(db_url)
+    try:
+        # The month's documents, relayed to a first broker and acknowledged by it, before any
+        # consumer read them.
+        app = create_app(all_modules(), settings=chosen, database_url=db_url, run_workers=False)
+        async with app.router.lifespan_context(app):
+            asgi = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
+                customer = ok(
+                    await client.post(
+                        "/v1/customers",
+                        json={"name": "Alice Ltd", "payment_terms_days": 30},
+                        headers=SALES,
+                    ),
+                    201,
+                )
+                product = {"sku": "P1", "name": "Pump", "category": "pumps"}
+                body = {**product, "unit_price": "100.00", "tax_rate": "0.13"}
+                ok(await client.post("/v1/products", json=body, headers=SALES), 201)
+                order = {
+                    "customer_id": customer["id"],
+                    "channel": "pos",
+                    "lines": [{"sku": "P1", "quantity": "2"}],
+                    "business_date": f"{MONTH}-15",
+                    "submit": True,
+                }
+                ok(await client.post("/v1/orders", json=order, headers=POS), 201)
+        with tansu_broker(port):
+            relay = KafkaRelay(db, chosen, source="orders")
+            task = asyncio.create_task(relay.run())
+            try:
+                await eventually(_relayed(relay), lambda n: n > 0, seconds=60)
+                await eventually(_idle(relay), bool, seconds=30)
+            finally:
+                relay.stop()
+                await asyncio.wait_for(task, 30)
+        # The broker comes back empty: what it acknowledged is gone.
+        with tansu_broker(port):
+            app = create_app(all_modules(), settings=chosen, database_url=db_url)
+            async with app.router.lifespan_context(app):
+                asgi = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
+                    ok(
+                        await client.post(f"/v1/closing/periods/{MONTH}/close", headers=FINANCE),
+                        202,
+                    )
+                    waiting = await eventually(
+                        lambda: client.get(f"/v1/closing/periods/{MONTH}", headers=FINANCE),
+                        lambda r: bool(r.json()["progress"] and r.json()["progress"]["mismatches"]),
+                        seconds=60,
+                    )
+                    assert waiting.json()["status"] == "closing"
+                    assert waiting.json()["progress"]["waiting_for_cutoff"] == []
+
+                    monkeypatch.setenv("SALESBOOK_DATABASE_URL", db_url)
+                    monkeypatch.setenv("SALESBOOK_KAFKA_BOOTSTRAP", f"127.0.0.1:{port}")
+                    monkeypatch.setenv("SALESBOOK_KAFKA_TOPIC_PREFIX", chosen.kafka_topic_prefix)
+                    monkeypatch.setenv("SALESBOOK_DATA_DIR", str(settings.data_dir))
+                    code = await asyncio.to_thread(main, ["republish", "orders", "--from-id", "1"])
+                    assert code == 0
+
+                    closed = await eventually(
+                        lambda: client.get(f"/v1/closing/periods/{MONTH}", headers=FINANCE),
+                        lambda r: r.json()["status"] == "closed",
+                        seconds=60,
+                    )
+                    invoices = closed.json()["control_totals"]["orders"]["invoice"]
+                    assert invoices == {"count": 1, "amount": "226.00"}
+    finally:
+        await db.dispose()
+
+
+def _relayed(relay: KafkaRelay):
+    async def probe() -> int:
+        return relay.relayed
+
+    return probe
+
+
+def _idle(relay: KafkaRelay):
+    async def probe() -> bool:
+        async with relay.db.sessions() as session:
+            head = (await session.execute(text("SELECT max(id) FROM orders.outbox"))).scalar_one()
+        return relay.position == head
+
+    return probe
