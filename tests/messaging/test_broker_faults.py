@@ -16,14 +16,16 @@ from services.registry import SERVICES, all_modules, service_module
 from shared.app import create_app
 from shared.config import Settings
 from shared.db import Database
-from shared.messaging.kafka import KafkaRelay
+from shared.messaging.kafka import KafkaRelay, KafkaSubscriber
 from tests.conftest import auth, kafka_settings, migrate_all
+from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
 from tests.support.database import fresh_database
 from tests.support.tansu import free_port, tansu_broker
 from tests.support.waiting import eventually
 
 SALES, POS, FINANCE = auth("sales", "sam"), auth("pos", "till"), auth("finance", "fay")
 MONTH = "2026-10"
+KEYS = ["cust-a", "cust-b", "cust-c"]
 
 
 @pytest.fixture
@@ -154,5 +156,43 @@ def _idle(relay: KafkaRelay):
         async with relay.db.sessions() as session:
             head = (await session.execute(text("SELECT max(id) FROM orders.outbox"))).scalar_one()
         return relay.position == head
+
+    return probe
+
+
+async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
+    contract_db: Database, tmp_path
+) -> None:
+    """The restarted broker knows neither the group nor the topics; the subscriber carries on
+    with what is published there and is ready again (a consumer whose commits keep failing
+    is rebuilt after a session timeout)."""
+    port = free_port()
+    settings = Settings(
+        transport="kafka",
+        kafka_bootstrap=f"127.0.0.1:{port}",
+        kafka_partitions=2,
+        consumer_batch_size=25,
+        consumer_poll_seconds=0.2,
+        data_dir=tmp_path,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    async with prepared(Harness("kafka", contract_db, settings)) as harness:
+        with tansu_broker(port):
+            harness.relay()
+            subscriber = harness.subscriber(harness.subscription())
+            await harness.publish(KEYS, 5)
+            await harness.wait_for_effects(len(KEYS) * 5, within=60)
+        with tansu_broker(port):
+            await harness.publish(KEYS, 5, first_seq=5)
+            await harness.wait_for_effects(len(KEYS) * 10, within=90)
+            assert isinstance(subscriber.worker, KafkaSubscriber)
+            await eventually(_ready(subscriber.worker), bool, seconds=30)
+            await harness.stop_all()
+        assert_each_once_in_order(await harness.effects(), KEYS, 10)
+
+
+def _ready(worker: KafkaSubscriber):
+    async def probe() -> bool:
+        return worker.ready()
 
     return probe
