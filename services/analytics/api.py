@@ -289,3 +289,8 @@ async def dashboard_page() -> HTMLResponse:
 @router.get("/dashboard.js", include_in_schema=False)
 async def dashboard_script() -> Response:
     return Response(dashboard.SCRIPT, media_type="text/javascript; charset=utf-8")
+
+
+@router.get("/dashboard-colours.json", include_in_schema=False)
+async def dashboard_colours() -> Response:
+    return Response(dashboard.COLOURS_JSON, media_type="application/json")
