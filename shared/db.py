@@ -6,27 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Request
-from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlmodel import SQLModel
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-# Every table of every service lives in this one MetaData, each in its service's schema;
-# Alembic filters by schema so each service migrates only its own tables.
-metadata: MetaData = SQLModel.metadata
-metadata.naming_convention = NAMING_CONVENTION
+from shared.messaging.outbox import flush_outbox
 
 
 def async_url(url: str) -> str:
@@ -58,8 +45,6 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits the change and the events it raised together, or neither."""
-        from shared.messaging.outbox import flush_outbox
-
         async with self.sessions() as session:
             try:
                 yield session

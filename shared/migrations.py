@@ -12,8 +12,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.db import Database, async_url, metadata
-from shared.tables import AUDIT_APPEND_ONLY_SQL
+from shared.db import Database, async_url
+from shared.tables import AUDIT_APPEND_ONLY_SQL, metadata
 
 
 def alembic_config(*, migrations: Path, schema: str, url: str | None = None) -> Config:
@@ -163,33 +163,3 @@ async def upgrade(db: Database, targets: list[tuple[str, Path]]) -> None:
             # Serialise concurrent migrators (several processes starting at once).
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('salesbook.migrate'))"))
             await conn.run_sync(run)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Developer entry point: `python -m shared.migrations revision SERVICE "message"`.
-
-    Autogenerates a revision for one service against SALESBOOK_DATABASE_URL (a scratch
-    database already at head for that service).
-    """
-    import argparse
-
-    from services.registry import service_module
-    from shared.config import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m shared.migrations")
-    sub = parser.add_subparsers(dest="command", required=True)
-    rev = sub.add_parser("revision", help="autogenerate a revision for one service")
-    rev.add_argument("service")
-    rev.add_argument("message")
-    args = parser.parse_args(argv)
-    module = service_module(args.service)
-    if module.migrations is None:
-        raise SystemExit(f"{args.service} has no migrations folder")
-    config = alembic_config(
-        migrations=module.migrations, schema=module.name, url=get_settings().database_url
-    )
-    command.revision(config, message=args.message, autogenerate=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -11,14 +11,27 @@ from sqlalchemy import (
     Column,
     DateTime,
     Integer,
+    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlmodel import SQLModel
 
-from shared.db import metadata
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Every table of every service lives in this one MetaData, each in its service's schema;
+# Alembic filters by schema so each service migrates only its own tables.
+metadata: MetaData = SQLModel.metadata
+metadata.naming_convention = NAMING_CONVENTION
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
-from shared.db import Database, metadata
+from shared.db import Database
 from shared.events.envelope import Event, EventPayload
 from shared.messaging.consumer import Subscription, one_by_one
 from shared.messaging.kafka import RELAY_CONSUMER, KafkaRelay, KafkaSubscriber
 from shared.messaging.outbox import emit
 from shared.messaging.postgres import PostgresSubscriber, store_position
-from shared.tables import common_tables
+from shared.tables import common_tables, metadata
 
 SINK = "contract_dst"
 
