@@ -109,12 +109,17 @@ async def earliest_unclosed_before(session: AsyncSession, period: str) -> str | 
     return row.scalar_one()
 
 
-async def request_close(*, session: AsyncSession, period: str, actor: Actor) -> Period:
+def check_begun(period: str, today: date) -> None:
+    """A period can be closed from its first day on, `today` being the business date (the
+    calendar date in the business time zone, not in UTC)."""
+    if period > f"{today.year:04d}-{today.month:02d}":
+        raise InvalidInput("period", f"{period} has not begun yet (today is {today.isoformat()})")
+
+
+async def request_close(*, session: AsyncSession, period: str, actor: Actor, today: date) -> Period:
     """Start closing a period; closing a closed period again changes nothing."""
     parse_period(period)
-    today = datetime.now(UTC).date()
-    if period > f"{today.year:04d}-{today.month:02d}":
-        raise InvalidInput("period", f"{period} has not begun yet")
+    check_begun(period, today)
     row = await lock_period(session, period)
     if row.status in ("closed", "closing"):
         return row

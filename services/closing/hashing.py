@@ -3,6 +3,13 @@
 The close hashes inside the database (`stored_period_hash`), where the balances are;
 `verify` recomputes the same digest here in Python from the stored rows, so each
 implementation checks the other.
+
+The chain: each close hashes over the hash of the latest period closed before it at that
+moment, and the version row records that hash. Periods close in order except empty ones,
+which may close after later months: such a month links to the same predecessor as the later
+months did, and their links stay as they were made. `verify` follows the recorded link, so it
+holds whatever order empty months close in; a later close that found a predecessor must name
+one that exists, and a close that started a chain must have had none before it.
 """
 
 from __future__ import annotations

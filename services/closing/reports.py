@@ -10,7 +10,7 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import compare, document_totals, last_day, parse_period, previous_closed
+from services.closing.close import compare, document_totals, last_day, parse_period
 from services.closing.hashing import BALANCE_FIELDS, period_hash
 from services.closing.models import (
     ClosedBalance,
@@ -307,10 +307,12 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
             )
         ).scalars()
     )
-    previous = await previous_closed(session, period)
-    recomputed_hash = period_hash(
-        period=period, previous_hash=previous.hash if previous else None, rows=stored
-    )
+    version_row = await session.get(PeriodVersion, (period, row.version))
+    previous_hash = version_row.previous_hash if version_row else None
+    # The link recorded when the period closed, not today's latest earlier close: an empty
+    # earlier month may have closed since, and the chain does not change after the fact.
+    previous = await chained_to(session, period=period, previous_hash=previous_hash)
+    recomputed_hash = period_hash(period=period, previous_hash=previous_hash, rows=stored)
     checks.append(
         {
             "check": "hash",
@@ -319,17 +321,20 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
             "recomputed": recomputed_hash,
         }
     )
-    if previous is not None:
-        version_row = await session.get(PeriodVersion, (period, row.version))
-        linked = version_row is not None and version_row.previous_hash == previous.hash
-        checks.append(
-            {
-                "check": "chain",
-                "ok": linked,
-                "previous_period": previous.period,
-                "previous_hash": previous.hash,
-            }
+    if previous_hash is None:
+        linked = version_row is not None and not await closed_earlier_before(
+            session, period=period, moment=version_row.closed_at
         )
+    else:
+        linked = previous is not None
+    checks.append(
+        {
+            "check": "chain",
+            "ok": linked,
+            "previous_period": previous.period if previous else None,
+            "previous_hash": previous_hash,
+        }
+    )
     opening = {}
     if previous is not None:
         opening = {
@@ -414,3 +419,29 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
     }
+
+
+async def chained_to(
+    session: AsyncSession, *, period: str, previous_hash: str | None
+) -> PeriodVersion | None:
+    """The close of an earlier period whose hash `period`'s close chained to."""
+    if previous_hash is None:
+        return None
+    return (
+        await session.execute(
+            select(PeriodVersion)
+            .where(PeriodVersion.period < period, PeriodVersion.hash == previous_hash)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def closed_earlier_before(session: AsyncSession, *, period: str, moment: Any) -> bool:
+    """Whether some earlier period had been closed before `moment` (so a close at `moment`
+    should have chained to it rather than starting a chain)."""
+    found = await session.execute(
+        select(PeriodVersion.period)
+        .where(PeriodVersion.period < period, PeriodVersion.closed_at < moment)
+        .limit(1)
+    )
+    return found.first() is not None

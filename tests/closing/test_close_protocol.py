@@ -197,6 +197,24 @@ async def test_an_empty_period_closes(client, db) -> None:
     )
 
 
+async def test_verify_holds_whatever_order_empty_months_close_in(client, db) -> None:
+    """Closing an empty month after later ones were closed neither changes nor breaks their
+    chain: each close keeps the link it made when it closed."""
+    empty, october, november = next_month(), next_month(), next_month()
+    cid = await customer(db)
+    assert (await pay(client, cid, "30.00", day_in(october))).status_code == 201
+    assert (await pay(client, cid, "12.00", day_in(november))).status_code == 201
+    before = [await close(client, db, october), await close(client, db, november)]
+    late_empty = await close(client, db, empty)
+    for month, closed in ((october, before[0]), (november, before[1]), (empty, late_empty)):
+        verified = (await client.get(f"/v1/closing/periods/{month}/verify", headers=FINANCE)).json()
+        assert verified["ok"], (month, verified["checks"])
+        assert verified["hash"] == closed["hash"]
+    chain = (await client.get(f"/v1/closing/periods/{november}/verify", headers=FINANCE)).json()
+    link = next(c for c in chain["checks"] if c["check"] == "chain")
+    assert link["previous_period"] == october and link["previous_hash"] == before[0]["hash"]
+
+
 async def test_reopen_keeps_versions_marks_later_stale_and_diffs(client, db) -> None:
     month, after = next_month(), next_month()
     cid = await customer(db)
