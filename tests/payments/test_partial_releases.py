@@ -3,14 +3,20 @@ and the closed month all read the same paid and open amounts, to the cent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from alembic import command
+from sqlalchemy import Connection, text
 
-from services.registry import all_modules
+from services.registry import all_modules, migration_targets, service_module
+from shared.db import Database
+from shared.ids import new_id
+from shared.migrations import alembic_config
 from tests.conftest import AppClient, auth, migrate_all
 from tests.orders.factories import (
     FINANCE,
@@ -24,6 +30,7 @@ from tests.orders.factories import (
     ok,
 )
 from tests.payments.factories import read_payment, take_payment
+from tests.support.database import fresh_database
 from tests.support.waiting import eventually
 
 MONTH = "2026-11"
@@ -226,3 +233,101 @@ async def test_credit_limit_counts_what_a_partial_refund_left_open(
     # 100.00 still open + 113.00 is over the 150.00 limit: the second order is held.
     second = await make_order(client, customer=customer, lines=line)
     assert_problem(await act(client, second, "submit", POS), 409, "credit limit")
+
+
+@pytest.fixture
+def scratch_database(pg_server: str) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+async def test_migration_0004_takes_earlier_partial_releases_out_of_paid(
+    app_client: AppClient, scratch_database: str
+) -> None:
+    """Rows as version 1 releases left them: each part released from an allocation that still
+    counts stored as an unapplied row of its own, and never taken out of `paid`."""
+    url = scratch_database
+    await migrate_all(url)
+    async with app_client([service_module("orders")], database_url=url) as c:
+        product = await make_product(c, unit_price="100.00", tax_rate="0.13")
+        line = [{"sku": product["sku"], "quantity": "3"}]
+        orders = [await make_order(c, lines=line, submit=True) for _ in range(3)]
+    split, two_splits, ambiguous = (UUID(o["id"]) for o in orders)
+    p1, p2, p3 = new_id(), new_id(), new_id()
+    a1, b1, b2, c1 = new_id(), new_id(), new_id(), new_id()
+    s1, s2, s3 = new_id(), new_id(), new_id()
+    legacy = [  # allocation, payment, order, amount, applied, minutes ago
+        (a1, p1, split, "339.00", True, 9),
+        (s1, p1, split, "100.00", False, 5),
+        (b1, p2, two_splits, "200.00", True, 9),
+        (b2, p2, two_splits, "139.00", True, 8),
+        (s2, p2, two_splits, "50.00", False, 4),
+        (s3, p2, two_splits, "30.00", False, 3),
+        (c1, p3, ambiguous, "39.00", True, 9),
+        (new_id(), p3, ambiguous, "300.00", False, 2),  # released in full, or a part?
+    ]
+    paid_before = {split: "339.00", two_splits: "339.00", ambiguous: "39.00"}
+    await _sql(
+        url,
+        [
+            (
+                "INSERT INTO orders.payment_allocations VALUES (:a, :p, :o, :amount, :applied,"
+                " now() - make_interval(mins => :ago))",
+                {"a": a, "p": p, "o": o, "amount": Decimal(m), "applied": ap, "ago": ago},
+            )
+            for a, p, o, m, ap, ago in legacy
+        ]
+        + [
+            ("UPDATE orders.orders SET paid = :paid WHERE id = :id", {"id": o, "paid": p})
+            for o, p in paid_before.items()
+        ],
+    )
+    await _migrate_orders(url, "downgrade", "0003_cancellation_dates")
+    await _migrate_orders(url, "upgrade", "head")
+    paid = dict(await _query(url, "SELECT id, paid::text FROM orders.orders"))
+    assert (paid[split], paid[two_splits], paid[ambiguous]) == ("239.00", "259.00", "39.00")
+    rows = dict(
+        await _query(url, "SELECT allocation_id, amount::text FROM orders.payment_allocations")
+    )
+    assert rows[a1] == "239.00" and s1 not in rows
+    assert (rows[b1], rows[b2]) == ("200.00", "59.00")  # parts of the one moved last
+    assert rows[c1] == "39.00" and len(rows) == 5  # the ambiguous pair is left as it was
+    releases = set(
+        await _query(url, "SELECT release_id, allocation_id FROM orders.payment_releases")
+    )
+    assert releases == {(s1, a1), (s2, b2), (s3, b2)}
+
+
+async def _sql(url: str, statements: list[tuple[str, dict[str, Any]]]) -> None:
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+            for statement, params in statements:
+                await conn.execute(text(statement), params)
+    finally:
+        await database.dispose()
+
+
+async def _query(url: str, statement: str) -> list[tuple[Any, ...]]:
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+            return [tuple(r) for r in await conn.execute(text(statement))]
+    finally:
+        await database.dispose()
+
+
+async def _migrate_orders(url: str, direction: str, revision: str) -> None:
+    ((schema, folder),) = migration_targets([service_module("orders")])
+    config = alembic_config(migrations=folder, schema=schema)
+    database = Database(url)
+    try:
+        async with database.engine.begin() as conn:
+
+            def run(connection: Connection) -> None:
+                config.attributes["connection"] = connection
+                getattr(command, direction)(config, revision)
+
+            await conn.run_sync(run)
+    finally:
+        await database.dispose()
