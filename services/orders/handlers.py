@@ -1,9 +1,11 @@
 """Reactions to payment events: keep each order's `paid` (and so `outstanding`) right.
 
 `paid` is the sum of the order's applied allocations: `payment.allocated` adds one,
-`payment.allocation_released` with `was_applied` takes it back. Each allocation is
-remembered, so neither a replay nor a release of an allocation we never counted can move
-`paid` twice. The inbox (processed_events) makes every event apply once anyway.
+`payment.allocation_released` with `was_applied` takes back what it released of it (all,
+or a part: an allocation may be released in several parts). Each allocation and each
+release is remembered by id, so neither a replay nor a release of an allocation we never
+counted can move `paid` twice. The inbox (processed_events) makes every event apply once
+anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.orders.models import SCHEMA, Order, PaymentAllocation, utcnow
+from services.orders.models import SCHEMA, ZERO, Order, PaymentAllocation, PaymentRelease, utcnow
 from shared.events import payments
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription, one_by_one
@@ -39,13 +41,7 @@ async def on_payment_event(session: AsyncSession, event: Event) -> None:
     elif event.type == payments.AllocationReleased.TYPE:
         released = payments.AllocationReleased.model_validate(event.data)
         if released.was_applied:
-            await allocation_released(
-                session,
-                allocation_id=released.allocation_id,
-                payment_id=released.payment_id,
-                order_id=released.order_id,
-                amount=released.amount,
-            )
+            await allocation_released(session, released)
 
 
 async def allocation_applied(
@@ -69,26 +65,42 @@ async def allocation_applied(
         await _add_paid(session, order_id, amount)
 
 
-async def allocation_released(
-    session: AsyncSession, *, allocation_id: UUID, payment_id: UUID, order_id: UUID, amount: Decimal
-) -> None:
-    """Take a released allocation back out of its order's `paid`, if it was counted."""
-    row = (
-        await session.execute(
-            select(PaymentAllocation)
-            .where(col(PaymentAllocation.allocation_id) == allocation_id)
-            .with_for_update()
+async def allocation_released(session: AsyncSession, released: payments.AllocationReleased) -> None:
+    """Take one release (all or part of an allocation) out of its order's `paid`, once."""
+    row = await _locked_allocation(session, released.allocation_id)
+    release_id, remaining = released.release_id, released.remaining
+    if release_id is None:
+        # Version 1: the id is the allocation when released in full, else a new id of the
+        # released part; see _legacy_part_of for which allocation such a part came from.
+        release_id = released.allocation_id
+        if row is None:
+            row = await _legacy_part_of(session, released)
+        else:
+            remaining = ZERO
+    recorded = await session.execute(
+        insert(PaymentRelease)
+        .values(
+            release_id=release_id,
+            allocation_id=row.allocation_id if row is not None else released.allocation_id,
+            order_id=released.order_id,
+            amount=released.amount,
+            taken=ZERO,
+            created_at=utcnow(),
         )
-    ).scalar_one_or_none()
+        .on_conflict_do_nothing()
+        .returning(col(PaymentRelease.release_id))
+    )
+    if recorded.first() is None:
+        return  # this release was taken out already
     if row is None:
         # Released before we saw it allocated: remember it so a late allocation is not counted.
         await session.execute(
             insert(PaymentAllocation)
             .values(
-                allocation_id=allocation_id,
-                payment_id=payment_id,
-                order_id=order_id,
-                amount=amount,
+                allocation_id=released.allocation_id,
+                payment_id=released.payment_id,
+                order_id=released.order_id,
+                amount=released.amount,
                 applied=False,
                 updated_at=utcnow(),
             )
@@ -97,9 +109,59 @@ async def allocation_released(
         return
     if not row.applied:
         return
-    row.applied = False
+    # What is left is the payments service's own figure when the event carries it, so a
+    # release also mends any difference between what we counted and what the allocation
+    # really held (rows repaired by migration 0004 by inference, see there).
+    left = remaining if remaining is not None else max(row.amount - released.amount, ZERO)
+    taken = row.amount - left
+    if left == ZERO:
+        row.applied = False
+    else:
+        row.amount = left
     row.updated_at = utcnow()
-    await _add_paid(session, row.order_id, -row.amount)
+    await session.execute(
+        update(PaymentRelease)
+        .where(col(PaymentRelease.release_id) == release_id)
+        .values(taken=taken)
+    )
+    await _add_paid(session, row.order_id, -taken)
+
+
+async def _locked_allocation(
+    session: AsyncSession, allocation_id: UUID
+) -> PaymentAllocation | None:
+    return (
+        await session.execute(
+            select(PaymentAllocation)
+            .where(col(PaymentAllocation.allocation_id) == allocation_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def _legacy_part_of(
+    session: AsyncSession, released: payments.AllocationReleased
+) -> PaymentAllocation | None:
+    """The allocation a version 1 partial release came from: an applied allocation of the
+    same payment to the same order that holds more than the part, the most recently moved
+    first (the payments service releases its newest allocations first, and keeps releasing
+    from the one it split). None when there is none."""
+    return (
+        await session.execute(
+            select(PaymentAllocation)
+            .where(
+                col(PaymentAllocation.payment_id) == released.payment_id,
+                col(PaymentAllocation.order_id) == released.order_id,
+                col(PaymentAllocation.applied).is_(True),
+                col(PaymentAllocation.amount) > released.amount,
+            )
+            .order_by(
+                col(PaymentAllocation.updated_at).desc(), col(PaymentAllocation.allocation_id)
+            )
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
 
 
 async def _add_paid(session: AsyncSession, order_id: UUID, amount: Decimal) -> None:

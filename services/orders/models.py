@@ -257,7 +257,8 @@ class CreditNoteLine(SQLModel, table=True):
 
 class PaymentAllocation(SQLModel, table=True):
     """An allocation the payments service reported against one of our orders; `applied` says
-    whether it currently counts in the order's `paid`."""
+    whether it currently counts in the order's `paid`, `amount` how much (lowered by each
+    partial release; what it last held once released in full)."""
 
     __tablename__ = "payment_allocations"
     __table_args__ = {"schema": SCHEMA}
@@ -268,6 +269,21 @@ class PaymentAllocation(SQLModel, table=True):
     amount: Decimal = Field(sa_type=AMOUNT)
     applied: bool
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class PaymentRelease(SQLModel, table=True):
+    """A release (all or part of an allocation) the payments service reported, by its own id:
+    what was taken out of `paid` for it, so no release is ever taken out twice."""
+
+    __tablename__ = "payment_releases"
+    __table_args__ = {"schema": SCHEMA}
+
+    release_id: UUID = Field(primary_key=True)
+    allocation_id: UUID = Field(index=True)
+    order_id: UUID
+    amount: Decimal = Field(sa_type=AMOUNT)
+    taken: Decimal = Field(sa_type=AMOUNT)  # what it moved `paid` by (0 if nothing counted)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
 
 
 class PeriodLock(SQLModel, table=True):

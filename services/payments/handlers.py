@@ -7,11 +7,12 @@ from datetime import date
 from decimal import Decimal
 from uuid import UUID
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import cutoff
+from services.payments import cutoff, replica
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import (
     check_allocation,
@@ -32,7 +33,7 @@ from shared.events.orders import (
     OrderReturned,
     OrderSubmitted,
 )
-from shared.messaging.consumer import Subscription, one_by_one
+from shared.messaging.consumer import BatchHandler, Subscription, one_by_one
 
 ZERO = Decimal("0.00")
 
@@ -40,10 +41,26 @@ ZERO = Decimal("0.00")
 def subscriptions() -> list[Subscription]:
     return [
         Subscription(
-            name="payments.orders", schema=SCHEMA, sources=("orders",), handle=one_by_one(on_event)
+            name=replica.SUBSCRIPTION,
+            schema=SCHEMA,
+            sources=(replica.SOURCE,),
+            handle=_signalling(one_by_one(on_event)),
         ),
         cutoff.subscription,
     ]
+
+
+def _signalling(handle: BatchHandler) -> BatchHandler:
+    """Wake payments waiting on the replica once a batch is committed (not before: until then
+    they could not see it)."""
+
+    async def run(session: AsyncSession, events: list[Event]) -> None:
+        await handle(session, events)
+        sa_event.listen(
+            session.sync_session, "after_commit", lambda _: replica.progress.advanced(), once=True
+        )
+
+    return run
 
 
 async def on_event(session: AsyncSession, event: Event) -> None:

@@ -18,6 +18,7 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.payments import replica
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment, Refund
 from services.payments.periods import ensure_period_open
 from services.payments.schemas import AllocationRequest, PaymentCreate, RefundCreate
@@ -32,13 +33,12 @@ from shared.events.payments import (
     PaymentReceived,
     PaymentRefunded,
 )
+from shared.ids import new_id
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import business_date_of, check_not_future, period_of, today
 
 ZERO = Decimal("0.00")
-# A customer created a moment ago may not have reached this service's replica yet.
-CUSTOMER_REPLICA_WAIT_SECONDS = 5.0
 
 
 class PaymentNotFound(NotFound):
@@ -59,7 +59,7 @@ async def receive(
     """Record money received from a customer and apply the requested allocations."""
     if data.currency is not None and data.currency != settings.currency:
         raise InvalidInput("currency", f"this deployment keeps its books in {settings.currency}")
-    await _ensure_known_customer(session, data.customer_id)
+    await _ensure_known_customer(session, data.customer_id, settings)
     now = datetime.now(UTC)
     received_at = data.received_at or now
     if received_at.tzinfo is None:
@@ -85,7 +85,10 @@ async def receive(
         await guard_order(session, order_id)
     session.add(payment)
     await session.flush()
-    allocations = await _allocate(session, payment, data.allocations, field="allocations")
+    # Named "this payment" in any refusal: the number taken above is rolled back with it.
+    allocations = await _allocate(
+        session, payment, data.allocations, field="allocations", name="this payment"
+    )
     emit(
         session,
         PaymentReceived(
@@ -266,7 +269,10 @@ async def release(
     orders: dict[UUID, KnownOrder],
     day: date | None = None,
 ) -> Allocation:
-    """Release `amount` of one allocation of `payment` back to its unapplied credit."""
+    """Release `amount` of one allocation of `payment` back to its unapplied credit.
+
+    A partial release lowers the allocation and keeps the released part as a row of its own;
+    the event names the allocation reduced either way (see AllocationReleased)."""
     was_applied = allocation.status == "applied"
     if amount == allocation.amount:
         allocation.status = "released"
@@ -274,6 +280,10 @@ async def release(
         allocation.reason = reason
         allocation.released_at = datetime.now(UTC)
         released = allocation
+        # The allocation keeps its amount as what it held when released; the release itself
+        # needs an id of its own, distinct from the allocation's.
+        release_id = new_id()
+        remaining = ZERO
     else:
         allocation.amount -= amount
         released = Allocation(
@@ -288,6 +298,8 @@ async def release(
         )
         session.add(released)
         await session.flush()
+        release_id = released.id
+        remaining = allocation.amount
     await session.flush()
     await sync_totals(session, payment)
     order = orders.get(allocation.order_id)
@@ -296,11 +308,13 @@ async def release(
     emit(
         session,
         AllocationReleased(
-            allocation_id=released.id,
+            allocation_id=allocation.id,
+            release_id=release_id,
             payment_id=allocation.payment_id,
             customer_id=allocation.customer_id,
             order_id=allocation.order_id,
             amount=amount,
+            remaining=remaining,
             was_applied=was_applied,
             reason=reason,
             business_date=day,
@@ -348,13 +362,20 @@ async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID,
 
 
 async def _allocate(
-    session: AsyncSession, payment: Payment, requests: list[AllocationRequest], *, field: str
+    session: AsyncSession,
+    payment: Payment,
+    requests: list[AllocationRequest],
+    *,
+    field: str,
+    name: str | None = None,
 ) -> list[Allocation]:
+    """Allocate to orders; `name` is how a refusal names the payment (its number if None)."""
     total = sum((r.amount for r in requests), ZERO)
     await sync_totals(session, payment)
     if total > payment.unapplied:
         raise OverAllocation(
-            f"allocations total {total}; {payment.number} has {payment.unapplied} unapplied",
+            f"allocations total {total}; {name or payment.number} has {payment.unapplied} "
+            "unapplied",
             unapplied=str(payment.unapplied),
         )
     orders = await lock_orders(session, {r.order_id for r in requests})
@@ -426,9 +447,28 @@ def _state(allocation: Allocation) -> AllocationState:
     )
 
 
-async def _ensure_known_customer(session: AsyncSession, customer_id: UUID) -> None:
-    deadline = asyncio.get_running_loop().time() + CUSTOMER_REPLICA_WAIT_SECONDS
-    while await session.get(KnownCustomer, customer_id, populate_existing=True) is None:
-        if asyncio.get_running_loop().time() > deadline:
-            raise InvalidInput("customer_id", f"unknown customer {customer_id}")
-        await asyncio.sleep(0.05)
+async def _ensure_known_customer(
+    session: AsyncSession, customer_id: UUID, settings: Settings
+) -> None:
+    """422 naming customer_id unless the customer is, or is about to be, in the replica."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + replica.WAIT_SECONDS
+    head: int | None = None
+    while True:
+        with replica.progress.watch() as advanced:
+            if await session.get(KnownCustomer, customer_id, populate_existing=True) is not None:
+                return
+            if settings.effective_transport == "postgres":
+                # The customer, if it exists, was committed before this request: at or below
+                # the head read now. It is looked up again after the position is read, so a
+                # batch committed in between cannot make a customer just applied look unknown.
+                position = await replica.replica_position(session)
+                if head is None:
+                    head = await replica.source_head(session)
+                if position >= head and (
+                    await session.get(KnownCustomer, customer_id, populate_existing=True) is None
+                ):
+                    raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+            left = deadline - loop.time()
+            if left <= 0 or not await replica.progress.wait(advanced, left):
+                raise InvalidInput("customer_id", f"unknown customer {customer_id}")

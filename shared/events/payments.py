@@ -3,6 +3,9 @@
 An order's `paid` is the sum of its `payment.allocated` amounts less the
 `payment.allocation_released` amounts whose `was_applied` is true. A pending allocation
 (to an order the payments service has not seen yet) is not paid until it is allocated.
+An allocation may be released in several parts (a refund or a credit note that takes only
+some of it): each part is one `payment.allocation_released` naming the allocation it
+reduces, so a consumer that keeps allocations by id can apply every part exactly.
 """
 
 from __future__ import annotations
@@ -58,10 +61,19 @@ class PaymentAllocated(EventPayload):
     business_date: date
 
 
-@payload_type("payment.allocation_released")
+@payload_type("payment.allocation_released", version=2)
 class AllocationReleased(EventPayload):
-    """An allocation went back to the payment's unapplied credit (cancelled order, credit note,
-    refund, or a pending allocation that failed its check)."""
+    """All or part of an allocation went back to the payment's unapplied credit (cancelled
+    order, credit note, refund, or a pending allocation that failed its check).
+
+    Version 2: `allocation_id` is the allocation being reduced (the id its
+    `payment.allocated` carried), `amount` what this release takes from it, `remaining` what
+    is left of it afterwards (0.00 when released in full) and `release_id` names this release
+    alone, so a consumer can tell two releases of one allocation apart and never count one
+    twice. Version 1 events (still in outboxes, without `release_id`) named, for a partial
+    release, a new id of the released part that no `payment.allocated` ever carried; for a
+    full release, the allocation itself.
+    """
 
     allocation_id: UUID
     payment_id: UUID
@@ -71,6 +83,8 @@ class AllocationReleased(EventPayload):
     was_applied: bool
     reason: str
     business_date: date | None = None  # the date of what caused it (refund, credit note, …)
+    release_id: UUID | None = None  # None only in version 1 events
+    remaining: Money | None = None  # None only in version 1 events
 
 
 @payload_type("payment.refunded")

@@ -61,17 +61,32 @@ def allocated(
 
 
 def released(
-    order: dict[str, Any], alloc: PaymentAllocated, *, was_applied: bool
+    order: dict[str, Any],
+    alloc: PaymentAllocated,
+    *,
+    was_applied: bool,
+    amount: str | None = None,
+    remaining: str = "0.00",
 ) -> AllocationReleased:
+    """A release of all of `alloc` (or `amount` of it, leaving `remaining`), as version 2."""
     return AllocationReleased(
         allocation_id=alloc.allocation_id,
+        release_id=new_id(),
         payment_id=alloc.payment_id,
         customer_id=order["customer_id"],
         order_id=order["id"],
-        amount=alloc.amount,
+        amount=Decimal(amount) if amount else alloc.amount,
+        remaining=Decimal(remaining),
         was_applied=was_applied,
         reason="refund",
     )
+
+
+async def publish_v1(client: httpx.AsyncClient, payload: AllocationReleased) -> None:
+    """A release as version 1 wrote it: no release_id, no remaining."""
+    event = Event.of(payload, source="payments", key=str(payload.customer_id))
+    data = payload.model_dump(mode="json", exclude={"release_id", "remaining"})
+    await resend(client, event.model_copy(update={"version": 1, "data": data}))
 
 
 async def paid_becomes(client: httpx.AsyncClient, order: dict[str, Any], paid: str) -> dict:
@@ -130,3 +145,52 @@ async def test_payments_free_credit_limit(client: httpx.AsyncClient) -> None:
     assert paid["outstanding"] == "0.00"
     fresh = await make_order(client, customer=customer, lines=product_line)
     assert ok(await act(client, fresh, "submit", POS))["status"] == "confirmed"
+
+
+async def test_partial_releases_take_each_part_out_of_paid_once(
+    client: httpx.AsyncClient,
+) -> None:
+    order = await make_order(client, unit_price="100", quantity="3", submit=True)  # 339.00
+    key = order["customer_id"]
+    whole = allocated(order, "339.00")
+    await publish(client, whole, key)
+    await paid_becomes(client, order, "339.00")
+
+    part = released(order, whole, was_applied=True, amount="100.00", remaining="239.00")
+    event = await publish(client, part, key)
+    current = await paid_becomes(client, order, "239.00")
+    assert current["outstanding"] == "100.00"
+    assert await redeliver(client, event) == 0
+    await publish(client, part, key)  # the same release in a new event: taken out once only
+    # A pending allocation released in part never counted, so it changes nothing either.
+    pending = allocated(order, "20.00")
+    await publish(
+        client,
+        released(order, pending, was_applied=False, amount="5.00", remaining="15.00"),
+        key,
+    )
+    second = released(order, whole, was_applied=True, amount="50.00", remaining="189.00")
+    await publish(client, second, key)
+    current = await paid_becomes(client, order, "189.00")
+    assert current["outstanding"] == "150.00"
+    await publish(client, released(order, whole, was_applied=True, amount="189.00"), key)
+    current = await paid_becomes(client, order, "0.00")
+    assert current["outstanding"] == "339.00"
+
+
+async def test_version_1_partial_release_is_taken_from_its_allocation(
+    client: httpx.AsyncClient,
+) -> None:
+    """Version 1 named a part by an id of its own; it is taken from the applied allocation of
+    the same payment and order, and the later full release takes only what was left."""
+    order = await make_order(client, unit_price="100", quantity="3", submit=True)  # 339.00
+    key = order["customer_id"]
+    whole = allocated(order, "339.00")
+    await publish(client, whole, key)
+    await paid_becomes(client, order, "339.00")
+    part = released(order, whole, was_applied=True, amount="100.00")
+    await publish_v1(client, part.model_copy(update={"allocation_id": new_id()}))
+    current = await paid_becomes(client, order, "239.00")
+    assert current["outstanding"] == "100.00"
+    await publish_v1(client, released(order, whole, was_applied=True, amount="239.00"))
+    await paid_becomes(client, order, "0.00")

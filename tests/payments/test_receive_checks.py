@@ -1,0 +1,70 @@
+"""What POST /v1/payments answers before a payment exists: refusals that name no number
+never issued, and a customer the replica does not hold (yet)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from services.payments import replica
+from services.registry import service_module
+from shared.ids import new_id
+from tests.conftest import AppClient, auth
+from tests.payments.factories import OrdersFeed, take_payment
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def client(app_client: AppClient) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client([service_module("orders"), service_module("payments")]) as c:
+        yield c
+
+
+@pytest.fixture
+def feed(migrated: str) -> OrdersFeed:
+    return OrdersFeed(migrated)
+
+
+async def test_over_allocation_of_a_new_payment_names_no_unissued_number(client, feed) -> None:
+    customer = await feed.customer()
+    order = await feed.confirmed(customer, "500.00")
+    refused = await take_payment(
+        client, customer, "100.00", allocations=[{"order_id": str(order), "amount": "150.00"}]
+    )
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "PAY-" not in detail and "this payment" in detail and "100.00" in detail
+    # The number the refused payment took was rolled back: the next payment is given it.
+    issued = await take_payment(client, customer, "1.00")
+    assert issued.status_code == 201
+    assert issued.json()["number"] not in detail
+
+
+async def _replica_caught_up(client: httpx.AsyncClient, feed: OrdersFeed) -> None:
+    """Wait until the replica holds a customer published last, so it has applied all before."""
+    marker = await feed.customer()
+    await eventually(
+        lambda: take_payment(client, marker, "1.00"), lambda r: r.status_code == 201, seconds=15
+    )
+
+
+async def test_unknown_customer_is_refused_at_once(client, feed) -> None:
+    await _replica_caught_up(client, feed)
+    waits = replica.progress.waits
+    refused = await take_payment(client, new_id(), "10.00")
+    assert refused.status_code == 422, refused.text
+    assert "customer_id" in refused.json()["detail"]
+    assert replica.progress.waits == waits  # answered from the replica's position, no wait
+
+
+async def test_customer_created_a_moment_ago_can_pay_at_once(client) -> None:
+    created = await client.post(
+        "/v1/customers", json={"name": "Walk-in", "payment_terms_days": 0}, headers=auth("sales")
+    )
+    assert created.status_code == 201, created.text
+    # No retry: the payment waits for the customer to reach the payments replica.
+    paid = await take_payment(client, created.json()["id"], "25.00")
+    assert paid.status_code == 201, paid.text
+    assert paid.json()["unapplied"] == "25.00"
