@@ -127,6 +127,15 @@ async def answer_statement(
         raise NotFound(f"no statement {statement_id}")
     if statement.status != "sent":
         raise Conflict(f"statement already {statement.status}")
+    if documents:
+        on_statement = await statement_documents(session, statement)
+        foreign = [d for d in documents if d not in on_statement]
+        if foreign:
+            raise InvalidInput(
+                "documents",
+                f"not on the {statement.period} statement of this customer: {', '.join(foreign)}",
+                not_on_statement=foreign,
+            )
     statement.status = "confirmed" if confirmed else "disputed"
     statement.responded_by = actor.subject
     statement.responded_at = datetime.now(UTC)
@@ -142,6 +151,15 @@ async def answer_statement(
         details={"reason": reason, "documents": documents},
     )
     return statement
+
+
+async def statement_documents(session: AsyncSession, statement: Statement) -> set[str]:
+    """The document numbers a sent statement shows: the customer's documents of its period."""
+    first, last = period_bounds(statement.period)
+    shown = await customer_statement(
+        session, customer_id=statement.customer_id, date_from=first, date_to=last
+    )
+    return {line.document for line in shown.lines if line.document}
 
 
 def period_bounds(period: str) -> tuple[date, date]:

@@ -4,6 +4,8 @@ events, reconciliation and customer statements."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -128,6 +130,12 @@ async def close(client: httpx.AsyncClient, db: str, month: str) -> dict:
     if response.json()["status"] == "closing":
         await orders_cutoff(db, month, UUID(response.json()["close_id"]))
     return await eventually(lambda: get_period(client, month), lambda p: p["status"] == "closed")
+
+
+def csv_statement_lines(text: str) -> list[dict[str, str]]:
+    """The document lines of a statement's CSV, without its opening and closing rows."""
+    rows = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    return [r for r in rows if r["kind"] not in ("opening", "closing")]
 
 
 def day_in(month: str, d: int = 10) -> date:
@@ -338,12 +346,22 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
         "/v1/closing/statements", json={"customer_id": str(cid), "period": month}, headers=FINANCE
     )
     assert sent.status_code == 201 and sent.json()["closing"] == "-13.34"
+    shown = [line["document"] for line in csv_statement_lines(csv.text)]
+    foreign = await client.post(
+        f"/v1/closing/statements/{sent.json()['id']}/dispute",
+        json={"reason": "we paid 13.40", "documents": [shown[0], "PAY-2099-000001"]},
+        headers=FINANCE,
+    )
+    assert foreign.status_code == 422, foreign.text
+    assert foreign.json()["field"] == "documents"
+    assert foreign.json()["not_on_statement"] == ["PAY-2099-000001"]
     disputed = await client.post(
         f"/v1/closing/statements/{sent.json()['id']}/dispute",
-        json={"reason": "we paid 13.40", "documents": ["PAY-x"]},
+        json={"reason": "we paid 13.40", "documents": [shown[0]]},
         headers=FINANCE,
     )
     assert disputed.status_code == 200 and disputed.json()["status"] == "disputed"
+    assert disputed.json()["disputed_documents"] == [shown[0]]
     open_disputes = (
         await client.get("/v1/closing/statements", params={"status": "disputed"}, headers=FINANCE)
     ).json()
