@@ -65,6 +65,16 @@ def _list_answer(
     return report
 
 
+def sales_key_after(cursor: str | None) -> str | None:
+    """The group key a sales cursor points after."""
+    if not cursor:
+        return None
+    marked = decode_cursor(cursor)
+    if not marked.startswith("k"):
+        raise InvalidInput("cursor", "not a cursor this API returned")
+    return marked[1:]
+
+
 @router.get("/sales", response_model=SalesReport, response_model_by_alias=True)
 async def sales(
     request: Request,
@@ -101,9 +111,11 @@ async def sales(
         group_by=group_by,
         filters=filters,
         limit=limit + 1,
-        after=decode_cursor(cursor) if cursor else None,
+        after=sales_key_after(cursor),
     )
-    page, next_cursor = cut_page(found, limit=limit, key=lambda r: r["key"] or "")
+    # The key is kept behind a marker so that the empty key (rows with no salesperson,
+    # region or category) still makes a cursor, which "" would not.
+    page, next_cursor = cut_page(found, limit=limit, key=lambda r: "k" + (r["key"] or ""))
     rows = [SalesRow.model_validate(r) for r in page]
     report = SalesReport(
         as_of=await queries.as_of(session),

@@ -14,7 +14,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Date, String, Table, and_, cast, func, literal, select, union_all
+from sqlalchemy import (
+    Date,
+    String,
+    Table,
+    and_,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.models import (
@@ -77,10 +88,12 @@ def group_expression(group_by: str, rows: Any = S) -> Any:
     match group_by:
         case "day":
             return cast(rows.day, String)
+        # Constants written into the SQL, not bound: the key's expression must read the same
+        # in GROUP BY and in the HAVING that pages after a key.
         case "week":
-            return cast(cast(func.date_trunc("week", rows.day), Date), String)
+            return cast(cast(func.date_trunc(literal_column("'week'"), rows.day), Date), String)
         case "month":
-            return func.to_char(rows.day, "YYYY-MM")
+            return func.to_char(rows.day, literal_column("'YYYY-MM'"))
         case "product":
             return rows.sku
         case "customer":
