@@ -263,16 +263,13 @@ async def put_targets(
 ) -> list[TargetRow]:
     """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
     saved = await targets.set_targets(session=session, targets=body.targets, actor=actor)
-    return [
-        TargetRow(
-            salesperson=t.salesperson,
-            period=t.period,
-            target=t.amount,
-            revenue=queries.ZERO,
-            attainment=None,
-        )
-        for t in saved
-    ]
+    # Each target as attainment reads it now: the month's revenue so far against it.
+    by_period: dict[str, dict[str, dict[str, Any]]] = {}
+    for period in sorted({t.period for t in saved}):
+        by_period[period] = {
+            r["salesperson"]: r for r in await targets.attainment(session=session, period=period)
+        }
+    return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
 
 
 @router.get("/targets/attainment", response_model=Attainment)

@@ -409,11 +409,14 @@ async def test_targets_and_attainment(
     assert (await client.put(f"{URL}/targets", json=body, headers=FINANCE)).status_code == 200
     assert (await client.put(f"{URL}/targets", json=body, headers=ANALYST)).status_code == 403
     body["targets"][0]["amount"] = "250.00"
-    assert (await client.put(f"{URL}/targets", json=body, headers=auth("admin"))).status_code == 200
+    put = await client.put(f"{URL}/targets", json=body, headers=auth("admin"))
+    assert put.status_code == 200
     answer = await client.get(
         f"{URL}/targets/attainment", params={"period": "2031-02"}, headers=ANALYST
     )
     rows = {r["salesperson"]: r for r in answer.json()["rows"]}
+    # The answer to setting a target is its attainment as it stands, not a blank one.
+    assert put.json() == [rows["alice"], rows["bob"]]
     revenue = w.sales(date(2031, 2, 1), date(2031, 2, 28), lambda f: f.salesperson or "")
     alice = revenue.get("alice", {"revenue": ZERO})["revenue"]
     assert Decimal(rows["alice"]["revenue"]) == alice
