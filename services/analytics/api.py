@@ -32,6 +32,7 @@ from services.analytics.schemas import (
 )
 from shared.audit import audit_router
 from shared.auth import Actor, Role, require
+from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
@@ -230,6 +231,7 @@ async def trend_report(
     start: date = Query(alias="from"),
     end: date = Query(alias="to"),
     forecast: int = Query(0, ge=0, le=366),
+    today: date = Depends(business_today),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
@@ -242,7 +244,13 @@ async def trend_report(
     points = [
         TrendPoint.model_validate(p)
         for p in await trend.trend(
-            session, metric=metric, interval=interval, start=start, end=end, forecast=forecast
+            session,
+            metric=metric,
+            interval=interval,
+            start=start,
+            end=end,
+            forecast=forecast,
+            today=today,
         )
     ]
     report = TrendReport(

@@ -61,9 +61,19 @@ def linear_forecast(values: list[Decimal], steps: int) -> list[Decimal]:
 
 
 async def trend(
-    session: AsyncSession, *, metric: str, interval: str, start: date, end: date, forecast: int
+    session: AsyncSession,
+    *,
+    metric: str,
+    interval: str,
+    start: date,
+    end: date,
+    forecast: int,
+    today: date,
 ) -> list[dict[str, Any]]:
-    """Every bucket from start to end (empty ones as zero), then `forecast` predicted ones."""
+    """Every bucket from start to end that has begun by `today` (empty ones as zero), then
+    `forecast` predicted ones. Intervals still to come are not history: counting them as
+    zeros would drag the line fitted through the history down."""
+    end = min(end, today)
     rows = sales_rows(group_by=interval, filters={}, start=start, end=end).c
     bucket = cast(func.date_trunc(INTERVALS[interval], rows.day), Date).label("bucket")
     query = select(bucket, METRICS[metric](rows).label("value")).group_by(bucket)
@@ -75,7 +85,7 @@ async def trend(
         {"bucket": b, "value": v.quantize(places, ROUND_HALF_UP), "forecast": False}
         for b, v in zip(history, values, strict=True)
     ]
-    ahead = next_bucket(history[-1], interval) if history else bucket_start(end, interval)
+    ahead = next_bucket(history[-1], interval) if history else bucket_start(start, interval)
     for predicted in linear_forecast(values, forecast):
         points.append(
             {"bucket": ahead, "value": predicted.quantize(places, ROUND_HALF_UP), "forecast": True}

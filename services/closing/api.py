@@ -27,11 +27,11 @@ from services.closing.schemas import (
 )
 from shared.audit import audit_router
 from shared.auth import Actor, Role, require
+from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.messaging.admin import stuck_problem
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
-from shared.periods import today
 
 router = APIRouter(prefix="/closing", tags=["closing"])
 router.include_router(audit_router(schema=SCHEMA, path="/audit"))
@@ -74,15 +74,13 @@ async def read_period(
 @router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)
 async def close_period(
     period: PeriodPath,
-    request: Request,
+    today: date = Depends(business_today),
     session: AsyncSession = Session,
     actor: Actor = Depends(require(Role.FINANCE)),
 ) -> PeriodPublic:
     """Close a month (结账): the sources lock it, the ledger is matched against their control
     totals, then balances are computed. Returns at once; poll the period for progress."""
-    row = await close.request_close(
-        session=session, period=period, actor=actor, today=today(request.app.state.settings.zone)
-    )
+    row = await close.request_close(session=session, period=period, actor=actor, today=today)
     return await reports.period_public(session, row)
 
 

@@ -18,6 +18,7 @@ from alembic import command
 from sqlalchemy import Connection, text
 
 from services.registry import migration_targets, service_module
+from shared.clock import business_today
 from shared.db import Database
 from shared.events.envelope import Event
 from shared.ids import new_id
@@ -56,6 +57,8 @@ async def client(
     w, events = world
     newest = max(e.occurred_at for e in events)
     async with app_client([service_module("analytics")], database_url=db) as c:
+        # The seeded quarter lies ahead of the real calendar; the service reads it on its last day.
+        c.app.dependency_overrides[business_today] = lambda: END
 
         async def probe() -> dict[str, Any]:
             return (await c.get(f"{URL}/kpis", params=ALL_TIME, headers=ANALYST)).json()
@@ -394,6 +397,38 @@ async def test_trend_with_forecast(
         g["units"] for g in w.sales(START, END, lambda f: "all").values()
     )
     assert units["method"] is None
+
+
+async def test_trend_history_ends_today(
+    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+) -> None:
+    """Months still to come are neither history nor zeros the forecast is fitted on."""
+    w = world[0]
+    client.app.dependency_overrides[business_today] = lambda: date(2031, 2, 15)
+    try:
+        body = (
+            await client.get(
+                f"{URL}/trend",
+                params=SPAN | {"metric": "revenue", "interval": "month", "forecast": 2},
+                headers=ANALYST,
+            )
+        ).json()
+    finally:
+        client.app.dependency_overrides[business_today] = lambda: END
+    monthly = w.sales(START, END, lambda f: f.day.replace(day=1))
+    history = [p for p in body["points"] if not p["forecast"]]
+    assert [p["bucket"] for p in history] == ["2031-01-01", "2031-02-01"]
+    so_far = w.sales(date(2031, 2, 1), date(2031, 2, 15), lambda f: "all")["all"]["revenue"]
+    assert [Decimal(p["value"]) for p in history] == [
+        monthly[date(2031, 1, 1)]["revenue"],
+        so_far,
+    ]
+    ahead = [p for p in body["points"] if p["forecast"]]
+    assert [p["bucket"] for p in ahead] == ["2031-03-01", "2031-04-01"]
+    ys = [Decimal(p["value"]) for p in history]
+    assert Decimal(ahead[0]["value"]) == (ys[1] + (ys[1] - ys[0])).quantize(
+        Decimal("0.01"), ROUND_HALF_UP
+    )
 
 
 async def test_targets_and_attainment(
