@@ -175,7 +175,10 @@ def _touch_customer(batch: Batch, customer_id: UUID, day: date) -> None:
 
 def _on_submitted(batch: Batch, event: Event) -> None:
     submitted = OrderSubmitted.model_validate(event.data)
-    batch.funnel[_local_day(submitted.submitted_at)]["submitted"] += 1
+    # Counted on the business date, as its confirmation is, so a backdated month's conversion
+    # rate compares the same orders.
+    day = submitted.business_date or _local_day(submitted.submitted_at)
+    batch.funnel[day]["submitted"] += 1
 
 
 def _on_confirmed(batch: Batch, event: Event) -> None:

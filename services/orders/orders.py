@@ -233,6 +233,7 @@ async def submit(
             order=await order_facts(session, order),
             submitted_at=utcnow(),
             approvals_required=required,
+            business_date=order.business_date or today(settings),
         ),
         source=events.SOURCE,
         key=str(order.customer_id),

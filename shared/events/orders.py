@@ -104,6 +104,9 @@ class OrderSubmitted(EventPayload):
     order: OrderFacts
     submitted_at: datetime
     approvals_required: int
+    # The day the order counts on, as its confirmation will: its backdated business date, or
+    # the submission's date in the business time zone. None in events written before it.
+    business_date: date | None = None
 
 
 @payload_type("order.approved")

@@ -62,6 +62,7 @@ async def test_order_life_events(client: httpx.AsyncClient) -> None:
 
     submitted = ev.OrderSubmitted.model_validate(events[1]["data"])
     assert submitted.approvals_required == 1
+    assert submitted.business_date == business_today()  # not backdated: the day submitted
     facts = submitted.order
     assert (facts.customer_name, facts.region, facts.segment) == (customer["name"], "north", "vip")
     assert (facts.channel, facts.salesperson, facts.created_by) == ("pos", "sally", "till-1")
