@@ -30,6 +30,7 @@ from services.analytics.models import (
     DailyPayments,
     Freshness,
     Invoice,
+    InvoiceInstalment,
     ReceivableMove,
     ReceivablesByDay,
     Rollup,
@@ -100,6 +101,7 @@ def subscriptions() -> list[Subscription]:
 class Batch:
     sales: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     invoices: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    instalments: list[dict[str, Any]] = field(default_factory=list)
     moves: list[dict[str, Any]] = field(default_factory=list)
     customers: dict[UUID, dict[str, Any]] = field(default_factory=dict)
     payments: dict[date, dict[str, Any]] = field(
@@ -226,6 +228,23 @@ def _on_confirmed(batch: Batch, event: Event) -> None:
         seen_skus.add(line.sku)
         seen_categories.add(category)
     batch.invoices[order.order_id] = invoice
+    plan = [(i.due_date, i.amount) for i in confirmed.instalments] or [
+        (confirmed.due_date, order.gross)
+    ]
+    upto = ZERO
+    for seq, (due, amount) in enumerate(sorted(plan, key=lambda p: p[0])):
+        upto += amount
+        batch.instalments.append(
+            {
+                "order_id": order.order_id,
+                "seq": seq,
+                "customer_id": order.customer_id,
+                "due_date": due,
+                "amount": amount,
+                "upto": upto,
+                "gross": order.gross,
+            }
+        )
     for line, stored in zip(order.lines, invoice["lines"], strict=True):
         batch.add_sales(
             _sales_key(invoice, day, stored),
@@ -385,6 +404,12 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         Invoice.__table__,  # type: ignore[arg-type]
         [batch.invoices[oid] for oid in sorted(batch.invoices)],
         suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
+    )
+    await insert_rows(
+        session,
+        InvoiceInstalment.__table__,  # type: ignore[arg-type]
+        batch.instalments,
+        suffix="ON CONFLICT DO NOTHING",
     )
     await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
     touched = {*batch.customers, *(cid for cid, _ in batch.customer_days)}

@@ -101,6 +101,23 @@ class Invoice(SQLModel, table=True):
     lines: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB))
 
 
+class InvoiceInstalment(SQLModel, table=True):
+    """One instalment of an invoice (its whole gross on its due date when it has no plan),
+    with `upto`, the invoice's instalments summed up to and including this one in due order:
+    ageing places payments on the oldest and credits on the newest by arithmetic alone."""
+
+    __tablename__ = "invoice_instalments"
+    __table_args__ = (Index("ix_invoice_instalments_customer", "customer_id"), {"schema": SCHEMA})
+
+    order_id: UUID = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=Integer)
+    customer_id: UUID
+    due_date: date
+    amount: Decimal = _money()
+    upto: Decimal = _money()
+    gross: Decimal = _money()
+
+
 class ReceivableMove(SQLModel, table=True):
     """A dated change to an invoice's open amount: + invoice, − credit note, cancellation and
     allocation, + released allocation. Summing up to a date gives the open amount then."""

@@ -42,7 +42,7 @@ from services.analytics.models import (
     DailyFunnel,
     DailySales,
     Freshness,
-    Invoice,
+    InvoiceInstalment,
     ReceivableMove,
     ReceivablesByDay,
 )
@@ -444,38 +444,55 @@ BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 
 
 async def ageing(session: AsyncSession, *, as_of_date: date) -> list[dict[str, Any]]:
-    """Open invoice amounts at the end of a day, per customer, by days past due."""
-    inv = Invoice.__table__.c  # type: ignore[attr-defined]
-    per_invoice = (
+    """Open invoice amounts at the end of a day, per customer, by days past each
+    instalment's due date: allocated payments pay an invoice's oldest instalments first,
+    credit notes and cancellations take back its newest (shared/ageing.py is the reference)."""
+    moved = (
         select(
             M.order_id,
-            M.customer_id,
-            func.sum(M.amount).label("open"),
+            func.coalesce(
+                func.sum(-M.amount).filter(M.kind.in_(("allocated", "released"))), ZERO
+            ).label("allocated"),
+            func.coalesce(func.sum(-M.amount).filter(M.kind.in_(("credit", "cancel"))), ZERO).label(
+                "credited"
+            ),
         )
         .where(M.day <= as_of_date)
-        .group_by(M.order_id, M.customer_id)
-        .having(func.sum(M.amount) != 0)
+        .group_by(M.order_id)
+        .having(func.bool_or(M.kind == "invoice"))
         .subquery()
     )
-    late = literal(as_of_date) - inv.due_date
-    open_ = per_invoice.c.open
+    i = InvoiceInstalment.__table__.c  # type: ignore[attr-defined]
+    paid = func.greatest(func.least(moved.c.allocated, i.gross), 0)
+    open_ = func.greatest(
+        0,
+        i.amount
+        - func.least(i.amount, func.greatest(0, paid - (i.upto - i.amount)))
+        - func.least(i.amount, func.greatest(0, moved.c.credited - (i.gross - i.upto))),
+    )
+    per_instalment = (
+        select(i.customer_id, (literal(as_of_date) - i.due_date).label("late"), open_.label("open"))
+        .select_from(moved.join(InvoiceInstalment.__table__, i.order_id == moved.c.order_id))  # type: ignore[arg-type]
+        .subquery()
+    )
+    late, amount = per_instalment.c.late, per_instalment.c.open
 
     def bucket(condition: Any) -> Any:
-        return func.coalesce(func.sum(open_).filter(condition), ZERO)
+        return func.coalesce(func.sum(amount).filter(condition), ZERO)
 
     query = (
         select(
-            per_invoice.c.customer_id,
+            per_instalment.c.customer_id,
             bucket(late <= 0).label("current"),
             bucket(and_(late >= 1, late <= 30)).label("d1_30"),
             bucket(and_(late >= 31, late <= 60)).label("d31_60"),
             bucket(and_(late >= 61, late <= 90)).label("d61_90"),
             bucket(late > 90).label("over_90"),
-            func.sum(open_).label("total"),
+            func.sum(amount).label("total"),
         )
-        .select_from(per_invoice.join(Invoice.__table__, inv.order_id == per_invoice.c.order_id))  # type: ignore[arg-type]
-        .group_by(per_invoice.c.customer_id)
-        .order_by(per_invoice.c.customer_id)
+        .group_by(per_instalment.c.customer_id)
+        .having(func.sum(amount) != 0)
+        .order_by(per_instalment.c.customer_id)
     )
     return [dict(row) for row in (await session.execute(query)).mappings()]
 

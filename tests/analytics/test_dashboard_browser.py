@@ -190,7 +190,7 @@ def test_dashboard_draws_every_chart_from_the_service(
     assert _bar_values(reader, "regions") == _revenue_by(w, lambda f: f.region)
     ageing = _bar_values(reader, "ageing")
     assert len(ageing) == 5 and sum(ageing.values()) == sum(
-        (w.open_at(i, END) for i in w.invoices.values()), Decimal(0)
+        (sum(w.aged_at(i, END).values(), Decimal(0)) for i in w.invoices.values()), Decimal(0)
     )
     assert sum(ageing.values()) > 0
 

@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from uuid import UUID
 
+from shared.ageing import BUCKETS, Instalment, age
 from shared.events.envelope import EventPayload
 from shared.events.orders import (
     CustomerCreated,
@@ -22,6 +23,7 @@ from shared.events.orders import (
     OrderSubmitted,
     ReturnedLine,
 )
+from shared.events.orders import Instalment as OrderInstalment
 from shared.events.payments import (
     AllocationReleased,
     PaymentAllocated,
@@ -30,8 +32,8 @@ from shared.events.payments import (
 from shared.ids import new_id
 from shared.money import line_amounts
 
-START = date(2031, 1, 1)
-END = date(2031, 3, 31)
+START = date(2025, 1, 1)
+END = date(2025, 3, 31)
 PRODUCTS = [
     ("SKU-A", "tools", Decimal("12.50")),
     ("SKU-B", "tools", Decimal("3.20")),
@@ -79,6 +81,9 @@ class Invoice:
     due: date
     gross: Decimal
     moves: list[tuple[date, Decimal]] = field(default_factory=list)  # signed, + increases AR
+    instalments: list[Instalment] = field(default_factory=list)
+    paid: list[tuple[date, Decimal]] = field(default_factory=list)  # allocated +, released -
+    credited: list[tuple[date, Decimal]] = field(default_factory=list)  # credit notes, cancels
 
 
 @dataclass
@@ -136,6 +141,17 @@ class World:
             orders = len(g.pop("confirmed")) - len(g.pop("cancelled"))
             out[k] = g | {"orders": Decimal(orders), "revenue": g["net"] - g["returns_net"]}
         return out
+
+    def aged_at(self, invoice: Invoice, day: date) -> dict[str, Decimal]:
+        """The invoice's open amount on `day` by bucket, by the ageing reference."""
+        if invoice.day > day:
+            return dict.fromkeys(BUCKETS, ZERO)
+        return age(
+            invoice.instalments,
+            allocated=sum((a for d, a in invoice.paid if d <= day), ZERO),
+            credited=sum((a for d, a in invoice.credited if d <= day), ZERO),
+            on=day,
+        )
 
     def open_at(self, invoice: Invoice, day: date) -> Decimal:
         return sum((amount for d, amount in invoice.moves if d <= day), ZERO)
@@ -263,13 +279,22 @@ def build(seed: int = 7, orders: int = 40) -> World:
         if rng.random() < 0.2:
             continue  # submitted, never confirmed
         due = day + timedelta(days=rng.choice([0, 15, 30]))
+        plan: list[OrderInstalment] = []
+        if n % 3 == 0:  # three instalments a month apart, the last one the largest (no draw:
+            # the rest of the world stays as the seed made it)
+            first = _money(facts.gross / 4)
+            plan = [
+                OrderInstalment(due_date=day + timedelta(days=k * 30), amount=amount)
+                for k, amount in enumerate((first, first, facts.gross - 2 * first))
+            ]
+            due = plan[-1].due_date
         world.add(
             OrderConfirmed(
                 order=facts,
                 invoice_number=f"INV-{n}",
                 business_date=day,
                 due_date=due,
-                instalments=[],
+                instalments=plan,
                 confirmed_at=submitted_at,
             ),
             "orders",
@@ -277,6 +302,9 @@ def build(seed: int = 7, orders: int = 40) -> World:
             day,
         )
         invoice = Invoice(oid, cid, day, due, facts.gross, [(day, facts.gross)])
+        invoice.instalments = [Instalment(i.due_date, i.amount) for i in plan] or [
+            Instalment(due, facts.gross)
+        ]
         world.invoices[oid] = invoice
 
         base = {
@@ -333,6 +361,7 @@ def build(seed: int = 7, orders: int = 40) -> World:
             for i, v in enumerate((quantity, net, tax, gross)):
                 left[x.line_no][i] -= v
             invoice.moves.append((on, -gross))
+            invoice.credited.append((on, gross))
         if rng.random() < 0.25:  # cancelled later, reversing what is left
             on = day + timedelta(days=rng.randint(11, 19))
             rev = [sum((v[i] for v in left.values()), ZERO) for i in range(4)]
@@ -359,6 +388,7 @@ def build(seed: int = 7, orders: int = 40) -> World:
                     _fact("cancel", on, x, base, net=net, tax=tax, gross=gross, units=q)
                 )
             invoice.moves.append((on, -rev[3]))
+            invoice.credited.append((on, rev[3]))
             continue
         if rng.random() < 0.6:  # paid in part, a few days on
             on = day + timedelta(days=rng.randint(1, 40))
@@ -395,6 +425,7 @@ def build(seed: int = 7, orders: int = 40) -> World:
                 on,
             )
             invoice.moves.append((on, -amount))
+            invoice.paid.append((on, amount))
             if rng.random() < 0.2:
                 later = on + timedelta(days=3)
                 world.add(
@@ -413,4 +444,5 @@ def build(seed: int = 7, orders: int = 40) -> World:
                     None,  # the payload carries the date
                 )
                 invoice.moves.append((later, amount))
+                invoice.paid.append((later, -amount))
     return world
