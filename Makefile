@@ -7,14 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The dashboard's browser test drives Debian's Chromium.
 CHROMIUM := /usr/bin/chromium
+# The end-to-end test routes its requests through Debian's nginx with deploy/nginx.conf.
+NGINX := /usr/sbin/nginx
 ARGS ?=
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean env
 
 run: $(STAMP)
 	$(BIN)/salesbook run $(ARGS)
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(NGINX)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
@@ -44,6 +46,21 @@ $(CHROMIUM):
 		{ echo "Could not install Chromium: the dashboard test needs $(CHROMIUM)."; \
 		  echo "Install Debian's chromium package as root (apt-get install chromium)."; exit 1; }
 	@test -x $(CHROMIUM) || { echo "apt-get installed chromium but not $(CHROMIUM)"; exit 1; }
+
+# Only when missing, like Chromium: the end-to-end test fails rather than skip without it.
+$(NGINX):
+	@echo "Installing nginx for the end-to-end test"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y nginx || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; } || \
+		{ echo "Could not install nginx: the end-to-end test needs $(NGINX)."; \
+		  echo "Install Debian's nginx package as root (apt-get install nginx)."; exit 1; }
+	@test -x $(NGINX) || { echo "apt-get installed nginx but not $(NGINX)"; exit 1; }
+
+# The secrets docker-compose.yml reads, generated once into .env (ignored by git and
+# docker); values already there are kept, so running it again changes nothing.
+env:
+	$(PYTHON) deploy/env.py .env
 
 # Removes the environment and caches, never the data folder (.salesbook): that is the ledger.
 clean:

@@ -6,12 +6,15 @@ on the machine, and being recent they read every PostgreSQL server still support
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+import asyncpg
 
 from services.registry import SERVICES
 from shared.db import plain_url
@@ -43,6 +46,34 @@ def backup(*, url: str, file: Path, bin_dir: Path) -> None:
         partial.replace(file)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def other_clients(url: str) -> list[str]:
+    """Who else is connected to the database of `url`: one line per session."""
+
+    async def sessions() -> list[asyncpg.Record]:
+        try:
+            conn = await asyncpg.connect(plain_url(url))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise BackupError(f"cannot connect to the database: {exc}") from exc
+        try:
+            # Client backends only: autovacuum and other server processes also name the
+            # database, and are no reason to wait.
+            return await conn.fetch(
+                "SELECT pid, usename, application_name, client_addr::text AS address"
+                " FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend' ORDER BY pid"
+            )
+        finally:
+            await conn.close()
+
+    return [
+        f"pid {r['pid']}: {r['usename'] or '?'}"
+        + (f" from {r['address']}" if r["address"] else "")
+        + (f" ({r['application_name']})" if r["application_name"] else "")
+        for r in asyncio.run(sessions())
+    ]
 
 
 def restore(*, url: str, file: Path, bin_dir: Path) -> None:

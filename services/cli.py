@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     dump.set_defaults(command=backup_command)
 
     load = sub.add_parser(
-        "restore", help="restore FILE, replacing the schemas it holds (stop the server first)"
+        "restore",
+        help="restore FILE, replacing the schemas it holds; refused while anyone else is "
+        "connected to the database",
     )
     load.add_argument("file", type=Path)
     load.set_defaults(command=restore_command)
@@ -246,6 +248,18 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
     if not args.file.is_file():
         raise CommandError(f"no backup file at {args.file}")
     with database(settings) as url:
+        # A running service would go on writing between the restore's DROP and its CREATE,
+        # or see its schema vanish mid-transaction: the restore waits for it to stop.
+        try:
+            connected = backup.other_clients(url)
+        except backup.BackupError as exc:
+            raise CommandError(str(exc)) from exc
+        if connected:
+            raise CommandError(
+                "the database is in use; stop every service using it (`docker compose stop "
+                "orders payments closing analytics`, or the `salesbook` processes) and run "
+                "the restore again. Connected now:\n  " + "\n  ".join(connected)
+            )
         try:
             backup.restore(url=url, file=args.file, bin_dir=postgres_binaries())
         except backup.BackupError as exc:

@@ -61,15 +61,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(url)
+        db = Database(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         app.state.db = db
+        databases = [db]
         tasks: list[asyncio.Task[None]] = []
         if run_workers:
+            producers = [m.name for m in modules if m.produces_events]
+            subscriptions = [s for m in modules for s in m.subscriptions]
+            # Consumers and relays get a pool of their own: a rush of requests cannot keep
+            # events from being applied, nor a backlog of events slow the requests.
+            consumer_db = Database(
+                url,
+                pool_size=settings.consumer_pool_size
+                or max(1, len(producers) + len(subscriptions)),
+                max_overflow=0,
+            )
+            databases.append(consumer_db)
             workers = build_workers(
                 settings,
-                db,
-                producers=[m.name for m in modules if m.produces_events],
-                subscriptions=[s for m in modules for s in m.subscriptions],
+                consumer_db,
+                producers=producers,
+                subscriptions=subscriptions,
             )
             app.state.workers = workers
             app.state.metrics.watch(workers)
@@ -78,8 +90,9 @@ def create_app(
             yield
         finally:
             await _stop_workers(app.state.workers, tasks)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(db.dispose(), SHUTDOWN_SECONDS)
+            for database in databases:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(database.dispose(), SHUTDOWN_SECONDS)
 
     app = FastAPI(title=title, version="1.0", lifespan=lifespan)
     app.state.settings = settings

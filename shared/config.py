@@ -12,6 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "change-me"
+# HMAC-SHA256 keys shorter than its 32-byte output make tokens easier to forge than the hash.
+MIN_PRODUCTION_SECRET_BYTES = 32
 
 Transport = Literal["postgres", "kafka"]
 
@@ -51,6 +53,18 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    db_pool_size: int = Field(
+        default=10, ge=1, description="Connections an HTTP process keeps open to PostgreSQL."
+    )
+    db_max_overflow: int = Field(
+        default=20, ge=0, description="Connections opened beyond db_pool_size under load."
+    )
+    consumer_pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections the event consumers and relays of a process share, apart "
+        "from the HTTP pool so neither can starve the other; unset: one for each of them.",
+    )
     consumer_batch_size: int = Field(default=500, ge=1)
     consumer_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
@@ -70,8 +84,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.secret_key in (None, PLACEHOLDER_SECRET):
-            raise ValueError("SALESBOOK_SECRET_KEY must be set to a real secret in production")
+        if self.environment == "production":
+            # An empty value (a blank line in an env file) counts as unset: every process
+            # would otherwise sign with its own generated key.
+            secret = self.secret_key or ""
+            if secret == PLACEHOLDER_SECRET or len(secret.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+                raise ValueError(
+                    "SALESBOOK_SECRET_KEY must be a random secret of at least "
+                    f"{MIN_PRODUCTION_SECRET_BYTES} bytes in production "
+                    "(e.g. `openssl rand -hex 32`)"
+                )
         if self.effective_transport == "kafka" and not self.kafka_bootstrap:
             raise ValueError("the kafka transport needs SALESBOOK_KAFKA_BOOTSTRAP")
         return self

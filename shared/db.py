@@ -35,10 +35,18 @@ def plain_url(url: str) -> str:
 class Database:
     """An engine and a session factory for one PostgreSQL database."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False
+    ) -> None:
         self.url = plain_url(url)
+        # At most pool_size + max_overflow connections: the budget the README's deployment
+        # arithmetic (and the compose file's max_connections) counts on.
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_size=pool_size, max_overflow=20, pool_pre_ping=True, echo=echo
+            async_url(url),
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            echo=echo,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 

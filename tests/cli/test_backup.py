@@ -3,6 +3,7 @@ round trip into an empty database, and a restore over an existing one replaces i
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -71,3 +72,34 @@ def test_restore_of_a_damaged_file_changes_nothing(
         assert outcome.code == 1
         assert "pg_restore" in outcome.err
         assert snapshot(target) == before
+
+
+def test_restore_is_refused_while_another_client_uses_the_database(
+    run_cli: RunCli, pg_server: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "ledger.dump"
+    with fresh_database(pg_server) as url:
+        assert run_cli("migrate", env={"SALESBOOK_DATABASE_URL": url}).code == 0
+        seed(url)
+        assert run_cli("backup", str(file), env={"SALESBOOK_DATABASE_URL": url}).code == 0
+        query(url, "INSERT INTO orders.document_numbers (prefix, year, last) VALUES ('X', 1, 1)")
+        changed = snapshot(url)
+
+        async def hold_connection() -> asyncpg.Connection:
+            return await asyncpg.connect(url, server_settings={"application_name": "a-server"})
+
+        loop = asyncio.new_event_loop()
+        server = loop.run_until_complete(hold_connection())
+        try:
+            refused = run_cli("restore", str(file), env={"SALESBOOK_DATABASE_URL": url})
+            assert refused.code == 1
+            assert "in use" in refused.err and "a-server" in refused.err
+            assert snapshot(url) == changed
+        finally:
+            loop.run_until_complete(server.close())
+            loop.close()
+
+        # Once it has gone, the same restore goes through.
+        restored = run_cli("restore", str(file), env={"SALESBOOK_DATABASE_URL": url})
+        assert restored.code == 0, restored.err
+        assert snapshot(url) != changed

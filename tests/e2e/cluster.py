@@ -1,11 +1,13 @@
 """The four services as separate `salesbook serve` processes over one bootstrapped database,
-each logged in as its own role, and a client that sends every path to the service owning it
-(what deploy/nginx.conf does in front of a distributed deployment)."""
+each logged in as its own role, behind a real nginx running deploy/nginx.conf, which finds
+each service by name through a name server the test controls (tests/e2e/proxy.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -15,19 +17,12 @@ from typing import Any
 import httpx
 
 from services.registry import SERVICES, all_modules
-from tests.cli.processes import Server, salesbook_server
+from tests.cli.processes import Server, clean_env, salesbook_command
 from tests.cli.sql import query
 from tests.conftest import TEST_SECRET, migrate_all
+from tests.e2e.proxy import Addresses, NameServer, Proxy, free_port, nginx_proxy
 from tests.ops.test_bootstrap_sql import BOOTSTRAP, as_role, execute
-
-OWNERS = {
-    "/v1/customers": "orders",
-    "/v1/products": "orders",
-    "/v1/orders": "orders",
-    "/v1/payments": "payments",
-    "/v1/closing": "closing",
-    "/v1/analytics": "analytics",
-}
+from tests.support.waiting import eventually
 
 
 def transport_settings(transport: str, database_url: str, bootstrap: str | None) -> dict[str, str]:
@@ -55,24 +50,57 @@ def prepare_database(database_url: str) -> None:
     asyncio.run(migrate_all(database_url))
 
 
+@contextmanager
+def serve_at(
+    service: str, address: str, port: int, *, data_dir: Path, log_dir: Path, **settings: str
+) -> Iterator[Server]:
+    """`salesbook serve <service>` listening on address:port; killed if still running after."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"serve-{service}-{time.monotonic_ns()}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*salesbook_command(), "serve", service, "--host", address, "--port", str(port)],
+            env=clean_env(data_dir, **settings),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield Server(process, log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Cluster:
-    """Running services, restartable one at a time; every process ends with `stack`."""
+    """Running services, restartable one at a time, behind the proxy; every process ends
+    with `stack`. Every service listens on `port`, each (re)start on a new address that the
+    name server then gives for the service's name."""
 
     database_url: str
     settings: dict[str, str]
     folder: Path
     stack: ExitStack
+    names: NameServer
+    addresses: Addresses
+    port: int
+    proxy: Proxy | None = None
     servers: dict[str, Server] = field(default_factory=dict)
     logs: dict[str, list[Path]] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
 
     def start(self, *services: str) -> None:
-        """Start the services side by side, then wait until each answers."""
+        """Start the services side by side, each on a new address, then wait until each
+        answers and the name server gives its new address."""
         for service in services:
+            address = self.addresses.new()
             self.servers[service] = self.stack.enter_context(
-                salesbook_server(
-                    "serve",
+                serve_at(
                     service,
+                    address,
+                    self.port,
                     data_dir=self.folder / service,
                     log_dir=self.folder / "logs",
                     SALESBOOK_DATABASE_URL=as_role(self.database_url, service),
@@ -83,30 +111,73 @@ class Cluster:
                 )
             )
             self.logs.setdefault(service, []).append(self.servers[service].log)
+            self.where[service] = address
         for service in services:
             self.servers[service].wait_until_healthy()
+            self.names.set(service, self.where[service])
 
     def kill(self, *services: str) -> None:
         """SIGKILL: no shutdown, no goodbye to the broker, transactions cut off mid-way."""
         for service in services:
             assert self.servers[service].stop(signal.SIGKILL) == -signal.SIGKILL
 
+    async def routed(self, *services: str) -> None:
+        """Wait until the proxy sends each service's paths to where it runs now: nginx
+        looked its name up again (its old address has nothing listening any more)."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            for service in services:
+                await eventually(
+                    lambda service=service: client.get(self.url(PROBES[service])),
+                    lambda response: response.status_code < 500,
+                    seconds=30,
+                    interval=0.2,
+                )
+
     def output(self, service: str) -> str:
         """Everything the service logged, over all its runs."""
         return "".join(log.read_text(errors="replace") for log in self.logs[service])
 
     def url(self, path: str) -> str:
-        owner = next(s for prefix, s in OWNERS.items() if path.startswith(prefix))
-        return self.servers[owner].base_url + path
+        assert self.proxy is not None, "the proxy starts with the cluster"
+        return self.proxy.base_url + path
+
+
+# A path of each service that answers (404: no such route) without a token or a database
+# round trip, but only from the service itself: nginx answers 502 while the name's address
+# it holds has nothing listening.
+PROBES = {
+    "orders": "/v1/orders/-/probe",
+    "payments": "/v1/payments/-/probe",
+    "closing": "/v1/closing/-/probe",
+    "analytics": "/v1/analytics/-/probe",
+}
 
 
 @contextmanager
 def running_cluster(database_url: str, settings: dict[str, str], folder: Path) -> Iterator[Cluster]:
     prepare_database(database_url)
-    with ExitStack() as stack:
-        cluster = Cluster(database_url, settings, folder, stack)
-        cluster.start(*SERVICES)
-        yield cluster
+    addresses = Addresses()
+    first = addresses.new()
+    names = NameServer(addresses.new())
+    names.start()
+    try:
+        with ExitStack() as stack:
+            cluster = Cluster(
+                database_url, settings, folder, stack, names, addresses, free_port(first)
+            )
+            cluster.start(*SERVICES)
+            cluster.proxy = stack.enter_context(
+                nginx_proxy(
+                    folder / "nginx",
+                    resolver=names.address,
+                    address=addresses.new(),
+                    service_port=cluster.port,
+                )
+            )
+            asyncio.run(cluster.routed(*SERVICES))
+            yield cluster
+    finally:
+        names.stop()
 
 
 @dataclass
