@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     consumer_batch_size: int = Field(default=500, ge=1)
     consumer_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
+    pending_allocation_report_after_seconds: int = Field(
+        default=24 * 3600,
+        ge=0,
+        description="A pending allocation still unresolved after this long is listed in the "
+        "period reconciliation.",
+    )
 
     @field_validator("timezone")
     @classmethod

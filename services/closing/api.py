@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -157,12 +157,18 @@ async def period_trial_balance(
 
 @router.get("/periods/{period}/reconciliation")
 async def period_reconciliation(
-    period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
+    period: PeriodPath,
+    request: Request,
+    session: AsyncSession = Session,
+    _: Actor = Depends(require(*READERS)),
 ) -> dict:
-    """Late events, failed pending allocations, overpaid orders, credit balances and
-    control-total mismatches of a period."""
+    """Late events, failed pending allocations, overpaid orders, credit balances,
+    control-total mismatches and allocations pending too long of a period."""
     close.parse_period(period)
-    return await reports.reconciliation(session, period)
+    after = request.app.state.settings.pending_allocation_report_after_seconds
+    return await reports.reconciliation(
+        session, period, pending_report_after=timedelta(seconds=after)
+    )
 
 
 @router.get("/periods/{period}/verify")

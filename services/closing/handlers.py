@@ -15,6 +15,7 @@ from services.closing.ledger import (
     posting_of,
 )
 from services.closing.models import SCHEMA
+from services.closing.pending import PendingChanges, flush_pending, track
 from shared.events.closing import PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription
@@ -44,6 +45,7 @@ async def post_events(session: AsyncSession, events: list[Event]) -> None:
     """Post a batch of events in order; cutoffs see every posting that came before them."""
     book = await load_book(session)
     batch = Batch()
+    pending = PendingChanges()
     for event in events:
         if event.type == "period.cutoff":
             await flush(session, batch)
@@ -58,6 +60,8 @@ async def post_events(session: AsyncSession, events: list[Event]) -> None:
         if posting is not None:
             add_posting(batch, book, posting)
         add_invoice_facts(batch, book, event, payload)
+        track(pending, event, payload)
     await flush(session, batch)
+    await flush_pending(session, pending)
     for period in await closing_periods(session):
         await try_complete(session, period)

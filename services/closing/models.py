@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Numeric, String, func
+from sqlalchemy import BigInteger, Column, DateTime, Index, Numeric, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -248,3 +248,29 @@ class Statement(SQLModel, table=True):
     responded_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     reason: str | None = Field(default=None, sa_type=String(1000))
     disputed_documents: list[str] | None = _json()
+
+
+class PendingAllocation(SQLModel, table=True):
+    """An allocation a payment made to an order the payments service had not seen yet, until
+    it is applied or released (`resolved_at`); kept afterwards so a replay cannot revive it."""
+
+    __tablename__ = "pending_allocations"
+    __table_args__ = (
+        Index(
+            "ix_pending_allocations_unresolved",
+            "business_date",
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+        {"schema": SCHEMA},
+    )
+
+    allocation_id: UUID = Field(primary_key=True)
+    payment_id: UUID
+    payment_number: str = Field(sa_type=String(30))
+    customer_id: UUID
+    order_id: UUID
+    amount: Decimal = Field(sa_type=MONEY)
+    business_date: date
+    pending_since: datetime = Field(sa_type=DateTime(timezone=True))
+    resolved_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    resolution: str | None = Field(default=None, sa_type=String(200))

@@ -3,6 +3,7 @@ reconciliation exceptions, version diffs and the verification of a closed period
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,7 @@ from services.closing.models import (
     PeriodVersion,
     ReconciliationException,
 )
+from services.closing.pending import overdue_pending
 from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
@@ -157,8 +159,18 @@ async def trial_balance_of(session: AsyncSession, period: str) -> TrialBalance:
     )
 
 
-async def reconciliation(session: AsyncSession, period: str) -> dict[str, Any]:
-    """Everything finance must look at for a period, by kind."""
+async def reconciliation(
+    session: AsyncSession,
+    period: str,
+    *,
+    pending_report_after: timedelta = timedelta(hours=24),
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Everything finance must look at for a period, by kind.
+
+    `pending_allocations` are allocations dated up to the period's end that have been
+    waiting for their order longer than `pending_report_after`; they stay listed (in this
+    and later periods) until the order arrives or the allocation is released."""
     row = await read_period(session, period)
     recorded = (
         await session.execute(
@@ -173,6 +185,12 @@ async def reconciliation(session: AsyncSession, period: str) -> dict[str, Any]:
         "overpaid_orders": [],
         "credit_balances": [],
         "control_total_mismatches": [],
+        "pending_allocations": await overdue_pending(
+            session,
+            end=last_day(period),
+            now=now or datetime.now(UTC),
+            report_after=pending_report_after,
+        ),
     }
     for exc in recorded:
         key = "late_events" if exc.kind == "late_event" else "failed_allocations"

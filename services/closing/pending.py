@@ -1,0 +1,111 @@
+"""Allocations left pending: a payment allocated to an order the payments service had not
+seen. Closing follows each from the `pending` state in `payment.received`'s allocations
+until `payment.allocated` applies it or `payment.allocation_released` gives it up, so the
+period reconciliation can report the ones still pending after
+`pending_allocation_report_after_seconds`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.closing.models import PendingAllocation
+from shared.bulk import insert_rows
+from shared.events.envelope import Event, EventPayload
+from shared.events.payments import AllocationReleased, PaymentAllocated, PaymentReceived
+from shared.money import money_str
+
+
+@dataclass
+class PendingChanges:
+    """A batch's new pending allocations and what resolved pending ones, in event order."""
+
+    added: dict[UUID, dict[str, Any]] = field(default_factory=dict)
+    resolved: dict[UUID, tuple[datetime, str]] = field(default_factory=dict)
+
+
+def released_allocation(release: AllocationReleased) -> UUID | None:
+    """The pending allocation a release gives up, if it was a pending one.
+
+    One place to adapt when releases name the allocation they reduce apart from their own id.
+    """
+    return None if release.was_applied else release.allocation_id
+
+
+def track(changes: PendingChanges, event: Event, payload: EventPayload) -> None:
+    match payload:
+        case PaymentReceived() as pay:
+            for state in pay.allocations:
+                if state.status == "pending":
+                    changes.added[state.allocation_id] = {
+                        "allocation_id": state.allocation_id,
+                        "payment_id": pay.payment_id,
+                        "payment_number": pay.number,
+                        "customer_id": pay.customer_id,
+                        "order_id": state.order_id,
+                        "amount": state.amount,
+                        "business_date": pay.business_date,
+                        "pending_since": event.occurred_at,
+                    }
+        case PaymentAllocated() as alloc:
+            changes.resolved[alloc.allocation_id] = (event.occurred_at, "applied")
+        case AllocationReleased() as rel:
+            allocation = released_allocation(rel)
+            if allocation is not None:
+                changes.resolved[allocation] = (event.occurred_at, f"released: {rel.reason}")
+
+
+async def flush_pending(session: AsyncSession, changes: PendingChanges) -> None:
+    await insert_rows(
+        session,
+        PendingAllocation.__table__,
+        list(changes.added.values()),
+        suffix="ON CONFLICT DO NOTHING",
+    )
+    for allocation_id, (at, resolution) in changes.resolved.items():
+        await session.execute(
+            text(
+                "UPDATE closing.pending_allocations SET resolved_at = :at, resolution = :why "
+                "WHERE allocation_id = :id AND resolved_at IS NULL"
+            ),
+            {"id": allocation_id, "at": at, "why": resolution[:200]},
+        )
+
+
+async def overdue_pending(
+    session: AsyncSession, *, end: date, now: datetime, report_after: timedelta
+) -> list[dict[str, Any]]:
+    """Allocations dated up to `end` still pending, and pending for longer than `report_after`."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT allocation_id, payment_id, payment_number, customer_id, order_id, amount,
+                   business_date, pending_since
+              FROM closing.pending_allocations
+             WHERE resolved_at IS NULL AND business_date <= :end AND pending_since < :before
+             ORDER BY pending_since, allocation_id
+            """
+        ),
+        {"end": end, "before": now - report_after},
+    )
+    return [
+        {
+            "allocation_id": r.allocation_id,
+            "payment_id": r.payment_id,
+            "payment_number": r.payment_number,
+            "customer_id": r.customer_id,
+            "order_id": r.order_id,
+            "amount": money_str(Decimal(r.amount)),
+            "business_date": r.business_date,
+            "pending_since": r.pending_since,
+            "pending_seconds": int((now - r.pending_since).total_seconds()),
+        }
+        for r in rows
+    ]
