@@ -28,6 +28,7 @@ LEDGER_TYPES = frozenset(
         "payment.received",
         "payment.refunded",
         "payment.allocated",
+        "payment.allocation_pending",
         "payment.allocation_released",
     }
 )

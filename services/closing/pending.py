@@ -1,7 +1,8 @@
 """Allocations left pending: a payment allocated to an order the payments service had not
-seen. Closing follows each from the `pending` state in `payment.received`'s allocations
-until `payment.allocated` applies it or `payment.allocation_released` gives it up, so the
-period reconciliation can report the ones still pending after
+seen. Closing follows each from `payment.allocation_pending` (or, for payments recorded
+before that event existed, the `pending` state in `payment.received`'s allocations) until
+`payment.allocated` applies it or `payment.allocation_released` gives it up, so the period
+reconciliation can report the ones still pending after
 `pending_allocation_report_after_seconds`.
 """
 
@@ -19,7 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.closing.models import PendingAllocation
 from shared.bulk import insert_rows
 from shared.events.envelope import Event, EventPayload
-from shared.events.payments import AllocationReleased, PaymentAllocated, PaymentReceived
+from shared.events.payments import (
+    AllocationPending,
+    AllocationReleased,
+    PaymentAllocated,
+    PaymentReceived,
+)
 from shared.money import money_str
 
 
@@ -32,11 +38,11 @@ class PendingChanges:
 
 
 def released_allocation(release: AllocationReleased) -> UUID | None:
-    """The pending allocation a release gives up, if it was a pending one.
-
-    One place to adapt when releases name the allocation they reduce apart from their own id.
-    """
-    return None if release.was_applied else release.allocation_id
+    """The pending allocation a release gives up, if it gave up a pending one entirely (a
+    release names the allocation it reduces; part of one may stay pending)."""
+    if release.was_applied or (release.remaining is not None and release.remaining > 0):
+        return None
+    return release.allocation_id
 
 
 def track(changes: PendingChanges, event: Event, payload: EventPayload) -> None:
@@ -54,6 +60,17 @@ def track(changes: PendingChanges, event: Event, payload: EventPayload) -> None:
                         "business_date": pay.business_date,
                         "pending_since": event.occurred_at,
                     }
+        case AllocationPending() as pending:
+            changes.added[pending.allocation_id] = {
+                "allocation_id": pending.allocation_id,
+                "payment_id": pending.payment_id,
+                "payment_number": pending.payment_number,
+                "customer_id": pending.customer_id,
+                "order_id": pending.order_id,
+                "amount": pending.amount,
+                "business_date": pending.business_date,
+                "pending_since": pending.created_at,
+            }
         case PaymentAllocated() as alloc:
             changes.resolved[alloc.allocation_id] = (event.occurred_at, "applied")
         case AllocationReleased() as rel:

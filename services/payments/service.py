@@ -27,6 +27,7 @@ from shared.auth import Actor
 from shared.config import Settings
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events.payments import (
+    AllocationPending,
     AllocationReleased,
     AllocationState,
     PaymentAllocated,
@@ -107,6 +108,7 @@ async def receive(
         business_date=business_date,
     )
     _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
+    _emit_pending(session, payment, [a for a in allocations if a.status == "pending"])
     await record_audit(
         session,
         schema=SCHEMA,
@@ -128,6 +130,7 @@ async def allocate(
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
     _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
+    _emit_pending(session, payment, [a for a in allocations if a.status == "pending"])
     await record_audit(
         session,
         schema=SCHEMA,
@@ -419,6 +422,26 @@ def check_allocation(order: KnownOrder, customer_id: UUID, amount: Decimal, fiel
 def _emit_applied(session: AsyncSession, payment: Payment, applied: list[Allocation]) -> None:
     for allocation in applied:
         emit_allocated(session, payment, allocation)
+
+
+def _emit_pending(session: AsyncSession, payment: Payment, pending: list[Allocation]) -> None:
+    now = datetime.now(UTC)
+    for allocation in pending:
+        emit(
+            session,
+            AllocationPending(
+                allocation_id=allocation.id,
+                payment_id=payment.id,
+                payment_number=payment.number,
+                customer_id=payment.customer_id,
+                order_id=allocation.order_id,
+                amount=allocation.amount,
+                business_date=payment.business_date,
+                created_at=now,
+            ),
+            source=SCHEMA,
+            key=str(payment.customer_id),
+        )
 
 
 def emit_allocated(session: AsyncSession, payment: Payment, allocation: Allocation) -> None:

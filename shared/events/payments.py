@@ -61,6 +61,22 @@ class PaymentAllocated(EventPayload):
     business_date: date
 
 
+@payload_type("payment.allocation_pending")
+class AllocationPending(EventPayload):
+    """An allocation to an order this service does not know yet: it is checked, and then
+    allocated or released, when the order's event arrives. Raised wherever one is made (a
+    new payment's allocations[] also lists it, as pending)."""
+
+    allocation_id: UUID
+    payment_id: UUID
+    payment_number: str
+    customer_id: UUID
+    order_id: UUID
+    amount: Money
+    business_date: date
+    created_at: datetime
+
+
 @payload_type("payment.allocation_released", version=2)
 class AllocationReleased(EventPayload):
     """All or part of an allocation went back to the payment's unapplied credit (cancelled

@@ -128,3 +128,37 @@ async def test_pending_allocations_are_reported_after_the_setting_until_resolved
             lambda: pending_in(client, "2022-06"),
             lambda rows: not {str(allocation), str(second)} & ids(rows),
         )
+
+
+async def test_a_pending_allocation_made_after_the_payment_is_reported(
+    app_client: AppClient, migrated: str, settings: Settings
+) -> None:
+    """Through the payments service: credit allocated later to an order it does not know."""
+    from tests.closing.test_close_protocol import customer as known_customer
+
+    customer = await known_customer(migrated)
+    never_arrives = new_id()
+    at_once = settings.model_copy(update={"pending_allocation_report_after_seconds": 0})
+    modules = [service_module("payments"), service_module("closing")]
+    async with app_client(modules, settings_override=at_once) as client:
+        paid = await client.post(
+            "/v1/payments",
+            json={"customer_id": str(customer), "amount": "40.00", "method": "cash"},
+            headers=auth("pos"),
+        )
+        assert paid.status_code == 201, paid.text
+        allocated = await client.post(
+            f"/v1/payments/{paid.json()['id']}/allocations",
+            json={"order_id": str(never_arrives), "amount": "15.00"},
+            headers=auth("pos"),
+        )
+        assert allocated.status_code in (200, 201), allocated.text
+        pending = next(a for a in allocated.json()["allocations"] if a["status"] == "pending")
+        period = paid.json()["period"]
+        listed = await eventually(
+            lambda: pending_in(client, period),
+            lambda rows: pending["id"] in ids(rows),
+        )
+        row = next(r for r in listed if r["allocation_id"] == pending["id"])
+        assert (row["order_id"], row["amount"]) == (str(never_arrives), "15.00")
+        assert row["payment_number"] == paid.json()["number"]
