@@ -55,9 +55,11 @@ def own_database(pg_server: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kafka_bootstrap() -> Iterator[str]:
-    """A Kafka-protocol broker (Tansu, in memory) for the session; started on first use."""
+    """A Kafka-protocol broker (Tansu, in memory) of the test module's own, started on first
+    use: a broker shared across modules has delivered one module's records to another's
+    topics (docs/tansu.md), and a module's closed periods must not reach the next one."""
     with tansu_broker() as bootstrap:
         yield bootstrap
 
