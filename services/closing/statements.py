@@ -9,10 +9,10 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import last_day, parse_period
 from services.closing.ledger import first_day
 from services.closing.models import SCHEMA, ClosedBalance, LedgerEntry, Period, Statement
 from services.closing.schemas import CustomerStatement, StatementLine
+from services.closing.service import last_day, parse_period
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.errors import Conflict, InvalidInput, NotFound

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
+from services.orders.domain import PricedLine, approvals_needed, price_line, totals
 from services.orders.models import (
     RECEIVABLE_STATUSES,
     SCHEMA,
@@ -47,7 +48,6 @@ from services.orders.models import (
     utcnow,
 )
 from services.orders.periods import document_date, ensure_open, today
-from services.orders.pricing import PricedLine, approvals_needed, price_line, totals
 from services.orders.schemas import OrderCreate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor

@@ -11,7 +11,6 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import compare, document_totals, last_day, parse_period
 from services.closing.hashing import BALANCE_FIELDS, period_hash
 from services.closing.models import (
     ClosedBalance,
@@ -22,6 +21,7 @@ from services.closing.models import (
 )
 from services.closing.pending import overdue_pending
 from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance
+from services.closing.service import compare, document_totals, last_day, parse_period
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
 
@@ -139,7 +139,7 @@ async def balances(
 
 
 async def trial_balance_of(session: AsyncSession, period: str) -> TrialBalance:
-    from services.closing.close import trial_balance
+    from services.closing.service import trial_balance
 
     row = await read_period(session, period)
     lines = (
