@@ -8,11 +8,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing import queries, service, statements
-from services.closing.models import SCHEMA, PeriodVersion, Statement
+from services.closing.models import SCHEMA
 from services.closing.schemas import (
     BalanceRow,
     CustomerStatement,
@@ -184,21 +183,7 @@ async def period_versions(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> list[VersionPublic]:
     """Every close of the period, oldest first, with who reopened it and why."""
-    current = await queries.read_period(session, period)
-    rows = (
-        await session.execute(
-            select(PeriodVersion)
-            .where(PeriodVersion.period == period)
-            .order_by(PeriodVersion.version)
-        )
-    ).scalars()
-    return [
-        VersionPublic(
-            **v.model_dump(exclude={"trial_balance", "control_totals"}),
-            current=current.status == "closed" and v.version == current.version,
-        )
-        for v in rows
-    ]
+    return await queries.versions(session, period)
 
 
 @router.get("/periods/{period}/versions/diff")
@@ -274,17 +259,8 @@ async def list_statements(
     _: Actor = Depends(require(*READERS)),
 ) -> list[StatementPublic]:
     """Statements sent for confirmation; `status=disputed` lists the open disputes."""
-    query = select(Statement).order_by(Statement.id)
-    if status:
-        query = query.where(Statement.status == status)
-    if period:
-        query = query.where(Statement.period == period)
-    if customer_id:
-        query = query.where(Statement.customer_id == customer_id)
-    return [
-        StatementPublic.model_validate(s, from_attributes=True)
-        for s in (await session.execute(query)).scalars()
-    ]
+    rows = await queries.statements(session, status=status, period=period, customer_id=customer_id)
+    return [StatementPublic.model_validate(s, from_attributes=True) for s in rows]
 
 
 @router.post("/statements/{statement_id}/confirm", response_model=StatementPublic)

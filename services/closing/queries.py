@@ -1,5 +1,6 @@
 """What finance reads from the closing service: periods, balances, trial balance,
-reconciliation exceptions, version diffs and the verification of a closed period."""
+reconciliation exceptions, versions and their diffs, statements sent, and the verification
+of a closed period."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from services.closing.models import (
     Period,
     PeriodVersion,
     ReconciliationException,
+    Statement,
 )
 from services.closing.pending import overdue_pending
-from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance
+from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance, VersionPublic
 from services.closing.service import compare, document_totals, last_day, parse_period
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
@@ -463,3 +465,36 @@ async def closed_earlier_before(session: AsyncSession, *, period: str, moment: A
         .limit(1)
     )
     return found.first() is not None
+
+
+async def versions(session: AsyncSession, period: str) -> list[VersionPublic]:
+    """Every close of the period, oldest first, marking the one that stands."""
+    current = await read_period(session, period)
+    rows = (
+        await session.execute(
+            select(PeriodVersion)
+            .where(PeriodVersion.period == period)
+            .order_by(PeriodVersion.version)
+        )
+    ).scalars()
+    return [
+        VersionPublic(
+            **v.model_dump(exclude={"trial_balance", "control_totals"}),
+            current=current.status == "closed" and v.version == current.version,
+        )
+        for v in rows
+    ]
+
+
+async def statements(
+    session: AsyncSession, *, status: str | None, period: str | None, customer_id: UUID | None
+) -> list[Statement]:
+    """Statements sent for confirmation, by id, filtered by status, period and customer."""
+    query = select(Statement).order_by(Statement.id)
+    if status:
+        query = query.where(Statement.status == status)
+    if period:
+        query = query.where(Statement.period == period)
+    if customer_id:
+        query = query.where(Statement.customer_id == customer_id)
+    return list((await session.execute(query)).scalars())
