@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -204,11 +204,12 @@ async def ar_ageing(
     as_of: date | None = Query(
         None, description="the day to age at; default today in the business time zone"
     ),
+    today: date = Depends(business_today),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
     """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
-    day = as_of or datetime.now(request.app.state.settings.zone).date()
+    day = as_of or today
     rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
     totals = AgeingTotals(
         **{

@@ -24,6 +24,7 @@ from services.closing.schemas import (
     TrialBalance,
     VersionPublic,
 )
+from shared import periods
 from shared.audit import audit_router
 from shared.auth import Actor, Role, require
 from shared.clock import business_today
@@ -150,7 +151,7 @@ async def period_trial_balance(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> TrialBalance:
     """Debits and credits per account posted into the period (frozen once closed)."""
-    service.parse_period(period)
+    periods.Period.parse(period)
     return await queries.trial_balance_of(session, period)
 
 
@@ -163,7 +164,7 @@ async def period_reconciliation(
 ) -> dict:
     """Late events, failed pending allocations, overpaid orders, credit balances,
     control-total mismatches and allocations pending too long of a period."""
-    service.parse_period(period)
+    periods.Period.parse(period)
     after = request.app.state.settings.pending_allocation_report_after_seconds
     return await queries.reconciliation(
         session, period, pending_report_after=timedelta(seconds=after)
@@ -195,7 +196,7 @@ async def period_version_diff(
     _: Actor = Depends(require(*READERS)),
 ) -> dict:
     """Balance changes between two closes of one period."""
-    service.parse_period(period)
+    periods.Period.parse(period)
     return await queries.version_diff(session, period, from_version, to_version)
 
 

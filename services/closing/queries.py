@@ -23,7 +23,8 @@ from services.closing.models import (
 )
 from services.closing.pending import overdue_pending
 from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance, VersionPublic
-from services.closing.service import compare, document_totals, last_day, parse_period
+from services.closing.service import compare, document_totals
+from shared import periods
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
 
@@ -32,7 +33,7 @@ ZERO = Decimal("0.00")
 
 async def read_period(session: AsyncSession, period: str) -> Period:
     """The period's row, or an open one if nothing has happened to it yet."""
-    parse_period(period)
+    periods.Period.parse(period)
     row = await session.get(Period, period)
     return row or Period(period=period, status="open", version=0, control_totals={})
 
@@ -189,7 +190,7 @@ async def reconciliation(
         "control_total_mismatches": [],
         "pending_allocations": await overdue_pending(
             session,
-            end=last_day(period),
+            end=periods.Period.parse(period).last_day,
             now=now or datetime.now(UTC),
             report_after=pending_report_after,
         ),
@@ -219,7 +220,7 @@ async def reconciliation(
                    > i.gross - COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'credit'), 0)
             """
         ),
-        {"end": last_day(period)},
+        {"end": periods.Period.parse(period).last_day},
     )
     for order_id, number, customer_id, gross, credited, paid in overpaid:
         report["overpaid_orders"].append(

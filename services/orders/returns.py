@@ -24,9 +24,8 @@ from services.orders.models import (
     OrderLine,
     utcnow,
 )
-from services.orders.periods import document_date
 from services.orders.schemas import ReturnCreate, tidy
-from services.orders.service import lock_order
+from services.orders.service import document_date, lock_order
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
