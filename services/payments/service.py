@@ -33,6 +33,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
+from shared.db import lock_or_404
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events.payments import (
     AllocationPending,
@@ -229,17 +230,10 @@ async def get_payment(session: AsyncSession, payment_id: UUID) -> Payment:
 
 
 async def lock_payment(session: AsyncSession, payment_id: UUID) -> Payment:
-    payment = (
-        await session.execute(
-            select(Payment)
-            .where(Payment.id == payment_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if payment is None:
-        raise PaymentNotFound(f"no payment {payment_id}")
-    return payment
+    """The payment, row-locked until the transaction ends; 404 if there is none."""
+    return await lock_or_404(
+        session, Payment, payment_id, missing=PaymentNotFound(f"no payment {payment_id}")
+    )
 
 
 async def release_newest(
