@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import dashboard, queries, service, trend
+from services.analytics import dashboard, domain, queries, service
 from services.analytics.models import SCHEMA
 from services.analytics.schemas import (
     PERIOD_PATTERN,
@@ -238,13 +238,13 @@ async def trend_report(
 ) -> Any:
     """A metric per interval from `from` to `to`, then `forecast` predicted intervals."""
     _range(start, end)
-    _choice("metric", metric, trend.METRICS)
-    _choice("interval", interval, trend.INTERVALS)
-    if len(trend.buckets(start, end, interval)) > 5000:
+    _choice("metric", metric, queries.TREND_METRICS)
+    _choice("interval", interval, domain.INTERVALS)
+    if len(domain.buckets(start, end, interval)) > 5000:
         raise InvalidInput("from", "too many intervals; choose a shorter range or longer interval")
     points = [
         TrendPoint.model_validate(p)
-        for p in await trend.trend(
+        for p in await queries.trend(
             session,
             metric=metric,
             interval=interval,
@@ -258,7 +258,7 @@ async def trend_report(
         as_of=await queries.as_of(session),
         metric=metric,
         interval=interval,
-        method=trend.METHOD if forecast else None,
+        method=domain.METHOD if forecast else None,
         points=points,
     )
     return _list_answer(request, report, points, list(TrendPoint.model_fields), "trend.csv")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.closing.domain import posting_of
 from services.closing.ledger import (
     Batch,
     add_invoice_facts,
     add_posting,
     flush,
     load_book,
-    posting_of,
 )
 from services.closing.models import SCHEMA
 from services.closing.pending import PendingChanges, flush_pending, track

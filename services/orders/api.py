@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders import customers, products, queries, returns, service
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
     CreditNotePublic,
@@ -183,7 +183,7 @@ def _held(submission: service.Submission, view: OrderPublic) -> JSONResponse:
     return problem(
         409,
         "Credit limit exceeded",
-        hold.explain(submission.order),
+        hold.explain(submission.order.number),
         order_id=str(view.id),
         order_number=view.number,
         order_status=view.status.value,

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
 from shared.money import Money, Quantity, Rate
 
 # Bounds keep every accepted order inside the NUMERIC columns (see models.py): at most
