@@ -99,6 +99,7 @@ def require(*roles: Role):
             raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
         return actor
 
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]
     return dependency
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import calendar
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,12 +44,12 @@ from shared.events.closing import (
     PeriodReopened,
 )
 from shared.ids import new_id
+from shared.limits import MAX_YEAR, MIN_YEAR, is_period
 from shared.messaging.outbox import emit
 from shared.money import money_str
 
 log = logging.getLogger("salesbook.closing.close")
 SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
-PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 ZERO = Decimal("0.00")
 # The subscriptions whose events a close waits for: the ledger, and each source's answer to
 # the close request. One of them stuck on an event is the close's problem (SPEC §9).
@@ -62,8 +61,12 @@ class PeriodOutOfOrder(Conflict):
 
 
 def parse_period(period: str) -> str:
-    if not PERIOD_PATTERN.match(period):
-        raise InvalidInput("period", f"{period!r} is not a period like 2026-10")
+    if not is_period(period):
+        raise InvalidInput(
+            "period",
+            f"{period!r} is not a month written YYYY-MM (ASCII digits) "
+            f"in the years {MIN_YEAR} to {MAX_YEAR}",
+        )
     return period
 
 

@@ -54,8 +54,9 @@ from shared.auth import Actor
 from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
+from shared.limits import MAX_AMOUNT
 from shared.messaging.outbox import emit
-from shared.money import round_money
+from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 
 S = OrderStatus
@@ -79,11 +80,13 @@ class CreditHold:
     order_gross: Decimal
 
     def explain(self, order: Order) -> str:
+        after = self.open_receivable + self.order_gross
         return (
-            f"order {order.number} ({self.order_gross}) would take the customer's open "
-            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
-            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
-            "approver approves it"
+            f"order {order.number} was saved but not confirmed: its gross of "
+            f"{money_str(self.order_gross)} would take what the customer owes from "
+            f"{money_str(self.open_receivable)} to {money_str(after)}, over the credit limit of "
+            f"{money_str(self.credit_limit)}. It waits in status submitted until an approver "
+            f"approves it (POST /v1/orders/{order.id}/approve) or rejects it"
         )
 
 
@@ -137,10 +140,17 @@ async def create_order(
         if not product.active:
             raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
         unit_price = product.unit_price if line.unit_price is None else line.unit_price
-        if line.discount > line.quantity * unit_price:
+        before_discount = line.quantity * unit_price
+        if before_discount > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
+                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        if line.discount > before_discount:
             raise InvalidInput(
                 f"lines.{i}.discount",
-                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
             )
         priced = price_line(
             quantity=line.quantity,
@@ -148,8 +158,20 @@ async def create_order(
             discount=line.discount,
             tax_rate=product.tax_rate,
         )
+        if priced.gross > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"the line comes to {money_str(priced.gross)} with tax; "
+                f"a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
         priced_lines.append((product, priced))
     total = totals(priced for _, priced in priced_lines)
+    if total.gross > MAX_AMOUNT:
+        raise InvalidInput(
+            "lines",
+            f"the order comes to {money_str(total.gross)}; "
+            f"an order may come to at most {money_str(MAX_AMOUNT)}",
+        )
     if data.instalments:
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:

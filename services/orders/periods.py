@@ -59,8 +59,8 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     )
     if await session.get(PeriodLock, period, populate_existing=True) is not None:
         raise PeriodLocked(
-            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
-            "date the document into a later period",
+            f"period {period} is closed to new documents (its month-end close has begun); "
+            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
             field=field,
             period=period,
         )

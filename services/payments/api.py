@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -27,6 +28,7 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import idempotent
+from shared.limits import Period
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
 
 router = APIRouter(tags=["payments"])
@@ -110,7 +112,7 @@ async def list_payments(
     request: Request,
     customer_id: UUID | None = None,
     method: Method | None = None,
-    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    period: Annotated[Period | None, Query(description="YYYY-MM of the business date")] = None,
     page: PageParams = Depends(page_params),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*ANY_ROLE)),
