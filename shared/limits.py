@@ -20,14 +20,15 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from shared.money import Money, Quantity, Rate
+from shared.periods import Period
 
 MAX_QUANTITY = Decimal("1000000")
 """The most units of a product one line may carry (at most three decimals)."""
 MAX_AMOUNT = Decimal("1000000000.00")
 """The most one unit price, discount, line, order, instalment, payment, allocation, refund,
 write-off or target may amount to."""
-MIN_YEAR = 2000
-MAX_YEAR = 2999
+MIN_YEAR = Period.FIRST_YEAR
+MAX_YEAR = Period.LAST_YEAR
 INT32_MAX = 2**31 - 1
 """The largest integer a query parameter may carry (versions and counts are int4 columns)."""
 
@@ -99,12 +100,12 @@ def _check_period(value: str) -> str:
     return value
 
 
-Period = Annotated[
+PeriodText = Annotated[
     str,
     AfterValidator(_check_period),
     WithJsonSchema({"type": "string", "pattern": PERIOD_PATTERN, "examples": ["2026-11"]}),
 ]
-"""An accounting month, YYYY-MM."""
+"""An accounting month as a request writes it, YYYY-MM (`Period.parse` reads it)."""
 
 
 def _strict_decimal(raw: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import dashboard, queries, targets, trend
+from services.analytics import dashboard, queries, service, trend
 from services.analytics.models import SCHEMA
 from services.analytics.schemas import (
     AgeingReport,
@@ -35,7 +35,7 @@ from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
-from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, Period, text
+from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
 from shared.pagination import cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -207,11 +207,12 @@ async def ar_ageing(
         BusinessDate | None,
         Query(description="the day to age at; default today in the business time zone"),
     ] = None,
+    today: date = Depends(business_today),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
     """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
-    day = as_of or datetime.now(request.app.state.settings.zone).date()
+    day = as_of or today
     rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
     totals = AgeingTotals(
         **{
@@ -273,12 +274,12 @@ async def put_targets(
     actor: Actor = Depends(require(Role.FINANCE)),
 ) -> list[TargetRow]:
     """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
-    saved = await targets.set_targets(session=session, targets=body.targets, actor=actor)
+    saved = await service.set_targets(session=session, targets=body.targets, actor=actor)
     # Each target as attainment reads it now: the month's revenue so far against it.
     by_period: dict[str, dict[str, dict[str, Any]]] = {}
     for period in sorted({t.period for t in saved}):
         by_period[period] = {
-            r["salesperson"]: r for r in await targets.attainment(session=session, period=period)
+            r["salesperson"]: r for r in await service.attainment(session=session, period=period)
         }
     return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
 
@@ -286,14 +287,14 @@ async def put_targets(
 @router.get("/targets/attainment", response_model=Attainment)
 async def attainment(
     request: Request,
-    period: Annotated[Period, Query(description="YYYY-MM")],
+    period: Annotated[PeriodText, Query(description="YYYY-MM")],
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
     """Revenue against target per salesperson in a month (YYYY-MM)."""
     rows = [
         TargetRow.model_validate(r)
-        for r in await targets.attainment(session=session, period=period)
+        for r in await service.attainment(session=session, period=period)
     ]
     report = Attainment(as_of=await queries.as_of(session), period=period, rows=rows)
     return _list_answer(request, report, rows, list(TargetRow.model_fields), "attainment.csv")

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from shared.limits import Amount, Period, text
+from shared.limits import Amount, PeriodText, text
 from shared.money import Money
 
 Ratio = Annotated[Decimal, PlainSerializer(lambda v: str(v), return_type=str, when_used="json")]
@@ -133,7 +133,7 @@ class TargetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     salesperson: Salesperson
-    period: Period
+    period: PeriodText
     amount: Amount
 
 

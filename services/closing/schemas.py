@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.limits import Period, text
+from shared.limits import PeriodText, text
 from shared.money import Money
 
 Reason = text(min_length=3, max_length=1000)
@@ -92,7 +92,7 @@ class CustomerStatement(BaseModel):
 
 class StatementSend(_Input):
     customer_id: UUID
-    period: Period
+    period: PeriodText
 
 
 class StatementConfirm(_Input):
