@@ -59,8 +59,8 @@ def _admitted(request: Request, rules: _Rules) -> bool:
 async def strict_query(request: Request) -> None:
     """Refuse (422) a query parameter the operation does not take, or a value with NUL."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
+    if not isinstance(route, APIRoute) or not route.include_in_schema:
+        return  # a page or script for browsers, which may add a cache-busting parameter
     rules = _rules(route)
     if not _admitted(request, rules):
         return  # the operation's own authentication answers 401 or 403 first
