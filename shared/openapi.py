@@ -45,6 +45,11 @@ class Problem(BaseModel):
     )
 
 
+def conflict(description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's 409 answer, for `responses=`: the one error status a route states itself."""
+    return {409: {"description": description}}
+
+
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 _DESCRIPTIONS = {
