@@ -131,7 +131,7 @@ async def caught_up(url: str) -> None:
                                    AND o.source = s.source),
                                (SELECT position FROM payments.consumer_offsets o
                                  WHERE s.schema = 'payments' AND o.consumer = s.consumer
-                                   AND o.source = s.source), -1)
+                                   AND o.source = s.source), 0)
                 """
             )
         finally:
