@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -230,7 +231,14 @@ async def test_reads_during_a_rebuild_answer_the_old_figures(
     assert Decimal(after["kpis"]["net_sales"]) - Decimal(before["kpis"]["net_sales"]) == 100
 
 
-async def test_the_rebuild_command_shows_its_progress_and_rate(db: str, tmp_path) -> None:
+async def test_the_rebuild_command_shows_its_progress_and_rate(
+    client: httpx.AsyncClient, db: str, tmp_path
+) -> None:
+    customer = ok(await client.post("/v1/customers", json={"name": "Eve"}, headers=SALES), 201)
+    sku = f"E-{uuid.uuid4().hex[:8]}"
+    product = {"sku": sku, "name": "e", "unit_price": "9.00", "tax_rate": "0.13"}
+    ok(await client.post("/v1/products", json=product, headers=SALES), 201)
+    await order(client, customer["id"], [{"sku": sku, "quantity": "1"}], "2026-11-21")
     await caught_up(db)
     incremental = await tables(db, "closing")
     result = await asyncio.to_thread(
