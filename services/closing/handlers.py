@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import on_cutoff, try_complete
 from services.closing.ledger import (
     Batch,
     PeriodBook,
@@ -20,6 +19,7 @@ from services.closing.ledger import (
 )
 from services.closing.models import SCHEMA, Period
 from services.closing.pending import PendingChanges, flush_pending, track
+from services.closing.service import on_cutoff, try_complete
 from shared.events.closing import PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription
