@@ -82,9 +82,15 @@ async def _analytics(session: AsyncSession) -> tuple[Handler, Any]:
     from services.analytics.handlers import apply_events
 
     async def handle(session: AsyncSession, events: list[Event], _: Any) -> None:
-        await apply_events(session, events)
+        await apply_events(session, events, rollups=False)
 
     return handle, None
+
+
+async def _fill_rollups(session: AsyncSession) -> None:
+    from services.analytics.handlers import fill_rollups
+
+    await fill_rollups(session)
 
 
 async def _replica(session: AsyncSession) -> tuple[Handler, Any]:
@@ -130,6 +136,7 @@ MODELS = {
         tables=ALL_BUT,
         keep=("targets",),
         start=_analytics,
+        finish=_fill_rollups,
     ),
     "payments-replica": ReadModel(
         name="payments-replica",
@@ -221,15 +228,27 @@ async def rebuild(
 
 
 async def _create_shadow(session: AsyncSession, model: ReadModel) -> None:
+    """Tables like the live ones, unlogged (a crashed rebuild is simply run again) and with
+    only the unique indexes the handlers' upserts need: their rows are copied into the live
+    tables at the swap, whose indexes are the ones read."""
     await session.execute(text(f"DROP SCHEMA IF EXISTS {model.shadow} CASCADE"))
     await session.execute(text(f"CREATE SCHEMA {model.shadow}"))
     for table in model.table_names():
         await session.execute(
             text(
-                f"CREATE TABLE {model.shadow}.{table} (LIKE {model.schema}.{table} "
+                f"CREATE UNLOGGED TABLE {model.shadow}.{table} (LIKE {model.schema}.{table} "
                 "INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
             )
         )
+        unneeded = await session.execute(
+            text(
+                "SELECT indexrelid::regclass::text FROM pg_index "
+                "WHERE indrelid = CAST(:t AS regclass) AND NOT indisunique"
+            ),
+            {"t": f"{model.shadow}.{table}"},
+        )
+        for (index,) in unneeded.all():
+            await session.execute(text(f"DROP INDEX {index}"))
 
 
 async def _heads(session: AsyncSession, sources: Sequence[str]) -> dict[str, int]:
