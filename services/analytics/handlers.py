@@ -541,7 +541,7 @@ async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
 
 async def _flush_open_amounts(session: AsyncSession, batch: Batch) -> None:
     """Place again, on their instalments, every move of each invoice this batch moved, and
-    keep `open_changes` and `open_by_day` equal to the result. A whole invoice is placed
+    keep `open_changes`, `open_now` and `open_by_day` equal to the result. A whole invoice is placed
     again because a backdated move changes what its later moves took of each instalment."""
     touched = sorted({move["order_id"] for move in batch.moves})
     if touched:
@@ -551,7 +551,8 @@ async def _flush_open_amounts(session: AsyncSession, batch: Batch) -> None:
 # The ageing rule of shared/ageing.py on each instalment (amount, upto, gross) at the end of
 # each day its invoice moved, from the allocations and credits summed up to that day; an
 # invoice counts from the day of its invoice move. Only what differs from the rows kept is
-# written: upserted or deleted per row, and added to open_by_day per day and due date.
+# written: upserted or deleted per row of open_changes and open_now, and added to
+# open_by_day per day and due date (a sum that comes to zero keeps its row and its day).
 _OPEN_CHANGES_STATEMENT = text(
     f"""
     WITH touched AS (
@@ -604,10 +605,28 @@ _OPEN_CHANGES_STATEMENT = text(
     ), deleted AS (
         DELETE FROM {SCHEMA}.open_changes c USING diff d
         WHERE d.amount = 0 AND (c.order_id, c.seq, c.day) = (d.order_id, d.seq, d.day)
+    ), final AS (
+        SELECT DISTINCT ON (order_id, seq) order_id, seq, customer_id, due_date, open AS amount
+        FROM opens ORDER BY order_id, seq, day DESC
+    ), kept_now AS (
+        SELECT n.* FROM {SCHEMA}.open_now n JOIN touched t ON t.order_id = n.order_id
+    ), now_diff AS (
+        SELECT coalesce(f.order_id, k.order_id) AS order_id, coalesce(f.seq, k.seq) AS seq,
+               f.customer_id, f.due_date, coalesce(f.amount, 0) AS amount
+        FROM (SELECT * FROM final WHERE amount <> 0) f
+        FULL JOIN kept_now k ON (k.order_id, k.seq) = (f.order_id, f.seq)
+        WHERE coalesce(f.amount, 0) <> coalesce(k.amount, 0)
+    ), now_upserted AS (
+        INSERT INTO {SCHEMA}.open_now AS cur (order_id, seq, customer_id, due_date, amount)
+        SELECT order_id, seq, customer_id, due_date, amount FROM now_diff
+        WHERE amount <> 0 ORDER BY order_id, seq
+        ON CONFLICT (order_id, seq) DO UPDATE SET amount = EXCLUDED.amount
+    ), now_deleted AS (
+        DELETE FROM {SCHEMA}.open_now n USING now_diff d
+        WHERE d.amount = 0 AND (n.order_id, n.seq) = (d.order_id, d.seq)
     )
     INSERT INTO {SCHEMA}.open_by_day AS cur (day, due_date, amount)
-    SELECT day, due_date, sum(change) FROM diff GROUP BY day, due_date
-    HAVING sum(change) <> 0 ORDER BY day, due_date
+    SELECT day, due_date, sum(change) FROM diff GROUP BY day, due_date ORDER BY day, due_date
     ON CONFLICT (day, due_date) DO UPDATE SET amount = cur.amount + EXCLUDED.amount
     """
 )

@@ -43,6 +43,7 @@ from services.analytics.models import (
     Freshness,
     OpenByDay,
     OpenChange,
+    OpenNow,
     ReceivableMove,
     ReceivablesByDay,
 )
@@ -469,20 +470,27 @@ async def ageing(
     up to `limit` customers with something open, by customer id after `after`.
 
     Allocated payments pay an invoice's oldest instalments first, credit notes and
-    cancellations take back its newest (shared/ageing.py is the reference): the consumer
-    keeps what each invoice's moves changed of each instalment per day in `open_changes`,
-    so a customer's ageing as of any day sums the customer's rows up to that day."""
-    c = OpenChange.__table__.c  # type: ignore[attr-defined]
+    cancellations take back its newest (shared/ageing.py is the reference). The consumer
+    keeps what is open of each instalment now in `open_now`, which a day on or after the
+    newest change reads, and what each day changed of it in `open_changes`, which an earlier
+    day sums up to that day."""
+    newest = (await session.execute(select(func.max(OpenByDay.day)))).scalar()  # type: ignore[arg-type]
+    if newest is None or as_of_date >= newest:
+        c = OpenNow.__table__.c  # type: ignore[attr-defined]
+        query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))
+    else:
+        c = OpenChange.__table__.c  # type: ignore[attr-defined]
+        query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount)).where(
+            c.day <= as_of_date
+        )
+    if after is not None:
+        query = query.where(c.customer_id > after)
     query = (
-        select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))
-        .where(c.day <= as_of_date)
-        .group_by(c.customer_id)
+        query.group_by(c.customer_id)
         .having(func.sum(c.amount) != 0)
         .order_by(c.customer_id)
         .limit(limit)
     )
-    if after is not None:
-        query = query.where(c.customer_id > after)
     return [dict(row) for row in (await session.execute(query)).mappings()]
 
 

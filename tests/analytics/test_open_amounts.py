@@ -36,7 +36,8 @@ from tests.payments.factories import OrdersFeed
 
 ZERO = Decimal("0.00")
 DAY0 = date(2025, 3, 1)
-SPAN = 40  # days documents are dated within, from DAY0
+SPAN = 40  # days documents are dated within, from DAY0 (credit notes up to 2 × SPAN)
+AFTER_ALL = DAY0 + timedelta(days=3 * SPAN)
 
 
 @dataclass
@@ -206,14 +207,25 @@ async def _apply_in_batches(db: Database, events: list[Event], cuts: list[int]) 
 
 
 async def _kept_open(db: Database, invoices: list[Invoice], day: date) -> dict[Any, Decimal]:
+    """What the consumer keeps open of each instalment at the end of `day`: the day's changes
+    summed, or after every document what is open now."""
+    orders = [i.order_id for i in invoices]
     async with db.sessions() as session:
-        rows = await session.execute(
-            text(
-                "SELECT order_id, seq, sum(amount) FROM analytics.open_changes "
-                "WHERE order_id = ANY(:orders) AND day <= :day GROUP BY order_id, seq"
-            ),
-            {"orders": [i.order_id for i in invoices], "day": day},
-        )
+        if day == AFTER_ALL:
+            rows = await session.execute(
+                text(
+                    "SELECT order_id, seq, amount FROM analytics.open_now WHERE order_id = ANY(:o)"
+                ),
+                {"o": orders},
+            )
+        else:
+            rows = await session.execute(
+                text(
+                    "SELECT order_id, seq, sum(amount) FROM analytics.open_changes "
+                    "WHERE order_id = ANY(:o) AND day <= :day GROUP BY order_id, seq"
+                ),
+                {"o": orders, "day": day},
+            )
         return {(o, s): a for o, s, a in rows if a != 0}
 
 
@@ -228,7 +240,9 @@ async def test_kept_open_amounts_age_as_the_reference(
     cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=4))
     await _apply_in_batches(database, events, cuts)
 
-    for day in (DAY0 + timedelta(days=n) for n in range(-1, SPAN + 2, 3)):
+    # Every third day of the documents' span, then a day after every document (read from
+    # what is open now).
+    for day in [*(DAY0 + timedelta(days=n) for n in range(-1, SPAN + 2, 3)), AFTER_ALL]:
         expected = {
             (invoice.order_id, seq): still_open
             for invoice in invoices
@@ -255,7 +269,7 @@ async def test_kept_open_amounts_age_as_the_reference(
             assert rows[0]["customer_id"] == customer and got == buckets, day
         else:
             assert not rows or rows[0]["customer_id"] != customer, day
-    await _totals_add_up(database, DAY0 + timedelta(days=data.draw(st.integers(0, SPAN))))
+    await _totals_add_up(database, DAY0 + timedelta(days=data.draw(st.integers(0, 3 * SPAN))))
 
 
 def _before(customer: UUID) -> UUID:

@@ -1,5 +1,6 @@
-"""analytics: what each day changed of each instalment's open amount, so AR ageing as of
-any day sums a few rows per customer instead of every receivable move of every invoice
+"""analytics: what each day changed of each instalment's open amount and what is open of it
+now, so AR ageing sums a few rows per customer instead of every receivable move of every
+invoice
 
 Filled from the receivable moves and instalments already held, by the rule of
 shared/ageing.py the consumer keeps them by from now on.
@@ -33,6 +34,16 @@ def upgrade() -> None:
         sa.Column("due_date", sa.Date(), nullable=False),
         sa.Column("amount", MONEY, nullable=False),
         sa.PrimaryKeyConstraint("order_id", "seq", "day", name="pk_open_changes"),
+        schema=SCHEMA,
+    )
+    op.create_table(
+        "open_now",
+        sa.Column("order_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("customer_id", sa.Uuid(), nullable=False),
+        sa.Column("due_date", sa.Date(), nullable=False),
+        sa.Column("amount", MONEY, nullable=False),
+        sa.PrimaryKeyConstraint("order_id", "seq", name="pk_open_now"),
         schema=SCHEMA,
     )
     op.create_table(
@@ -83,13 +94,23 @@ def upgrade() -> None:
         "(customer_id, day) INCLUDE (due_date, amount)"
     )
     op.execute(
+        f"INSERT INTO {SCHEMA}.open_now (order_id, seq, customer_id, due_date, amount) "
+        f"SELECT order_id, seq, min(customer_id::text)::uuid, min(due_date), sum(amount) "
+        f"FROM {SCHEMA}.open_changes GROUP BY order_id, seq HAVING sum(amount) <> 0"
+    )
+    op.execute(
+        f"CREATE INDEX ix_open_now_customer ON {SCHEMA}.open_now "
+        "(customer_id) INCLUDE (due_date, amount)"
+    )
+    op.execute(
         f"INSERT INTO {SCHEMA}.open_by_day (day, due_date, amount) "
-        f"SELECT day, due_date, sum(amount) FROM {SCHEMA}.open_changes GROUP BY day, due_date "
-        "HAVING sum(amount) <> 0"
+        f"SELECT day, due_date, sum(amount) FROM {SCHEMA}.open_changes GROUP BY day, due_date"
     )
 
 
 def downgrade() -> None:
     op.drop_table("open_by_day", schema=SCHEMA)
+    op.drop_index("ix_open_now_customer", "open_now", schema=SCHEMA)
+    op.drop_table("open_now", schema=SCHEMA)
     op.drop_index("ix_open_changes_customer", "open_changes", schema=SCHEMA)
     op.drop_table("open_changes", schema=SCHEMA)
