@@ -78,6 +78,7 @@ class Order:
     instalments: list[tuple[date, Decimal]]  # as sent; empty: the gross on the due date
     status: str = "submitted"
     approvals_needed: int = 0
+    approvers: list[str] = field(default_factory=list)
     due: date | None = None
     credited: Decimal = ZERO
     credited_net: Decimal = ZERO
@@ -153,6 +154,8 @@ class Books:
     # Receivable moves per order for ageing: (day, amount paid by allocation, + or -).
     paid_moves: dict[str, list[tuple[date, Decimal]]] = field(default_factory=dict)
     period_status: dict[str, str] = field(default_factory=dict)
+    # Pending allocations that failed their check when the order came: (order, amount).
+    failed: list[tuple[str, Decimal]] = field(default_factory=list)
     closed: dict[str, dict[str, dict]] = field(default_factory=dict)  # month -> balances
 
     # --- reading ---------------------------------------------------------------------------
@@ -204,6 +207,19 @@ class Books:
             return True
         return False
 
+    def approve(self, order: Order, approver: str) -> bool:
+        """One approval; True when it was the last one needed and confirmed the order."""
+        if order.status != "submitted":
+            raise Refused(409, f"order is {order.status}")
+        if approver in order.approvers:
+            raise Refused(409, "approved by this approver already")
+        if len(order.approvers) + 1 < order.approvals_needed:
+            order.approvers.append(approver)
+            return False
+        self.confirm(order)  # refused as a whole while the order's month is locked
+        order.approvers.append(approver)
+        return True
+
     def confirm(self, order: Order) -> None:
         if self.locked(month_of(order.day)):
             raise Refused(409, f"{order.day} is in a locked month")
@@ -216,6 +232,7 @@ class Books:
                 allocation.status = "applied"
                 self.paid_moves.setdefault(order.id, []).append((payment.day, allocation.amount))
             else:
+                self.failed.append((order.id, allocation.amount))
                 self.release(payment, allocation, allocation.amount, day=self.today)
 
     def allocations_to(self, order: Order, *statuses: str) -> list[tuple[Payment, Allocation]]:
@@ -348,6 +365,7 @@ class Books:
                         (payment.day, allocation.amount)
                     )
                 else:
+                    self.failed.append((order.id, allocation.amount))
                     self.release(payment, allocation, allocation.amount, day=self.today)
 
     def refund(self, payment: Payment, amount: Decimal, day: date) -> None:
@@ -503,3 +521,29 @@ class Books:
             "paid": paid,
             "outstanding": invoiced - credits - paid,
         }
+
+    def monthly_sales(self, customer: str) -> dict[str, dict[str, Decimal | int]]:
+        """Per month: net and gross invoiced less what cancellations reversed (on the day
+        of the cancellation), orders confirmed less cancelled, returns (credit-note gross)."""
+        months: dict[str, dict[str, Decimal | int]] = {}
+
+        def at(day: date) -> dict[str, Decimal | int]:
+            return months.setdefault(
+                month_of(day), {"net": ZERO, "gross": ZERO, "orders": 0, "returns": ZERO}
+            )
+
+        for o in self.orders.values():
+            if o.customer != customer or not o.was_confirmed:
+                continue
+            row = at(o.day)
+            row["net"] += o.net
+            row["gross"] += o.gross
+            row["orders"] += 1
+            for day, _, gross in o.credits:
+                at(day)["returns"] += gross
+            if o.cancelled_on:
+                row = at(o.cancelled_on)
+                row["net"] -= o.reversed_net
+                row["gross"] -= o.reversed_gross
+                row["orders"] -= 1
+        return months

@@ -50,7 +50,8 @@ from tests.model.oracle import (
 )
 
 SALES, POS, FINANCE = auth("sales", "sam"), auth("pos", "till"), auth("finance", "fay")
-APPROVER, ADMIN, ANALYST = auth("approver", "ann"), auth("admin", "root"), auth("analyst", "al")
+ADMIN, ANALYST = auth("admin", "root"), auth("analyst", "al")
+APPROVERS = {"ann": auth("approver", "ann"), "bob": auth("approver", "bob")}
 EXAMPLES = int(os.environ.get("SALESBOOK_MODEL_EXAMPLES", "6"))
 STEPS = int(os.environ.get("SALESBOOK_MODEL_STEPS", "30"))
 PRODUCTS = {
@@ -167,13 +168,30 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
             made = self.call("POST", "/v1/customers", SALES, 201, json=sent)
             self.books.customers[made["id"]] = Customer(made["id"], terms, limit and D(limit))
 
+        @rule(data=st.data())
+        def change_customer(self, data: st.DataObject) -> None:
+            """New terms and limit: they count for orders confirmed from now on."""
+            customer = data.draw(st.sampled_from(sorted(self.books.customers.values(), key=str)))
+            terms = data.draw(st.sampled_from([0, 30, 45]), label="terms")
+            limit = data.draw(st.sampled_from([None, "2000.00", "6000.00"]), label="limit")
+            sent = {"payment_terms_days": terms, "credit_limit": limit}
+            self.call("PATCH", f"/v1/customers/{customer.id}", SALES, 200, json=sent)
+            customer.terms, customer.limit = terms, limit and D(limit)
+
         def draw_order(self, data: st.DataObject) -> tuple[Customer, list[Line], date, dict]:
             customer = data.draw(st.sampled_from(sorted(self.books.customers.values(), key=str)))
             skus = data.draw(st.lists(st.sampled_from(sorted(PRODUCTS)), min_size=1, max_size=2))
             lines = []
             for sku in skus:
-                big = sku == "P1" and data.draw(st.integers(0, 4), label="big") == 0
-                quantity = data.draw(st.integers(85, 95) if big else st.integers(1, 12))
+                size = data.draw(st.integers(0, 19), label="size") if sku == "P1" else 9
+                # Above the first approval threshold now and then, above the second rarely.
+                quantity = data.draw(
+                    st.integers(890, 900)
+                    if size == 0
+                    else st.integers(85, 95)
+                    if size < 4
+                    else st.integers(1, 12)
+                )
                 lines.append(Line(sku, quantity, *PRODUCTS[sku]))
             day = self.open_days(data)
             sent: dict[str, Any] = {
@@ -225,17 +243,18 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
         def approve(self, data: st.DataObject) -> None:
             self.system.drain()
             order = data.draw(st.sampled_from(self.orders_where("submitted")))
+            approver = data.draw(st.sampled_from(sorted(APPROVERS)))
             try:
-                self.books.confirm(order)
+                confirmed = self.books.approve(order, approver)
                 error = None
             except Refused as refused:
-                error = refused
+                confirmed, error = False, refused
             response = self.system.request(
-                "POST", f"/v1/orders/{order.id}/approve", headers=APPROVER, json={}
+                "POST", f"/v1/orders/{order.id}/approve", headers=APPROVERS[approver], json={}
             )
             made = self.refused_or(error, response, 200)
             if made:
-                assert made["status"] == "confirmed"
+                assert made["status"] == ("confirmed" if confirmed else "submitted"), made
 
         @precondition(lambda self: self.orders_where("submitted"))
         @rule(data=st.data())
@@ -243,7 +262,13 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
             self.system.drain()
             order = data.draw(st.sampled_from(self.orders_where("submitted")))
             self.books.reject(order)
-            self.call("POST", f"/v1/orders/{order.id}/reject", APPROVER, 200, json={"reason": "no"})
+            self.call(
+                "POST",
+                f"/v1/orders/{order.id}/reject",
+                APPROVERS["ann"],
+                200,
+                json={"reason": "no"},
+            )
 
         @precondition(lambda self: self.orders_where(*CANCELLABLE))
         @rule(data=st.data())
@@ -531,6 +556,12 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                     self.check_closed(month)
             self.check_statements()
             self.check_analytics()
+            # A pending allocation that failed its check when its order came is reported to
+            # finance, in the month it was released (today's).
+            month = month_of(books.today)
+            report = self.call("GET", f"/v1/closing/periods/{month}/reconciliation", FINANCE, 200)
+            have = sorted((f["document"], D(f["amount"])) for f in report["failed_allocations"])
+            assert have == sorted(books.failed), (report["failed_allocations"], books.failed)
 
         def active(self) -> list[str]:
             """Customers with a document the ledger has seen."""
@@ -563,6 +594,20 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                     running += D(line["debit"]) - D(line["credit"])
                     assert D(line["balance"]) == running, got
                 assert running == D(got["closing"]), got
+                for month in books.months:
+                    # Each closed month's statement opens and ends where its balances do.
+                    row = books.closed.get(month, {}).get(customer)
+                    if books.period_status.get(month) != "closed" or row is None:
+                        continue
+                    got = self.call(
+                        "GET",
+                        f"/v1/closing/customers/{customer}/statement",
+                        FINANCE,
+                        200,
+                        params={"from": f"{month}-01", "to": str(month_end(month))},
+                    )
+                    have = (D(got["opening"]), D(got["closing"]))
+                    assert have == (row["opening"], row["closing"]), (customer, month, got, row)
                 if settled:
                     end = month_end(settled)
                     got = self.call(
@@ -589,6 +634,19 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                 got = rows.get(customer)
                 have = {k: D(got[k]) if got else ZERO for k in BUCKETS}
                 assert have == want, (customer, got, want)
+            # As each month stood at its end: what was allocated, released, returned and
+            # cancelled by then, each on its own date.
+            for month in books.months:
+                end = month_end(month)
+                ageing = self.call(
+                    "GET", "/v1/analytics/ar-ageing", ANALYST, 200, params={"as_of": str(end)}
+                )
+                rows = {r["customer_id"]: r for r in ageing["rows"]}
+                for customer in books.customers:
+                    want = books.invoice_ageing(customer, end)
+                    got = rows.get(customer)
+                    have = {k: D(got[k]) if got else ZERO for k in BUCKETS}
+                    assert have == want, (month, customer, got, want)
             for customer in books.customers:
                 if not any(
                     o.customer == customer and o.was_confirmed for o in books.orders.values()
@@ -610,10 +668,40 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                         "customer_id": customer,
                     },
                 )
-                (row,) = sales["rows"] if "rows" in sales else sales["items"]
+                (row,) = sales["rows"]
                 assert D(row["revenue"]) == want["revenue"], (customer, row, want)
                 assert D(row["net"]) == want["net_sales"], (customer, row, want)
                 assert row["orders"] == want["orders"], (customer, row, want)
+                monthly = self.call(
+                    "GET",
+                    "/v1/analytics/sales",
+                    ANALYST,
+                    200,
+                    params={
+                        "from": f"{books.months[0]}-01",
+                        "to": today,
+                        "group_by": "month",
+                        "customer_id": customer,
+                    },
+                )
+                have_months = {
+                    r["key"][:7]: {
+                        "net": D(r["net"]),
+                        "gross": D(r["gross"]),
+                        "orders": r["orders"],
+                        "returns": D(r["returns"]),
+                    }
+                    for r in monthly["rows"]
+                }
+                want_months = books.monthly_sales(customer)
+                for month in set(have_months) | set(want_months):
+                    zero = {"net": ZERO, "gross": ZERO, "orders": 0, "returns": ZERO}
+                    assert have_months.get(month, zero) == want_months.get(month, zero), (
+                        customer,
+                        month,
+                        monthly,
+                        want_months,
+                    )
 
         def teardown(self) -> None:
             try:
