@@ -23,7 +23,7 @@ needs (at least that one) confirm it, and the limit is not checked again then.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from uuid import UUID
 
@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
+from services.orders.domain import PricedLine, approvals_needed, price_line, totals
 from services.orders.models import (
     RECEIVABLE_STATUSES,
     SCHEMA,
@@ -42,21 +43,22 @@ from services.orders.models import (
     Order,
     OrderLine,
     OrderStatus,
+    PeriodLock,
     Product,
     StatusChange,
     utcnow,
 )
-from services.orders.periods import document_date, ensure_open, today
-from services.orders.pricing import PricedLine, approvals_needed, price_line, totals
 from services.orders.schemas import OrderCreate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
-from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from shared.cutoff import hold_period
+from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
 from shared.messaging.outbox import emit
 from shared.money import round_money
 from shared.numbering import next_number
+from shared.periods import Period, today
 
 S = OrderStatus
 
@@ -110,6 +112,30 @@ async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     return order
 
 
+async def document_date(
+    session: AsyncSession, requested: date | None, *, settings: Settings, field: str
+) -> date:
+    """The business date of a document being written now: `requested` or today, checked to
+    be neither future (422) nor in a locked period (409)."""
+    if requested is not None and requested > today(settings.zone):
+        raise InvalidInput(field, f"{requested.isoformat()} is in the future; only earlier dates")
+    day = requested or today(settings.zone)
+    await ensure_open(session, day, field=field)
+    return day
+
+
+async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
+    """Refuse (409) a document dated into a locked period; hold the period open until commit."""
+    period = str(Period.of(day))
+    if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
+        raise PeriodLocked(
+            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
+            "date the document into a later period",
+            field=field,
+            period=period,
+        )
+
+
 async def create_order(
     *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
 ) -> Order:
@@ -157,7 +183,7 @@ async def create_order(
                 "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
             )
 
-    number = await next_number(session, schema=SCHEMA, prefix="SO", year=today(settings).year)
+    number = await next_number(session, schema=SCHEMA, prefix="SO", year=today(settings.zone).year)
     order = Order(
         number=number,
         customer_id=customer.id,
@@ -233,7 +259,7 @@ async def submit(
             order=await order_facts(session, order),
             submitted_at=utcnow(),
             approvals_required=required,
-            business_date=order.business_date or today(settings),
+            business_date=order.business_date or today(settings.zone),
         ),
         source=events.SOURCE,
         key=str(order.customer_id),
@@ -453,7 +479,7 @@ async def cancel(
         reversed_net = order.net - order.credited_net
         reversed_tax = order.tax - order.credited_tax
     else:
-        day = today(settings)
+        day = today(settings.zone)
         reversed_net = reversed_tax = ZERO
     order.cancelled_on = day
     order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
