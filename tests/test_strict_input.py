@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from services.registry import all_modules
-from shared.limits import MAX_AMOUNT
+from shared.db import Database
+from shared.limits import MAX_AMOUNT, MAX_QUANTITY
 from tests.conftest import auth, serving
 from tests.orders.factories import (
     FINANCE,
@@ -171,6 +173,55 @@ async def test_figures_at_the_bounds_reach_every_consumer(client: httpx.AsyncCli
     assert settled["outstanding"] == "0.00"
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+async def test_every_figure_column_holds_a_million_documents_at_the_bounds(
+    migrated: str,
+) -> None:
+    """The bound argument of shared/limits.py, checked against the migrated schemas: every
+    NUMERIC column of every service (sums per customer, period, account, day) holds at
+    least a million documents of the largest amount, or a million lines of the most units."""
+    db = Database(migrated)
+    try:
+        async with db.sessions() as session:
+            columns = (
+                await session.execute(
+                    text(
+                        "SELECT table_schema, table_name, column_name, numeric_precision, "
+                        "numeric_scale FROM information_schema.columns WHERE data_type = "
+                        "'numeric' AND table_schema = ANY(:schemas)"
+                    ),
+                    {"schemas": ["orders", "payments", "closing", "analytics"]},
+                )
+            ).all()
+    finally:
+        await db.dispose()
+    assert len(columns) > 50
+    for schema, table, column, precision, scale in columns:
+        if precision is None:  # a view's column, or NUMERIC without a bound
+            continue
+        capacity = Decimal(10) ** (precision - scale)
+        largest = {2: MAX_AMOUNT, 3: MAX_QUANTITY}.get(scale)
+        if largest is None:  # a rate
+            assert scale == 4 and capacity >= 1, (schema, table, column)
+            continue
+        assert capacity >= largest * 10**6, (schema, table, column, precision, scale)
+
+
+async def test_a_target_of_the_longest_salesperson_is_kept_and_audited(
+    client: httpx.AsyncClient,
+) -> None:
+    name = "长" * 100  # the 73-100 character names once overflowed the audit's entity id
+    body = {"targets": [{"salesperson": name, "period": "2026-02", "amount": MAX}]}
+    saved = ok(await client.put("/v1/analytics/targets", json=body, headers=FINANCE))
+    assert [(t["salesperson"], t["target"]) for t in saved] == [(name, MAX)]
+    log = ok(
+        await client.get(
+            "/v1/analytics/audit", params={"entity": "target", "entity_id": "2026-02"},
+            headers=ADMIN,
+        )
+    )["items"]  # fmt: skip
+    assert {"salesperson": name, "amount": MAX} in [e["details"] for e in log]
 
 
 # Text, periods, dates and integers ------------------------------------------------------------
