@@ -110,7 +110,8 @@ class AgeingRow(AgeingTotals):
 class AgeingReport(Fresh):
     as_of_date: date
     rows: list[AgeingRow]
-    totals: AgeingTotals
+    totals: AgeingTotals = Field(description="over every customer, not only this page's")
+    next_cursor: str | None = Field(None, description="pass as `cursor` for the next page")
 
 
 class TrendPoint(BaseModel):

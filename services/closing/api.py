@@ -34,6 +34,7 @@ from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.limits import INT32_MAX, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
+from shared.openapi import conflict
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
 
 router = APIRouter(prefix="/closing", tags=["closing"])
@@ -74,7 +75,12 @@ async def read_period(
     return await queries.period_public(session, row, stuck=stuck_for_close(request))
 
 
-@router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)
+@router.post(
+    "/periods/{period}/close",
+    status_code=202,
+    response_model=PeriodPublic,
+    responses=conflict("The period is not open, or an earlier period is not closed yet"),
+)
 async def close_period(
     period: PeriodPath,
     today: date = Depends(business_today),
@@ -87,7 +93,11 @@ async def close_period(
     return await queries.period_public(session, row)
 
 
-@router.post("/periods/{period}/reopen", response_model=PeriodPublic)
+@router.post(
+    "/periods/{period}/reopen",
+    response_model=PeriodPublic,
+    responses=conflict("Only a closed period can be reopened"),
+)
 async def reopen_period(
     period: PeriodPath,
     body: ReopenRequest,
@@ -115,7 +125,11 @@ BALANCE_COLUMNS = (
 )
 
 
-@router.get("/periods/{period}/balances", response_model=Page[BalanceRow])
+@router.get(
+    "/periods/{period}/balances",
+    response_model=Page[BalanceRow],
+    responses=conflict("The period is not closed: its balances exist once it is"),
+)
 async def period_balances(
     period: PeriodPath,
     request: Request,
@@ -174,7 +188,7 @@ async def period_reconciliation(
     )
 
 
-@router.get("/periods/{period}/verify")
+@router.get("/periods/{period}/verify", responses=conflict("Only a closed period can be verified"))
 async def verify_period(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> dict:
@@ -241,7 +255,12 @@ async def customer_statement(
     return statement
 
 
-@router.post("/statements", status_code=201, response_model=StatementPublic)
+@router.post(
+    "/statements",
+    status_code=201,
+    response_model=StatementPublic,
+    responses=conflict("The period is not closed, or the statement exists"),
+)
 async def send_statement(
     body: StatementSend,
     session: AsyncSession = Session,
@@ -267,7 +286,11 @@ async def list_statements(
     return [StatementPublic.model_validate(s, from_attributes=True) for s in rows]
 
 
-@router.post("/statements/{statement_id}/confirm", response_model=StatementPublic)
+@router.post(
+    "/statements/{statement_id}/confirm",
+    response_model=StatementPublic,
+    responses=conflict("The statement was already confirmed or disputed"),
+)
 async def confirm_statement(
     statement_id: UUID,
     body: StatementConfirm | None = None,
@@ -286,7 +309,11 @@ async def confirm_statement(
     return StatementPublic.model_validate(statement, from_attributes=True)
 
 
-@router.post("/statements/{statement_id}/dispute", response_model=StatementPublic)
+@router.post(
+    "/statements/{statement_id}/dispute",
+    response_model=StatementPublic,
+    responses=conflict("The statement was already confirmed or disputed"),
+)
 async def dispute_statement(
     statement_id: UUID,
     body: StatementDispute,

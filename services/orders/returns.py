@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.orders.domain import return_amounts, totals
+from services.orders.domain import can_be_returned, return_amounts, totals
 from services.orders.models import (
-    RECEIVABLE_STATUSES,
     SCHEMA,
     CreditNote,
     CreditNoteLine,
@@ -46,7 +45,7 @@ async def create_return(
 ) -> CreditNote:
     """Take back quantities of an order's lines and issue the credit note for them."""
     order = await lock_order(session, order_id)
-    if order.status not in RECEIVABLE_STATUSES:
+    if not can_be_returned(order.status):
         raise IllegalTransition(
             f"order {order.number} is {order.status}; only a confirmed or fulfilled order "
             "can be returned",

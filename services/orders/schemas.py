@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
 from shared.limits import (
     Amount,
     BusinessDate,

@@ -1,8 +1,6 @@
 """The order lifecycle: create, submit, approve, reject, confirm (the invoice), fulfil, cancel.
-
-    draft ──submit──► submitted ──(enough approvals)──► confirmed ──fulfil──► fulfilled
-      │                  │  └──reject──► rejected            │
-      └──cancel──────────┴──cancel──► cancelled ◄──cancel────┘
+The rules each command asks (the statuses and moves between them, pricing, approvals, the
+credit limit, what a cancellation reverses) are in domain.py.
 
 Every transition locks the order row (SELECT … FOR UPDATE) first, so concurrent requests on
 one order queue instead of losing updates; it appends to the status history, to the audit
@@ -32,9 +30,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
-from services.orders.domain import PricedLine, approvals_needed, price_line, totals
-from services.orders.models import (
+from services.orders.domain import (
     RECEIVABLE_STATUSES,
+    CreditHold,
+    OrderStatus,
+    PricedLine,
+    approvals_needed,
+    approvals_on_submit,
+    can_move,
+    cancellation_reversal,
+    credit_hold,
+    price_line,
+    totals,
+)
+from services.orders.models import (
     SCHEMA,
     ZERO,
     Approval,
@@ -42,7 +51,6 @@ from services.orders.models import (
     Instalment,
     Order,
     OrderLine,
-    OrderStatus,
     PeriodLock,
     Product,
     StatusChange,
@@ -53,6 +61,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
+from shared.db import lock_or_404
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
 from shared.limits import MAX_AMOUNT
@@ -62,34 +71,6 @@ from shared.numbering import next_number
 from shared.periods import Period, today
 
 S = OrderStatus
-
-TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.DRAFT: frozenset({S.SUBMITTED, S.CANCELLED}),
-    S.SUBMITTED: frozenset({S.CONFIRMED, S.REJECTED, S.CANCELLED}),
-    S.CONFIRMED: frozenset({S.FULFILLED, S.CANCELLED}),
-    S.FULFILLED: frozenset(),
-    S.REJECTED: frozenset(),
-    S.CANCELLED: frozenset(),
-}
-
-
-@dataclass(frozen=True)
-class CreditHold:
-    """Why an order was held instead of confirmed."""
-
-    credit_limit: Decimal
-    open_receivable: Decimal
-    order_gross: Decimal
-
-    def explain(self, order: Order) -> str:
-        after = self.open_receivable + self.order_gross
-        return (
-            f"order {order.number} was saved but not confirmed: its gross of "
-            f"{money_str(self.order_gross)} would take what the customer owes from "
-            f"{money_str(self.open_receivable)} to {money_str(after)}, over the credit limit of "
-            f"{money_str(self.credit_limit)}. It waits in status submitted until an approver "
-            f"approves it (POST /v1/orders/{order.id}/approve) or rejects it"
-        )
 
 
 @dataclass(frozen=True)
@@ -102,17 +83,9 @@ class Submission:
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     """The order, row-locked until the transaction ends; 404 if there is none."""
-    order = (
-        await session.execute(
-            select(Order)
-            .where(col(Order.id) == order_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if order is None:
-        raise NotFound(f"order {order_id} not found")
-    return order
+    return await lock_or_404(
+        session, Order, order_id, missing=NotFound(f"order {order_id} not found")
+    )
 
 
 async def document_date(
@@ -266,14 +239,14 @@ async def submit(
     _check_transition(order, S.SUBMITTED, "submitted")
     if order.business_date is not None:
         await ensure_open(session, order.business_date, field="business_date")
-    required = approvals_needed(order.gross, settings.approval_thresholds)
     hold = await credit_check(session, order)
-    held = hold is not None and required == 0
+    needed = approvals_needed(order.gross, settings.approval_thresholds)
+    approvals = approvals_on_submit(needed, hold)
+    required = approvals.required
     if hold is not None:
         order.credit_hold = True
-        required = max(required, 1)
     order.approvals_required = required
-    reason = hold.explain(order) if hold else None
+    reason = hold.explain(order.number, order.id) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,
@@ -294,7 +267,7 @@ async def submit(
             settings=settings,
             reason="below the approval threshold",
         )
-    return Submission(order=order, credit_hold=hold, held=held)
+    return Submission(order=order, credit_hold=hold, held=approvals.held)
 
 
 async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
@@ -306,20 +279,13 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     customer = await get_customer(session, order.customer_id)
     if customer.credit_limit is None:
         return None
-    customer = (
-        await session.execute(
-            select(Customer)
-            .where(col(Customer.id) == order.customer_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+    customer = await lock_or_404(
+        session, Customer, order.customer_id, missing=NotFound(f"customer {order.customer_id}")
+    )
     if customer.credit_limit is None:
         return None
     open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-    if open_receivable + order.gross <= customer.credit_limit:
-        return None
-    return CreditHold(
+    return credit_hold(
         credit_limit=customer.credit_limit,
         open_receivable=open_receivable,
         order_gross=order.gross,
@@ -498,14 +464,18 @@ async def cancel(
     was_confirmed = order.status == S.CONFIRMED
     if was_confirmed:
         day = await document_date(session, None, settings=settings, field="business_date")
-        reversed_net = order.net - order.credited_net
-        reversed_tax = order.tax - order.credited_tax
     else:
         day = today(settings.zone)
-        reversed_net = reversed_tax = ZERO
+    reversal = cancellation_reversal(
+        was_confirmed=was_confirmed,
+        net=order.net,
+        tax=order.tax,
+        credited_net=order.credited_net,
+        credited_tax=order.credited_tax,
+    )
     order.cancelled_on = day
-    order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
-    order.reversed_gross = reversed_net + reversed_tax
+    order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
+    order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
     emit(
         session,
@@ -516,9 +486,9 @@ async def cancel(
             was_confirmed=was_confirmed,
             invoice_number=order.invoice_number,
             business_date=day,
-            reversed_net=reversed_net,
-            reversed_tax=reversed_tax,
-            reversed_gross=reversed_net + reversed_tax,
+            reversed_net=reversal.net,
+            reversed_tax=reversal.tax,
+            reversed_gross=reversal.gross,
             reason=reason,
         ),
         source=events.SOURCE,
@@ -581,7 +551,7 @@ def _illegal(order: Order, verb: str) -> IllegalTransition:
 
 
 def _check_transition(order: Order, to: OrderStatus, verb: str) -> None:
-    if to not in TRANSITIONS[OrderStatus(order.status)]:
+    if not can_move(order.status, to):
         raise _illegal(order, verb)
 
 
