@@ -83,9 +83,20 @@ def _before_moment(raw: Any) -> Any:
     return raw
 
 
-BusinessDate = Annotated[date, AfterValidator(_check_date)]
+_IN_YEARS = r"^2[0-9]{3}-"  # what the schema can say of 2000-2999
+
+BusinessDate = Annotated[
+    date,
+    AfterValidator(_check_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": _IN_YEARS}),
+]
 """A calendar date in the years the books hold."""
-Moment = Annotated[datetime, BeforeValidator(_before_moment), AfterValidator(_check_moment)]
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_before_moment),
+    AfterValidator(_check_moment),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _IN_YEARS}),
+]
 """A point in time in the years the books hold."""
 
 

@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import text
 
 from services.registry import all_modules
+from shared.config import Settings
 from shared.db import Database
 from shared.limits import MAX_AMOUNT, MAX_QUANTITY
-from tests.conftest import auth, serving
+from tests.conftest import AppClient, auth, serving
 from tests.orders.factories import (
     FINANCE,
     POS,
@@ -458,3 +459,22 @@ async def test_csv_booleans_are_true_and_false(
     assert answer.status_code == 200, answer.text
     forecast = [row.rsplit(",", 1)[-1].strip() for row in answer.text.splitlines()[1:]]
     assert set(forecast) == {"true", "false"}, answer.text
+
+
+async def test_a_payment_whose_business_date_falls_before_2000_is_refused(
+    app_client: AppClient, settings: Settings
+) -> None:
+    """In a business time zone behind UTC, 2000-01-01T03:00Z is still 1999: that date no
+    period the close can reach would hold, so it is refused like year 1."""
+    west = settings.model_copy(update={"timezone": "America/New_York"})
+    async with app_client(settings_override=west) as client:
+        customer = await make_customer(client)
+        body = {"customer_id": customer["id"], "amount": "1.00", "method": "cash"}
+        answer = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T03:00:00Z"}, headers=POS
+        )
+        refused(answer, "received_at", "1999-12-31", "business time zone")
+        accepted = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T12:00:00Z"}, headers=POS
+        )
+        assert ok(accepted, 201)["business_date"] == "2000-01-01"
