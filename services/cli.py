@@ -224,9 +224,14 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
     """Print a token signed with the secret the server verifies with."""
-    from shared.auth import Role, issue_token, signing_secret
+    from shared.auth import Role, check_subject, issue_token, signing_secret
 
     hours = args.ttl_hours or settings.token_ttl_hours
+    try:
+        check_subject(args.subject)
+    except ValueError as refused:
+        print(f"salesbook token: {refused}", file=sys.stderr)
+        return 2
     token = issue_token(
         secret=signing_secret(settings),
         subject=args.subject,

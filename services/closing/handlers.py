@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.closing.domain import posting_of
 from services.closing.ledger import (
     Batch,
     PeriodBook,
@@ -15,7 +16,6 @@ from services.closing.ledger import (
     add_posting,
     flush,
     load_book,
-    posting_of,
 )
 from services.closing.models import SCHEMA, Period
 from services.closing.pending import PendingChanges, flush_pending, track

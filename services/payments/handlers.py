@@ -13,9 +13,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import cutoff, replica
+from services.payments.domain import LIVE, ZERO, check_allocation, take_newest
+from services.payments.domain import AllocationStatus as A
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import (
-    check_allocation,
     emit_allocated,
     guard_order,
     lock_orders,
@@ -34,8 +35,6 @@ from shared.events.orders import (
     OrderSubmitted,
 )
 from shared.messaging.consumer import BatchHandler, Subscription
-
-ZERO = Decimal("0.00")
 
 
 def subscriptions() -> list[Subscription]:
@@ -227,7 +226,7 @@ async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[
 
 async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
     """Check an order's pending allocations, oldest first: apply what fits, release the rest."""
-    pending, payments, orders = await _locked_allocations(session, order_id, ("pending",))
+    pending, payments, orders = await _locked_allocations(session, order_id, (A.PENDING,))
     order = orders[order_id]
     for allocation in pending:
         payment = payments[allocation.payment_id]
@@ -243,14 +242,14 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
                 orders=orders,
             )
             continue
-        allocation.status = "applied"
+        allocation.status = A.APPLIED
         order.applied += allocation.amount
         emit_allocated(session, payment, allocation)
 
 
 async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: date | None) -> None:
     """A rejected or cancelled order gives back every allocation made to it."""
-    live, payments, orders = await _locked_allocations(session, order_id, ("pending", "applied"))
+    live, payments, orders = await _locked_allocations(session, order_id, LIVE)
     if order_id in orders:
         orders[order_id].status = status
     for allocation in live:
@@ -269,24 +268,20 @@ async def _credit_order(
     session: AsyncSession, order_id: UUID, credited: Decimal, day: date
 ) -> None:
     """A credit note lowers what the order can carry; release the newest excess allocations."""
-    live, payments, orders = await _locked_allocations(session, order_id, ("applied",))
+    live, payments, orders = await _locked_allocations(session, order_id, (A.APPLIED,))
     order = orders.get(order_id)
     if order is None:
         return
     order.credited += credited
-    excess = -order.open_amount
-    for allocation in reversed(live):
-        if excess <= ZERO:
-            break
-        part = min(allocation.amount, excess)
-        payment = payments[allocation.payment_id]
+    for allocation, part in take_newest(
+        reversed(live), -order.open_amount, amount_of=lambda a: a.amount
+    ):
         await release(
             session,
-            payment,
+            payments[allocation.payment_id],
             allocation,
             part,
             reason="credit note left the order overpaid",
             orders=orders,
             day=day,
         )
-        excess -= part
