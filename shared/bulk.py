@@ -28,8 +28,8 @@ def _statement(table: Table, columns: tuple[str, ...], suffix: str) -> Any:
             casts.append(f"CAST(:p{i} AS text[])")
             picks.append(f"CAST({name} AS jsonb)")
         elif isinstance(column_type, String) and not isinstance(column_type, Enum):
-            # Not varchar(n)[]: an explicit cast to varchar(n) cuts a longer value short in
-            # silence, where the insert's own assignment cast refuses it.
+            # As text: a cast to VARCHAR(n) would cut a longer value short, where assigning
+            # text to the column refuses it.
             casts.append(f"CAST(:p{i} AS text[])")
             picks.append(name)
         else:
