@@ -28,6 +28,7 @@ from shared.messaging.consumer import Subscription
 from shared.messaging.transport import Worker, build_workers
 from shared.metrics import install_metrics
 from shared.openapi import install_openapi
+from shared.strict import STRICT_QUERY
 
 log = logging.getLogger("salesbook.app")
 
@@ -108,13 +109,15 @@ def create_app(
     install_error_handlers(app)
     _install_request_id(app)
     install_metrics(app)
-    app.include_router(_health_router())
+    app.include_router(_health_router(), dependencies=[STRICT_QUERY])
     for module in modules:
         # Before the module's own routes, which may take /<service>/{id} for a document.
         if module.subscriptions:
-            app.include_router(subscriptions_router(module.name), prefix=API_PREFIX)
+            app.include_router(
+                subscriptions_router(module.name), prefix=API_PREFIX, dependencies=[STRICT_QUERY]
+            )
         for router in module.routers:
-            app.include_router(router, prefix=API_PREFIX)
+            app.include_router(router, prefix=API_PREFIX, dependencies=[STRICT_QUERY])
     return app
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing import queries, service, statements
@@ -30,6 +32,7 @@ from shared.auth import Actor, Role, require
 from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
+from shared.limits import INT32_MAX, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
@@ -39,7 +42,7 @@ router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 
 Session = Depends(request_session, scope="function")
 READERS = (Role.FINANCE, Role.ANALYST)
-PeriodPath = str
+PeriodPath = Annotated[PeriodText, Path(description="YYYY-MM")]
 
 
 def stuck_for_close(request: Request) -> str | None:
@@ -131,9 +134,9 @@ async def period_balances(
     period: PeriodPath,
     request: Request,
     customer_id: UUID | None = None,
-    min_closing: Decimal | None = None,
+    min_closing: Annotated[Decimal, Field(max_digits=20, decimal_places=2)] | None = None,
     overdue_only: bool = False,
-    version: int | None = Query(default=None, ge=1),
+    version: int | None = Query(default=None, ge=1, le=INT32_MAX),
     page: PageParams = Depends(page_params),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
@@ -204,8 +207,8 @@ async def period_versions(
 @router.get("/periods/{period}/versions/diff")
 async def period_version_diff(
     period: PeriodPath,
-    from_version: int = Query(alias="from", ge=1),
-    to_version: int = Query(alias="to", ge=1),
+    from_version: int = Query(alias="from", ge=1, le=INT32_MAX),
+    to_version: int = Query(alias="to", ge=1, le=INT32_MAX),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
 ) -> dict:
@@ -231,8 +234,8 @@ STATEMENT_COLUMNS = (
 async def customer_statement(
     customer_id: UUID,
     request: Request,
-    date_from: date = Query(alias="from"),
-    date_to: date = Query(alias="to"),
+    date_from: Annotated[BusinessDate, Query(alias="from")],
+    date_to: Annotated[BusinessDate, Query(alias="to")],
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS, Role.SALES)),
 ) -> Response | CustomerStatement:
@@ -273,7 +276,7 @@ async def send_statement(
 @router.get("/statements", response_model=list[StatementPublic])
 async def list_statements(
     status: str | None = Query(default=None, pattern="^(sent|confirmed|disputed)$"),
-    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM")] = None,
     customer_id: UUID | None = None,
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders import customers, products, queries, returns, service
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
     CreditNotePublic,
@@ -33,6 +33,7 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.errors import problem
 from shared.idempotency import HEADER, idempotent
+from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
 
@@ -192,7 +193,7 @@ def _held(submission: service.Submission, view: OrderPublic) -> JSONResponse:
     return problem(
         409,
         "Credit limit exceeded",
-        hold.explain(submission.order),
+        hold.explain(submission.order.number, submission.order.id),
         order_id=str(view.id),
         order_number=view.number,
         order_status=view.status.value,
@@ -262,10 +263,7 @@ async def list_orders(
     channel: Channel | None = None,
     salesperson: Filter | None = None,
     created_by: Filter | None = None,
-    period: Annotated[
-        str | None,
-        Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM of the business date"),
-    ] = None,
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM of the business date")] = None,
 ) -> Page[OrderPublic]:
     """Orders, oldest first, filtered by customer, status, channel, salesperson or period."""
     items, cursor = await queries.list_orders(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -23,6 +24,7 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import idempotent
+from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
 
@@ -78,7 +80,7 @@ async def list_payments(
     request: Request,
     customer_id: UUID | None = None,
     method: Method | None = None,
-    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM of the business date")] = None,
     page: PageParams = Depends(page_params),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*ANY_ROLE)),
