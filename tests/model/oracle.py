@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from tests.closing.world import BUCKETS, bucket_of
+from tests.support.documents import LineTotals
+
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
-BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 THRESHOLDS = (Decimal(10000), Decimal(100000))
 _sequence = itertools.count(1)
 
@@ -31,18 +33,6 @@ def month_of(day: date) -> str:
 def month_end(month: str) -> date:
     year, number = int(month[:4]), int(month[5:])
     return date(year, number, calendar.monthrange(year, number)[1])
-
-
-def bucket_of(days_late: int) -> str:
-    if days_late <= 0:
-        return "current"
-    if days_late <= 30:
-        return "d1_30"
-    if days_late <= 60:
-        return "d31_60"
-    if days_late <= 90:
-        return "d61_90"
-    return "over_90"
 
 
 @dataclass
@@ -70,7 +60,7 @@ class Line:
 
 
 @dataclass
-class Order:
+class Order(LineTotals):
     id: str
     customer: str
     lines: list[Line]
@@ -88,18 +78,6 @@ class Order:
     reversed_net: Decimal = ZERO
     reversed_gross: Decimal = ZERO
     was_confirmed: bool = False
-
-    @property
-    def net(self) -> Decimal:
-        return sum((line.net for line in self.lines), ZERO)
-
-    @property
-    def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), ZERO)
-
-    @property
-    def gross(self) -> Decimal:
-        return self.net + self.tax
 
     @property
     def receivable(self) -> bool:
