@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from tests.support.documents import LineTotals
+from tests.support.totals import LineTotals
 
 ZERO = Decimal("0.00")
 MOVEMENTS = ("invoiced", "returned", "received", "refunded")

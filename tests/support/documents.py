@@ -1,26 +1,30 @@
-"""What test oracles share about documents."""
+"""Event payloads for tests that feed a service's rules directly, without a database."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from uuid import UUID
 
-ZERO = Decimal("0.00")
+from shared.events.orders import OrderFacts
+from shared.ids import new_id
 
 
-class LineTotals:
-    """net, tax and gross of a document as the sums of its `lines` (each with net and tax)."""
-
-    lines: list[Any]
-
-    @property
-    def net(self) -> Decimal:
-        return sum((line.net for line in self.lines), ZERO)
-
-    @property
-    def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), ZERO)
-
-    @property
-    def gross(self) -> Decimal:
-        return self.net + self.tax
+def order_facts(
+    *, customer_id: UUID | None = None, net: str = "0.00", tax: str = "0.00"
+) -> OrderFacts:
+    """An order without lines, of `net` plus `tax`."""
+    return OrderFacts(
+        order_id=new_id(),
+        number="SO-2026-000001",
+        customer_id=customer_id or new_id(),
+        customer_name="Acme",
+        region=None,
+        segment=None,
+        channel="pos",
+        salesperson=None,
+        created_by="pos",
+        lines=[],
+        net=Decimal(net),
+        tax=Decimal(tax),
+        gross=Decimal(net) + Decimal(tax),
+    )
