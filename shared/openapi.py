@@ -50,6 +50,11 @@ def conflict(description: str) -> dict[int | str, dict[str, Any]]:
     return {409: {"description": description}}
 
 
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+"""For `responses=` of a report that answers CSV rows to `Accept: text/csv`."""
+
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 _DESCRIPTIONS = {

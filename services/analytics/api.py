@@ -36,6 +36,7 @@ from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
 from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
+from shared.openapi import CSV_ANSWER
 from shared.pagination import cursor_uuid, cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -93,7 +94,9 @@ def sales_key_after(cursor: str | None) -> str | None:
     return marked[1:]
 
 
-@router.get("/sales", response_model=SalesReport, response_model_by_alias=True)
+@router.get(
+    "/sales", response_model=SalesReport, response_model_by_alias=True, responses=CSV_ANSWER
+)
 async def sales(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -148,7 +151,7 @@ async def sales(
     )
 
 
-@router.get("/kpis", response_model=Kpis, response_model_by_alias=True)
+@router.get("/kpis", response_model=Kpis, response_model_by_alias=True, responses=CSV_ANSWER)
 async def kpis(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -181,7 +184,7 @@ async def customer_lifetime(
     return Lifetime(as_of=await queries.as_of(session), **found)
 
 
-@router.get("/top", response_model=TopReport)
+@router.get("/top", response_model=TopReport, responses=CSV_ANSWER)
 async def top(
     request: Request,
     dimension: str = Query("product"),
@@ -214,7 +217,7 @@ async def top(
     return _list_answer(request, report, rows, list(TopRow.model_fields), "top.csv")
 
 
-@router.get("/ar-ageing", response_model=AgeingReport)
+@router.get("/ar-ageing", response_model=AgeingReport, responses=CSV_ANSWER)
 async def ar_ageing(
     request: Request,
     as_of: Annotated[
@@ -247,7 +250,7 @@ async def ar_ageing(
     return _paged_answer(request, report, rows, columns, "ar-ageing.csv", next_cursor)
 
 
-@router.get("/trend", response_model=TrendReport)
+@router.get("/trend", response_model=TrendReport, responses=CSV_ANSWER)
 async def trend_report(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -304,7 +307,7 @@ async def put_targets(
     return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
 
 
-@router.get("/targets/attainment", response_model=Attainment)
+@router.get("/targets/attainment", response_model=Attainment, responses=CSV_ANSWER)
 async def attainment(
     request: Request,
     period: Annotated[PeriodText, Query(description="YYYY-MM")],
