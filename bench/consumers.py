@@ -8,7 +8,7 @@ subscription that was down would, each timed on its own; then `salesbook rebuild
 read models from the same outboxes. The baseline is COPY of the same events into a table of
 the outbox's shape, in the same run.
 
-Scale with SALESBOOK_BENCH_EVENTS (default 200,000). The database is a fresh one on the
+Scale with SALESBOOK_BENCH_EVENTS (default 100,000). The database is a fresh one on the
 server of SALESBOOK_BENCH_DATABASE_URL (or SALESBOOK_TEST_DATABASE_URL), else an embedded
 server.
 """
@@ -181,7 +181,7 @@ async def measure(url: str, total: int) -> None:
 
 
 async def main() -> None:
-    total = int(os.environ.get("SALESBOOK_BENCH_EVENTS", "200000"))
+    total = int(os.environ.get("SALESBOOK_BENCH_EVENTS", "100000"))
     with bench_server() as server:
         admin = plain_url(server)
         name = f"salesbook_bench_consumers_{uuid.uuid4().hex[:8]}"

@@ -6,10 +6,12 @@ Kafka the relays publish from them). The new model is built into a shadow schema
 (`<schema>_rebuild`), with tables made LIKE the live ones, by the consumer's own handler: its
 statements are pointed at the shadow tables on the rebuild's own connections. When the shadow
 has caught up, one transaction swaps it in: it takes the live subscription's position rows
-(so the live consumer waits), blocks writes to the live tables (reads go on, and see the old
-model until the commit), applies what arrived meanwhile, replaces the live rows with the
-shadow's, moves the subscription's position to where the rebuild stopped, and records the
-events the rebuild applied beyond the old position in the inbox, so none is applied twice.
+(postgres transport), blocks writes to the live tables (the live consumer waits; reads go
+on, and see the old model until the commit), applies what arrived meanwhile (every event the
+live consumer applied is in an outbox by then), replaces the live rows with the shadow's,
+moves the subscription's position to where the rebuild stopped, and records the events the
+rebuild applied beyond the old position in the inbox, so none is applied twice (on Kafka,
+where the broker keeps the offsets, all of them).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.config import get_settings
 from shared.db import Database
 from shared.events.envelope import Event
 from shared.messaging.postgres import read_outbox
@@ -192,9 +195,12 @@ async def rebuild(
     progress: bool = True,
     batch_size: int = BATCH,
     before_swap: Callable[[], Awaitable[None]] | None = None,
+    transport: str | None = None,
 ) -> int:
     """Rebuild the read model `name` from its sources' retained events and swap it in;
-    returns how many events were read. `before_swap` runs when the shadow has caught up."""
+    returns how many events were read. `before_swap` runs when the shadow has caught up;
+    `transport` is the live consumers' (the settings' by default)."""
+    positioned = (transport or get_settings().effective_transport) == "postgres"
     model = MODELS[name]
     shadow = Database(db.url, pool_size=1, max_overflow=0)
     redirect(shadow, model)
@@ -219,7 +225,9 @@ async def rebuild(
             if before_swap is not None:
                 await before_swap()
             async with shadow.transaction() as session:
-                read += await _swap(session, model, handle, state, positions, batch_size, bar)
+                read += await _swap(
+                    session, model, handle, state, positions, batch_size, bar, positioned
+                )
         finally:
             bar.close()
         return read
@@ -289,11 +297,15 @@ async def _swap(
     positions: dict[str, int],
     batch_size: int,
     bar: Progress,
+    positioned: bool,
 ) -> int:
     """Catch up and swap the shadow in, in one transaction; how many events it applied."""
     offsets = common_tables(model.schema).consumer_offsets
-    old: dict[str, int] = {}
-    for source in model.sources:
+    # On the postgres transport the live consumer reads from its stored positions: hold them,
+    # so it waits, and move them. On Kafka its offsets are the broker's; the inbox below is
+    # what keeps it from applying again what the rebuild applied.
+    old = dict.fromkeys(model.sources, 0)
+    for source in model.sources if positioned else ():
         await session.execute(
             text(
                 f"{LIVE}INSERT INTO {model.schema}.{offsets.name} (consumer, source, position) "
@@ -334,6 +346,8 @@ async def _swap(
             ),
             {"c": model.subscription, "old": old[source], "new": positions[source]},
         )
+        if not positioned:
+            continue
         await session.execute(
             text(
                 f"{LIVE}UPDATE {model.schema}.{offsets.name} SET position = :p, "

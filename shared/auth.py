@@ -115,8 +115,7 @@ def require(*roles: Role):
             raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
         return actor
 
-    # Read by the OpenAPI document, which lists the roles each operation admits.
-    dependency.roles = frozenset(allowed)  # type: ignore[attr-defined]
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]
     return dependency
 
 

@@ -6,8 +6,9 @@ Why these bounds are enough downstream: an amount of one document is at most
 1,000,000,000.00, and the narrowest money column a sum of them reaches is NUMERIC(18, 2)
 (up to 9,999,999,999,999,999.99), so a per-customer, per-period or per-account sum would
 need ten million maximal documents to overflow; a quantity is at most 1,000,000 and a line
-or an order is refused before its amount passes the amount bound. Per-day unit sums
-(NUMERIC(18, 3)) take a billion maximal lines.
+or an order is refused before its amount passes the amount bound. Unit sums
+(NUMERIC(18, 3)) take a billion maximal lines. tests/test_strict_input.py holds every
+NUMERIC column of the migrated schemas to at least a million maximal documents.
 """
 
 from __future__ import annotations
@@ -82,9 +83,20 @@ def _before_moment(raw: Any) -> Any:
     return raw
 
 
-BusinessDate = Annotated[date, AfterValidator(_check_date)]
+_IN_YEARS = r"^2[0-9]{3}-"  # what the schema can say of 2000-2999
+
+BusinessDate = Annotated[
+    date,
+    AfterValidator(_check_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": _IN_YEARS}),
+]
 """A calendar date in the years the books hold."""
-Moment = Annotated[datetime, BeforeValidator(_before_moment), AfterValidator(_check_moment)]
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_before_moment),
+    AfterValidator(_check_moment),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _IN_YEARS}),
+]
 """A point in time in the years the books hold."""
 
 

@@ -160,7 +160,7 @@ def admitted_roles(dependant: Dependant) -> frozenset[Role] | None:
     """The roles a route admits, read from its `require(...)` dependency; None when it needs
     no token."""
     for dep in _dependencies(dependant):
-        roles = getattr(dep.call, "roles", None)
+        roles = getattr(dep.call, "admits", None)
         if roles is not None:
             return frozenset(roles)
     if _depends_on(dependant, current_actor):
