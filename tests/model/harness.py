@@ -84,7 +84,11 @@ class System:
         self.url = url
         self.stack = AsyncExitStack()
         self.client: httpx.AsyncClient = loop.run(self._start(settings))
-        self.probe: asyncpg.Connection = loop.run(asyncpg.connect(plain_url(self.url)))
+        try:
+            self.probe: asyncpg.Connection = loop.run(asyncpg.connect(plain_url(self.url)))
+        except BaseException:
+            loop.run(self.stack.aclose())  # no server left running
+            raise
 
     async def _start(self, settings: Settings) -> httpx.AsyncClient:
         app = create_app(all_modules(), settings=settings, database_url=self.url)

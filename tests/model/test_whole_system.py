@@ -106,11 +106,14 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
                 first = (first - timedelta(days=1)).replace(day=1)
                 months.insert(0, month_of(first))
             self.books = Books(months=months, today=today)
-            for sku, (price, rate) in PRODUCTS.items():
-                product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
-                self.call(
-                    "POST", "/v1/products", SALES, 201, json={**product, "tax_rate": str(rate)}
-                )
+            try:
+                for sku, (price, rate) in PRODUCTS.items():
+                    product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
+                    product["tax_rate"] = str(rate)
+                    self.call("POST", "/v1/products", SALES, 201, json=product)
+            except BaseException:
+                self.system.close()  # teardown runs only for a machine that was made
+                raise
 
         # --- plumbing ----------------------------------------------------------------------
 
