@@ -34,6 +34,7 @@ from shared.ids import new_id
 from shared.messaging.outbox import write_to_outbox
 from shared.messaging.postgres import PostgresSubscriber
 from shared.migrations import upgrade
+from shared.periods import Period
 
 PERIOD = "2025-01"
 METHODS = ("cash", "card", "alipay", "wechat", "bank_transfer")
@@ -135,7 +136,10 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
     rng = random.Random(2025)
     people = [str(new_id()) for _ in range(customers)]
     conn = await asyncpg.connect(url)
-    totals = {"invoice": [0, Decimal(0)], "payment": [0, Decimal(0)]}
+    totals: dict[str, tuple[int, Decimal]] = {
+        "invoice": (0, Decimal(0)),
+        "payment": (0, Decimal(0)),
+    }
     try:
         for kind, table, build in (
             ("invoice", "orders", _invoice),
@@ -149,8 +153,8 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
                     rng.randint(1, 28),
                     rng.randint(100, 500_000),
                 )
-                totals[kind][0] += 1
-                totals[kind][1] += amount
+                count, total = totals[kind]
+                totals[kind] = (count + 1, total + amount)
                 chunk.append(row)
                 if len(chunk) == 50_000 or i == invoices - 1:
                     await conn.copy_records_to_table(
@@ -162,7 +166,7 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
                     chunk = []
     finally:
         await conn.close()
-    return {k: (n, a) for k, (n, a) in totals.items()}
+    return totals
 
 
 NAIVE_SQL = """
@@ -204,7 +208,9 @@ async def measure(url: str, invoices: int, customers: int) -> None:
 
     actor = Actor(subject="bench", role=Role.FINANCE)
     async with db.transaction() as session:
-        row = await closing.request_close(session=session, period=PERIOD, actor=actor)
+        row = await closing.request_close(
+            session=session, period=PERIOD, actor=actor, today=Period.parse(PERIOD).last_day
+        )
         close_id = row.close_id
     cutoffs = []
     for source, kinds in (
@@ -236,6 +242,7 @@ async def measure(url: str, invoices: int, customers: int) -> None:
     async with db.transaction() as session:
         period = await closing.lock_period(session, PERIOD)
         assert period.status == "closed", period.status
+        assert period.totals is not None and period.hash is not None
         print(
             f"period {PERIOD} closed: {period.totals['customers']:,} customers, "
             f"closing total {period.totals['closing']}, hash {period.hash[:16]}…",

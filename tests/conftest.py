@@ -70,7 +70,7 @@ def settings(tmp_path) -> Settings:
         secret_key=TEST_SECRET,
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
@@ -121,7 +121,15 @@ def auth(role: Role | str, subject: str = "tester") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(role, subject)}"}
 
 
-AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+class AppHttpClient(httpx.AsyncClient):
+    """A client of one app, which it keeps at hand (tests override its dependencies)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        self.app = app
+
+
+AppClient = Callable[..., AbstractAsyncContextManager[AppHttpClient]]
 
 
 @pytest.fixture
@@ -137,7 +145,7 @@ def app_client(
         run_workers: bool = True,
         settings_override: Settings | None = None,
         database_url: str | None = None,
-    ) -> AsyncIterator[httpx.AsyncClient]:
+    ) -> AsyncIterator[AppHttpClient]:
         url = database_url or migrated
         chosen = settings_override or settings
         if transport == "kafka":
@@ -151,9 +159,7 @@ def app_client(
         async with app.router.lifespan_context(app):
             if transport == "kafka":
                 await _kafka_workers_ready(app)
-            asgi = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
-                client.app = app  # type: ignore[attr-defined]
+            async with AppHttpClient(app) as client:
                 yield client
 
     return start

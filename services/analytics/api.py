@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -58,7 +59,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -
 
 
 def _list_answer(
-    request: Request, report: BaseModel, rows: list[BaseModel], columns: list[str], name: str
+    request: Request, report: BaseModel, rows: Sequence[BaseModel], columns: list[str], name: str
 ) -> BaseModel | Response:
     """The report as JSON, or its rows as CSV when the client asks for text/csv."""
     if wants_csv(request):

@@ -54,12 +54,13 @@ from services.analytics.models import (
     ReceivablesByDay,
 )
 from shared.periods import Period
+from shared.tables import table_of
 
-S = DailySales.__table__.c  # type: ignore[attr-defined]
-M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
-C = CustomerFacts.__table__.c  # type: ignore[attr-defined]
-F = DailyFunnel.__table__.c  # type: ignore[attr-defined]
-R = ReceivablesByDay.__table__.c  # type: ignore[attr-defined]
+S = table_of(DailySales).c
+M = table_of(ReceivableMove).c
+C = table_of(CustomerFacts).c
+F = table_of(DailyFunnel).c
+R = table_of(ReceivablesByDay).c
 TOTALS = ROLLUPS[0].table.c
 
 GROUPS = (
@@ -123,7 +124,7 @@ def _smallest_rollup(dimensions: set[str], *, monthly: bool) -> Table | None:
     for rollup in ROLLUPS:
         if rollup.monthly == monthly and dimensions <= set(rollup.dimensions):
             return rollup.table
-    return None if monthly else DailySales.__table__  # type: ignore[return-value]
+    return None if monthly else table_of(DailySales)
 
 
 def _whole_months(start: date, end: date) -> tuple[date, date] | None:
@@ -168,6 +169,7 @@ def sales_rows(*, group_by: str, filters: dict[str, Any], start: date, end: date
     if group_by not in (*DAILY_GROUPS, "month"):
         dimensions.add(GROUP_COLUMNS.get(group_by, group_by))
     daily = _smallest_rollup(dimensions, monthly=False)
+    assert daily is not None  # daily_sales holds every dimension
     monthly = None if group_by in DAILY_GROUPS else _smallest_rollup(dimensions, monthly=True)
     parts = _by_grain(start, end, daily=daily, monthly=monthly)
     columns = ("day", *sorted(dimensions), *SALES_MEASURES)
@@ -179,7 +181,7 @@ def sales_rows(*, group_by: str, filters: dict[str, Any], start: date, end: date
 
 
 async def as_of(session: AsyncSession) -> datetime | None:
-    return (await session.execute(select(Freshness.__table__.c.as_of))).scalar()  # type: ignore[attr-defined]
+    return (await session.execute(select(table_of(Freshness).c.as_of))).scalar()
 
 
 async def sales(
@@ -401,7 +403,7 @@ async def _receivables(session: AsyncSession, *, start: date, end: date) -> dict
 async def lifetime(session: AsyncSession, customer_id: UUID) -> dict[str, Any] | None:
     """A customer's whole history, or None for a customer analytics has never seen."""
     facts = (
-        (await session.execute(select(CustomerFacts.__table__).where(C.customer_id == customer_id)))  # type: ignore[call-overload]
+        (await session.execute(select(table_of(CustomerFacts)).where(C.customer_id == customer_id)))
         .mappings()
         .first()
     )
@@ -470,7 +472,7 @@ async def ageing(session: AsyncSession, *, as_of_date: date) -> list[dict[str, A
         .having(func.bool_or(M.kind == "invoice"))
         .subquery()
     )
-    i = InvoiceInstalment.__table__.c  # type: ignore[attr-defined]
+    i = table_of(InvoiceInstalment).c
     paid = func.greatest(func.least(moved.c.allocated, i.gross), 0)
     open_ = func.greatest(
         0,
@@ -480,7 +482,7 @@ async def ageing(session: AsyncSession, *, as_of_date: date) -> list[dict[str, A
     )
     per_instalment = (
         select(i.customer_id, (literal(as_of_date) - i.due_date).label("late"), open_.label("open"))
-        .select_from(moved.join(InvoiceInstalment.__table__, i.order_id == moved.c.order_id))  # type: ignore[arg-type]
+        .select_from(moved.join(table_of(InvoiceInstalment), i.order_id == moved.c.order_id))
         .subquery()
     )
     late, amount = per_instalment.c.late, per_instalment.c.open

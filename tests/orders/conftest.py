@@ -15,7 +15,7 @@ import pytest
 from services.orders.app import module
 from shared.app import create_app
 from shared.config import Settings
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, AppHttpClient
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +26,9 @@ async def client(
         secret_key=TEST_SECRET,
         data_dir=tmp_path_factory.mktemp("orders"),
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app([module()], settings=settings, database_url=migrated)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
+        async with AppHttpClient(app) as client:
             yield client

@@ -105,7 +105,7 @@ async def get_order(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
 
 
 def database(client: httpx.AsyncClient) -> Database:
-    return client.app.state.db  # type: ignore[attr-defined]
+    return client.app.state.db  # type: ignore[attr-defined]  # the test client keeps its app
 
 
 async def outbox_events(client: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
