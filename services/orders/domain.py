@@ -20,7 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from shared.money import ZERO, line_amounts, round_money
+from shared.money import ZERO, line_amounts, money_str, round_money
 
 
 class OrderStatus(StrEnum):
@@ -157,12 +157,14 @@ class CreditHold:
     open_receivable: Decimal
     order_gross: Decimal
 
-    def explain(self, number: str) -> str:
+    def explain(self, number: str, order_id: object) -> str:
+        after = self.open_receivable + self.order_gross
         return (
-            f"order {number} ({self.order_gross}) would take the customer's open "
-            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
-            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
-            "approver approves it"
+            f"order {number} was saved but not confirmed: its gross of "
+            f"{money_str(self.order_gross)} would take what the customer owes from "
+            f"{money_str(self.open_receivable)} to {money_str(after)}, over the credit limit of "
+            f"{money_str(self.credit_limit)}. It waits in status submitted until an approver "
+            f"approves it (POST /v1/orders/{order_id}/approve) or rejects it"
         )
 
 

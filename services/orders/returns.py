@@ -31,6 +31,7 @@ from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput
 from shared.events import orders as events
 from shared.messaging.outbox import emit
+from shared.money import plain
 from shared.numbering import next_number
 
 
@@ -193,9 +194,9 @@ def _assign(lines: list[OrderLine], data: ReturnCreate) -> dict[int, Decimal]:
                 remaining -= take
         if remaining > 0:
             raise Conflict(
-                f"lines.{i}: {wanted.quantity} of {wanted.sku} asked, only {returnable} "
-                "can still be returned",
+                f"lines.{i}: {plain(wanted.quantity)} of {wanted.sku} asked, only "
+                f"{plain(returnable)} can still be returned",
                 field=f"lines.{i}.quantity",
-                returnable=str(returnable),
+                returnable=plain(returnable),
             )
     return taking

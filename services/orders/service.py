@@ -64,8 +64,9 @@ from shared.cutoff import hold_period
 from shared.db import lock_or_404
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
+from shared.limits import MAX_AMOUNT
 from shared.messaging.outbox import emit
-from shared.money import round_money
+from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
 from shared.tables import table_of
@@ -105,8 +106,8 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     period = str(Period.of(day))
     if await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period):
         raise PeriodLocked(
-            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
-            "date the document into a later period",
+            f"period {period} is closed to new documents (its month-end close has begun); "
+            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
             field=field,
             period=period,
         )
@@ -139,10 +140,17 @@ async def create_order(
         if not product.active:
             raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
         unit_price = product.unit_price if line.unit_price is None else line.unit_price
-        if line.discount > line.quantity * unit_price:
+        before_discount = line.quantity * unit_price
+        if before_discount > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
+                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        if line.discount > before_discount:
             raise InvalidInput(
                 f"lines.{i}.discount",
-                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
             )
         priced = price_line(
             quantity=line.quantity,
@@ -150,8 +158,20 @@ async def create_order(
             discount=line.discount,
             tax_rate=product.tax_rate,
         )
+        if priced.gross > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"the line comes to {money_str(priced.gross)} with tax; "
+                f"a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
         priced_lines.append((product, priced))
     total = totals(priced for _, priced in priced_lines)
+    if total.gross > MAX_AMOUNT:
+        raise InvalidInput(
+            "lines",
+            f"the order comes to {money_str(total.gross)}; "
+            f"an order may come to at most {money_str(MAX_AMOUNT)}",
+        )
     if data.instalments:
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:
@@ -227,7 +247,7 @@ async def submit(
     if hold is not None:
         order.credit_hold = True
     order.approvals_required = required
-    reason = hold.explain(order.number) if hold else None
+    reason = hold.explain(order.number, order.id) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,

@@ -55,6 +55,7 @@ from shared.events.payments import (
     PaymentRefunded,
 )
 from shared.ids import new_id
+from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
@@ -85,6 +86,12 @@ async def receive(
     if received_at > now:
         raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
     business_date = business_date_of(received_at, settings.zone)
+    if not MIN_YEAR <= business_date.year <= MAX_YEAR:  # 2000-01-01T00:00+14:00 is 1999 here
+        raise InvalidInput(
+            "received_at",
+            f"falls on {business_date.isoformat()} in the business time zone; "
+            f"must be in the years {MIN_YEAR} to {MAX_YEAR}",
+        )
     period = str(Period.of(business_date))
     await ensure_period_open(session, period)
     payment = Payment(

@@ -34,7 +34,8 @@ def business_today() -> date:
     return today(ZoneInfo("Asia/Shanghai"))
 
 
-def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON answer (an object or an array) of a response that has `status`."""
     assert response.status_code == status, response.text[:600]
     return response.json()
 

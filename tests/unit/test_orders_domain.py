@@ -60,7 +60,7 @@ def test_the_credit_limit_may_be_reached_but_not_passed() -> None:
     )
     hold = credit_hold(credit_limit=D("100.00"), open_receivable=D("60.00"), order_gross=D("40.01"))
     assert hold is not None
-    assert "from 60.00 to 100.01" in hold.explain("SO-2026-000001")
+    assert "from 60.00 to 100.01" in hold.explain("SO-2026-000001", "0192")
 
 
 def test_a_held_order_needs_one_approval_and_is_held_only_if_it_would_have_confirmed() -> None:
