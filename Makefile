@@ -13,7 +13,7 @@ NGINX := /usr/sbin/nginx
 JQ := /usr/bin/jq
 ARGS ?=
 
-.PHONY: run test lint format bench clean env
+.PHONY: run test lint typecheck format bench clean env
 
 run: $(STAMP)
 	$(BIN)/salesbook run $(ARGS)
@@ -21,9 +21,13 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM) $(NGINX) $(JQ)
 	$(BIN)/pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy with the settings in pyproject.toml: every function of services/ and shared/ typed.
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -76,5 +80,5 @@ env:
 
 # Removes the environment and caches, never the data folder (.salesbook): that is the ledger.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

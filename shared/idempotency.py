@@ -92,7 +92,7 @@ async def idempotent(
     await session.execute(
         table.update()
         .where(table.c.subject == actor.subject, table.c.endpoint == endpoint, table.c.key == key)
-        .values(status_code=answer.status_code, response=json.loads(answer.body))
+        .values(status_code=answer.status_code, response=json.loads(bytes(answer.body)))
     )
     return answer
 

@@ -92,7 +92,7 @@ def install_openapi(app: FastAPI) -> None:
             app.openapi_schema = document(app)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # how FastAPI lets a document be replaced
 
 
 def document(app: FastAPI) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def document(app: FastAPI) -> dict[str, Any]:
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = schema["paths"][route.path_format].get(method.lower())
             if operation is not None:
                 _describe(operation, route)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
@@ -45,7 +46,7 @@ router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 Session = Depends(request_session, scope="function")
 READERS = Depends(require(Role.ANALYST, Role.FINANCE))
 MAX_ROWS = 10000
-Dimension = text(max_length=100)
+Dimension = Annotated[str, *text(max_length=100)]
 """A filter on a dimension analytics keeps (its columns hold 100 characters)."""
 TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
 
@@ -61,7 +62,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -
 
 
 def _list_answer(
-    request: Request, report: BaseModel, rows: list[BaseModel], columns: list[str], name: str
+    request: Request, report: BaseModel, rows: Sequence[BaseModel], columns: list[str], name: str
 ) -> BaseModel | Response:
     """The report as JSON, or its rows as CSV when the client asks for text/csv."""
     if wants_csv(request):
@@ -72,7 +73,7 @@ def _list_answer(
 def _paged_answer(
     request: Request,
     report: BaseModel,
-    rows: list[BaseModel],
+    rows: Sequence[BaseModel],
     columns: list[str],
     name: str,
     next_cursor: str | None,

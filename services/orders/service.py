@@ -69,6 +69,7 @@ from shared.messaging.outbox import emit
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
+from shared.tables import table_of
 
 S = OrderStatus
 
@@ -103,7 +104,7 @@ async def document_date(
 async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     """Refuse (409) a document dated into a locked period; hold the period open until commit."""
     period = str(Period.of(day))
-    if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
+    if await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period):
         raise PeriodLocked(
             f"period {period} is closed to new documents (its month-end close has begun); "
             f"{field} {day.isoformat()} cannot be used, date the document into a later period",

@@ -18,6 +18,7 @@ from uuid import UUID
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.payments import replica
 from services.payments.domain import (
@@ -58,6 +59,7 @@ from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
+from shared.tables import table_of
 
 
 class PaymentNotFound(NotFound):
@@ -66,7 +68,7 @@ class PaymentNotFound(NotFound):
 
 async def ensure_period_open(session: AsyncSession, period: str) -> None:
     """409 when the period is locked; otherwise hold its shared lock until commit."""
-    locked = await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period)
+    locked = await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period)
     ensure_open(period, locked)
 
 
@@ -255,8 +257,10 @@ async def release_newest(
         (
             await session.execute(
                 select(Allocation)
-                .where(Allocation.payment_id == payment.id, Allocation.status != A.RELEASED)
-                .order_by(Allocation.created_at.desc(), Allocation.id.desc())  # type: ignore[union-attr]
+                .where(
+                    col(Allocation.payment_id) == payment.id, col(Allocation.status) != A.RELEASED
+                )
+                .order_by(col(Allocation.created_at).desc(), col(Allocation.id).desc())
             )
         )
         .scalars()
@@ -340,8 +344,8 @@ async def sync_totals(session: AsyncSession, payment: Payment) -> None:
     truth: allocated counts applied and pending allocations, unapplied is what remains."""
     allocated = (
         await session.execute(
-            select(func.coalesce(func.sum(Allocation.amount), 0)).where(
-                Allocation.payment_id == payment.id, Allocation.status != A.RELEASED
+            select(func.coalesce(func.sum(col(Allocation.amount)), 0)).where(
+                col(Allocation.payment_id) == payment.id, col(Allocation.status) != A.RELEASED
             )
         )
     ).scalar_one()
@@ -364,8 +368,8 @@ async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID,
     rows = (
         await session.execute(
             select(KnownOrder)
-            .where(KnownOrder.order_id.in_(sorted(order_ids)))  # type: ignore[attr-defined]
-            .order_by(KnownOrder.order_id)
+            .where(col(KnownOrder.order_id).in_(sorted(order_ids)))
+            .order_by(col(KnownOrder.order_id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -453,7 +457,7 @@ def _state(allocation: Allocation) -> AllocationState:
         allocation_id=allocation.id,
         order_id=allocation.order_id,
         amount=allocation.amount,
-        status=allocation.status,  # type: ignore[arg-type]
+        status=allocation.status,
     )
 
 

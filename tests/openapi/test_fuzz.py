@@ -67,7 +67,7 @@ def published_document() -> dict[str, Any]:
     are collected as tests before the server starts."""
     app = create_app(
         all_modules(),
-        settings=Settings(secret_key=TEST_SECRET, _env_file=None),  # type: ignore[call-arg]
+        settings=Settings(secret_key=TEST_SECRET, _env_file=None),
         database_url="postgresql://nobody@localhost/unused",
         run_workers=False,
     )
