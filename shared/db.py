@@ -40,12 +40,15 @@ class Database:
     ) -> None:
         self.url = plain_url(url)
         # At most pool_size + max_overflow connections: the budget the README's deployment
-        # arithmetic (and the compose file's max_connections) counts on.
+        # arithmetic (and the compose file's max_connections) counts on. No pre-ping: it costs
+        # three round trips (BEGIN, a ping, ROLLBACK) on every checkout. A connection the
+        # server dropped fails its first statement instead; that request answers 503
+        # (shared/errors.py) and SQLAlchemy discards every connection pooled before it.
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
             pool_size=pool_size,
             max_overflow=max_overflow,
-            pool_pre_ping=True,
+            pool_pre_ping=False,
             echo=echo,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
