@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 # The end-to-end test routes its requests through Debian's nginx with deploy/nginx.conf.
 NGINX := /usr/sbin/nginx
+# The order-entry benchmark drives HTTP load with Debian's wrk.
+WRK := /usr/bin/wrk
 ARGS ?=
 
 .PHONY: run test lint format bench clean env
@@ -27,7 +29,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: $(STAMP) $(WRK)
 	$(BIN)/python -m bench $(ARGS)
 
 $(STAMP): pyproject.toml
@@ -56,6 +58,16 @@ $(NGINX):
 		{ echo "Could not install nginx: the end-to-end test needs $(NGINX)."; \
 		  echo "Install Debian's nginx package as root (apt-get install nginx)."; exit 1; }
 	@test -x $(NGINX) || { echo "apt-get installed nginx but not $(NGINX)"; exit 1; }
+
+# Only when missing, like Chromium: the order-entry benchmark stops without it.
+$(WRK):
+	@echo "Installing wrk for the order-entry benchmark"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y wrk || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } || \
+		{ echo "Could not install wrk: the order-entry benchmark needs $(WRK)."; \
+		  echo "Install Debian's wrk package as root (apt-get install wrk)."; exit 1; }
+	@test -x $(WRK) || { echo "apt-get installed wrk but not $(WRK)"; exit 1; }
 
 # The secrets docker-compose.yml reads, generated once into .env (ignored by git and
 # docker); values already there are kept, so running it again changes nothing.
