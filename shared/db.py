@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
 from fastapi import Request
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,6 +70,26 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection[Any]:
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    For a hot path that writes in a few hand-written statements: what it executes here
+    commits or rolls back with everything else the session does, but skips SQLAlchemy's
+    compilation and result processing (about half a millisecond of CPU a statement).
+    """
+    connection = await session.connection()
+    adapted = (await connection.get_raw_connection()).dbapi_connection
+    if getattr(adapted, "_transaction", True) is None:
+        # SQLAlchemy begins the transaction lazily, with its first statement: begin it as
+        # that statement would, so COMMIT and ROLLBACK of the session apply to ours.
+        await adapted._start_transaction()  # type: ignore[union-attr]
+    driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]
+    if not driver.is_in_transaction():
+        # A SQLAlchemy without that hook: one statement of its own begins it.
+        await session.execute(text("SELECT 1"))
+    return driver
 
 
 def database_of(request: Request) -> Database:

@@ -10,7 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orders import customers, orders, products, returns, views
+from services.orders import customers, entry, orders, products, returns, views
 from services.orders.models import Channel, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
@@ -50,7 +50,8 @@ OptionalReason = Annotated[Reason | None, Body()]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN)]
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
+    # async: FastAPI runs a plain def dependency in its thread pool, a thread hop a request.
     return request.app.state.settings
 
 
@@ -176,14 +177,13 @@ async def update_product(
 # Orders ------------------------------------------------------------------------------------
 
 
-def _held(submission: orders.Submission, view: OrderPublic) -> JSONResponse:
+def _held(hold: entry.CreditHold | None, view: OrderPublic) -> JSONResponse:
     """The 409 of an order held by the credit limit: committed, but not confirmed."""
-    hold = submission.credit_hold
     assert hold is not None
     return problem(
         409,
         "Credit limit exceeded",
-        hold.explain(submission.order),
+        hold.explain(view.number),
         order_id=str(view.id),
         order_number=view.number,
         order_status=view.status.value,
@@ -216,18 +216,12 @@ async def create_order(
     """
 
     async def create() -> OrderPublic | JSONResponse:
-        order = await orders.create_order(
+        entered = await entry.enter_order(
             session=session, data=data, actor=actor, settings=settings
         )
-        if data.submit:
-            submission = await orders.submit(
-                session=session, order_id=order.id, actor=actor, settings=settings
-            )
-            view = await views.order_view(session, submission.order, settings=settings)
-            if submission.held:
-                return _held(submission, view)
-            return view
-        return await views.order_view(session, order, settings=settings)
+        if entered.held:
+            return _held(entered.credit_hold, entered.view)
+        return entered.view
 
     return await idempotent(
         session,
@@ -294,7 +288,7 @@ async def submit_order(
         session=session, order_id=order_id, actor=actor, settings=settings
     )
     view = await views.order_view(session, submission.order, settings=settings)
-    return _held(submission, view) if submission.held else view
+    return _held(submission.credit_hold, view) if submission.held else view
 
 
 @router.post("/orders/{order_id}/approve", response_model=OrderPublic, tags=["orders"])

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
+from services.orders.entry import CreditHold
 from services.orders.models import (
     RECEIVABLE_STATUSES,
     SCHEMA,
@@ -42,17 +43,16 @@ from services.orders.models import (
     Order,
     OrderLine,
     OrderStatus,
-    Product,
     StatusChange,
     utcnow,
 )
 from services.orders.periods import document_date, ensure_open, today
-from services.orders.pricing import PricedLine, approvals_needed, price_line, totals
-from services.orders.schemas import OrderCreate, tidy
+from services.orders.pricing import approvals_needed
+from services.orders.schemas import tidy
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
-from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from shared.errors import Conflict, IllegalTransition, NotFound
 from shared.events import orders as events
 from shared.messaging.outbox import emit
 from shared.money import round_money
@@ -68,23 +68,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.REJECTED: frozenset(),
     S.CANCELLED: frozenset(),
 }
-
-
-@dataclass(frozen=True)
-class CreditHold:
-    """Why an order was held instead of confirmed."""
-
-    credit_limit: Decimal
-    open_receivable: Decimal
-    order_gross: Decimal
-
-    def explain(self, order: Order) -> str:
-        return (
-            f"order {order.number} ({self.order_gross}) would take the customer's open "
-            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
-            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
-            "approver approves it"
-        )
 
 
 @dataclass(frozen=True)
@@ -110,105 +93,6 @@ async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     return order
 
 
-async def create_order(
-    *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
-) -> Order:
-    """Price the lines server-side and record a draft order (`submit` is the caller's next step)."""
-    if data.currency is not None and data.currency != settings.currency:
-        raise InvalidInput("currency", f"only {settings.currency} is accepted")
-    customer = await session.get(Customer, data.customer_id)
-    if customer is None:
-        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
-    if data.business_date is not None:
-        await document_date(session, data.business_date, settings=settings, field="business_date")
-
-    skus = {line.sku for line in data.lines}
-    products = {
-        p.sku: p
-        for p in (
-            await session.execute(select(Product).where(col(Product.sku).in_(skus)))
-        ).scalars()
-    }
-    priced_lines: list[tuple[Product, PricedLine]] = []
-    for i, line in enumerate(data.lines):
-        product = products.get(line.sku)
-        if product is None:
-            raise InvalidInput(f"lines.{i}.sku", f"no product {line.sku}")
-        if not product.active:
-            raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
-        unit_price = product.unit_price if line.unit_price is None else line.unit_price
-        if line.discount > line.quantity * unit_price:
-            raise InvalidInput(
-                f"lines.{i}.discount",
-                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
-            )
-        priced = price_line(
-            quantity=line.quantity,
-            unit_price=unit_price,
-            discount=line.discount,
-            tax_rate=product.tax_rate,
-        )
-        priced_lines.append((product, priced))
-    total = totals(priced for _, priced in priced_lines)
-    if data.instalments:
-        scheduled = sum((i.amount for i in data.instalments), ZERO)
-        if scheduled != total.gross:
-            raise InvalidInput(
-                "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
-            )
-
-    number = await next_number(session, schema=SCHEMA, prefix="SO", year=today(settings).year)
-    order = Order(
-        number=number,
-        customer_id=customer.id,
-        status=S.DRAFT,
-        channel=data.channel,
-        salesperson=data.salesperson,
-        note=data.note,
-        business_date=data.business_date,
-        net=total.net,
-        tax=total.tax,
-        gross=total.gross,
-        created_by=actor.subject,
-    )
-    session.add(order)
-    await session.flush()
-    session.add_all(
-        OrderLine(
-            order_id=order.id,
-            line_no=n,
-            sku=product.sku,
-            name=product.name,
-            category=product.category,
-            quantity=priced.quantity,
-            unit_price=priced.unit_price,
-            discount=priced.discount,
-            tax_rate=priced.tax_rate,
-            net=priced.net,
-            tax=priced.tax,
-            gross=priced.gross,
-        )
-        for n, (product, priced) in enumerate(priced_lines, start=1)
-    )
-    schedule = sorted(data.instalments, key=lambda i: i.due_date)
-    session.add_all(
-        Instalment(order_id=order.id, seq=n, due_date=i.due_date, amount=i.amount)
-        for n, i in enumerate(schedule, start=1)
-    )
-    session.add(_history(order, None, S.DRAFT, actor, None))
-    await session.flush()
-    await record_audit(
-        session,
-        schema=SCHEMA,
-        actor=actor,
-        action="order.created",
-        entity="order",
-        entity_id=order.id,
-        details={"number": order.number, "gross": order.gross, "lines": len(priced_lines)},
-    )
-    return order
-
-
 async def submit(
     *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings
 ) -> Submission:
@@ -225,7 +109,7 @@ async def submit(
         order.credit_hold = True
         required = max(required, 1)
     order.approvals_required = required
-    reason = hold.explain(order) if hold else None
+    reason = hold.explain(order.number) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,
