@@ -38,11 +38,12 @@ from shared.app import create_app
 from shared.auth import Role, issue_token
 from shared.config import Settings
 from shared.db import Database, plain_url
-from shared.events.envelope import Event, period_of
+from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.messaging.consumer import Subscription, apply_batch
 from shared.migrations import upgrade
 from shared.money import line_amounts, money_str
+from shared.periods import Period
 
 SECRET = "bench-secret-key-for-analytics-queries"
 START = date(2025, 1, 1)
@@ -93,7 +94,7 @@ def _event(kind: str, source: str, key: str, on: date, data: dict[str, Any]) -> 
         key=key,
         occurred_at=datetime.now(UTC),
         business_date=on,
-        period=period_of(on),
+        period=str(Period.of(on)),
         request_id=None,
         data=data,
     )

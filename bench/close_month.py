@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from bench._server import bench_server
-from services.closing import close as closing
+from services.closing import service as closing
 from services.closing.handlers import subscriptions as closing_subscriptions
 from services.registry import all_modules, migration_targets
 from shared.auth import Actor, Role

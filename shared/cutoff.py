@@ -3,6 +3,11 @@
 Orders and payments both answer `period.close_requested` with `apply_cutoff`, and
 `period.reopened` or `period.close_aborted` with `lift_cutoff`; each passes its own lock
 table, its totals query and the periods in which it holds documents.
+
+Race with the close: every document takes its period's advisory lock shared
+(`hold_period`) before checking the lock table and holds it until commit; the cutoff takes
+it exclusively, so it waits for documents already being written into the period, and every
+later document sees the lock row. No document slips in after the cutoff.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from shared.events.closing import CONTROL_KEY, ControlTotal, PeriodCloseRequeste
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription, one_by_one
 from shared.messaging.outbox import emit
-from shared.periods import period_lock_key
 
 ControlTotals = Callable[[AsyncSession, str], Awaitable[dict[str, ControlTotal]]]
 DocumentPeriods = Callable[[AsyncSession, str], Awaitable[list[str]]]
@@ -40,9 +44,7 @@ async def apply_cutoff(
     The exclusive advisory lock waits for every in-flight document of the period (writers
     hold it shared), so the totals counted here are final: later writers see the lock row.
     """
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtext(period_lock_key(schema, period))))
-    )
+    await _advisory_lock(session, schema=schema, period=period, shared=False)
     now = datetime.now(UTC)
     locked = set((await session.execute(select(locks.c.period))).scalars())
     unlocked = sorted(set(await periods_before(session, period)) - locked)
@@ -66,6 +68,36 @@ async def apply_cutoff(
         source=schema,
         key=CONTROL_KEY,
     )
+
+
+async def lock_period(session: AsyncSession, *, schema: str, locks: Table, period: str) -> None:
+    """Close `period` to new documents, after every document already being written into it."""
+    await _advisory_lock(session, schema=schema, period=period, shared=False)
+    await session.execute(
+        insert(locks).values(period=period, locked_at=datetime.now(UTC)).on_conflict_do_nothing()
+    )
+
+
+async def hold_period(session: AsyncSession, *, schema: str, locks: Table, period: str) -> bool:
+    """Keep a cutoff of `period` waiting until this transaction ends (a document is being
+    written into it); whether the period is locked already."""
+    await _advisory_lock(session, schema=schema, period=period, shared=True)
+    found = await session.execute(select(locks.c.period).where(locks.c.period == period))
+    return found.first() is not None
+
+
+def period_lock_key(schema: str, period: str) -> str:
+    """Advisory lock name guarding documents of one period in one service.
+
+    Writers of documents hold it shared until commit; the close's cutoff takes it exclusively,
+    so a cutoff never counts control totals while a document for that period is in flight.
+    """
+    return f"salesbook.period.{schema}.{period}"
+
+
+async def _advisory_lock(session: AsyncSession, *, schema: str, period: str, shared: bool) -> None:
+    lock = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
+    await session.execute(select(lock(func.hashtext(period_lock_key(schema, period)))))
 
 
 async def lift_cutoff(session: AsyncSession, *, locks: Table, period: str) -> None:

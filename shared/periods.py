@@ -1,18 +1,94 @@
-"""Business dates and accounting periods: which month a document belongs to, and whether a
-caller may date a document into it."""
+"""Business dates and accounting periods: the one `Period` type (a calendar month `YYYY-MM`),
+today's date in the business time zone, and whether a caller may date a document into a
+period."""
 
 from __future__ import annotations
 
+import re
+from calendar import monthrange
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from shared.errors import InvalidInput, PeriodLocked
-from shared.events.envelope import period_of
 
-__all__ = ["business_date_of", "check_not_future", "ensure_open", "period_of", "today"]
+__all__ = [
+    "Period",
+    "business_date_of",
+    "check_not_future",
+    "ensure_open",
+    "today",
+]
+
+# [0-9], not \d: \d also matches other scripts' digits, which int() would then read.
+_PERIOD = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Period:
+    """An accounting period: one calendar month. Ordered; `str()` is `YYYY-MM`."""
+
+    year: int
+    month: int
+
+    FIRST_YEAR: ClassVar[int] = 2000
+    LAST_YEAR: ClassVar[int] = 2999
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.month <= 12:
+            raise ValueError(f"month {self.month} is not 1 to 12")
+
+    @classmethod
+    def parse(cls, text: str, *, field: str = "period") -> Period:
+        """The period `text` names (`YYYY-MM`, ASCII digits, years 2000–2999), else 422."""
+        found = _PERIOD.fullmatch(text)
+        if found is None:
+            raise InvalidInput(field, f"{text!r} is not a period like 2026-10")
+        period = cls(int(found[1]), int(found[2]))
+        if not cls.FIRST_YEAR <= period.year <= cls.LAST_YEAR:
+            raise InvalidInput(
+                field, f"{text} is outside the years {cls.FIRST_YEAR}–{cls.LAST_YEAR}"
+            )
+        return period
+
+    @classmethod
+    def of(cls, day: date) -> Period:
+        """The period a business date falls in."""
+        return cls(day.year, day.month)
+
+    @classmethod
+    def at(cls, moment: datetime, zone: ZoneInfo) -> Period:
+        """The period of a moment's calendar date in the business time zone."""
+        return cls.of(business_date_of(moment, zone))
+
+    @property
+    def first_day(self) -> date:
+        return date(self.year, self.month, 1)
+
+    @property
+    def last_day(self) -> date:
+        return date(self.year, self.month, monthrange(self.year, self.month)[1])
+
+    def bounds(self) -> tuple[date, date]:
+        """The half-open date range [first day, first day of the next period)."""
+        return self.first_day, self.next().first_day
+
+    def next(self) -> Period:
+        return Period(self.year + self.month // 12, self.month % 12 + 1)
+
+    def previous(self) -> Period:
+        return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+    def __contains__(self, day: date) -> bool:
+        return (day.year, day.month) == (self.year, self.month)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
 
 
 def today(zone: ZoneInfo) -> date:
+    """The calendar date now in the business time zone."""
     return datetime.now(UTC).astimezone(zone).date()
 
 
@@ -35,12 +111,3 @@ def ensure_open(period: str, locked: bool) -> None:
             f"period {period} is locked for closing; date the document into a later period",
             period=period,
         )
-
-
-def period_lock_key(schema: str, period: str) -> str:
-    """Advisory lock name guarding documents of one period in one service.
-
-    Writers of documents hold it shared until commit; the close's cutoff takes it exclusively,
-    so a cutoff never counts control totals while a document for that period is in flight.
-    """
-    return f"salesbook.period.{schema}.{period}"

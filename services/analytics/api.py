@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from uuid import UUID
 
@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import dashboard, queries, targets, trend
+from services.analytics import dashboard, queries, service, trend
 from services.analytics.models import SCHEMA
 from services.analytics.schemas import (
     PERIOD_PATTERN,
@@ -204,11 +204,12 @@ async def ar_ageing(
     as_of: date | None = Query(
         None, description="the day to age at; default today in the business time zone"
     ),
+    today: date = Depends(business_today),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
     """Open invoice amounts per customer by days past due, as they stood at the end of as_of."""
-    day = as_of or datetime.now(request.app.state.settings.zone).date()
+    day = as_of or today
     rows = [AgeingRow.model_validate(r) for r in await queries.ageing(session, as_of_date=day)]
     totals = AgeingTotals(
         **{
@@ -270,12 +271,12 @@ async def put_targets(
     actor: Actor = Depends(require(Role.FINANCE)),
 ) -> list[TargetRow]:
     """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
-    saved = await targets.set_targets(session=session, targets=body.targets, actor=actor)
+    saved = await service.set_targets(session=session, targets=body.targets, actor=actor)
     # Each target as attainment reads it now: the month's revenue so far against it.
     by_period: dict[str, dict[str, dict[str, Any]]] = {}
     for period in sorted({t.period for t in saved}):
         by_period[period] = {
-            r["salesperson"]: r for r in await targets.attainment(session=session, period=period)
+            r["salesperson"]: r for r in await service.attainment(session=session, period=period)
         }
     return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
 
@@ -290,7 +291,7 @@ async def attainment(
     """Revenue against target per salesperson in a month (YYYY-MM)."""
     rows = [
         TargetRow.model_validate(r)
-        for r in await targets.attainment(session=session, period=period)
+        for r in await service.attainment(session=session, period=period)
     ]
     report = Attainment(as_of=await queries.as_of(session), period=period, rows=rows)
     return _list_answer(request, report, rows, list(TargetRow.model_fields), "attainment.csv")

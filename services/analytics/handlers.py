@@ -53,6 +53,7 @@ from shared.events.payments import (
     PaymentRefunded,
 )
 from shared.messaging.consumer import Subscription
+from shared.periods import business_date_of
 
 SALES_KEY = ("day", "sku", "category", "customer_id", "region", "segment", "channel", "salesperson")
 SALES_SUMS = (
@@ -127,12 +128,8 @@ def _dim(value: str | None) -> str:
     return value or ""
 
 
-def _local_day(moment: datetime) -> date:
-    return moment.astimezone(get_settings().zone).date()
-
-
 def _event_day(event: Event) -> date:
-    return event.business_date or _local_day(event.occurred_at)
+    return event.business_date or business_date_of(event.occurred_at, get_settings().zone)
 
 
 async def apply_events(session: AsyncSession, events: list[Event]) -> None:
@@ -179,7 +176,7 @@ def _on_submitted(batch: Batch, event: Event) -> None:
     submitted = OrderSubmitted.model_validate(event.data)
     # Counted on the business date, as its confirmation is, so a backdated month's conversion
     # rate compares the same orders.
-    day = submitted.business_date or _local_day(submitted.submitted_at)
+    day = submitted.business_date or business_date_of(submitted.submitted_at, get_settings().zone)
     batch.funnel[day]["submitted"] += 1
 
 

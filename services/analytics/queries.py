@@ -8,7 +8,6 @@ Definitions (each over the documents dated in [start, end], both days included):
 
 from __future__ import annotations
 
-from calendar import monthrange
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -46,6 +45,7 @@ from services.analytics.models import (
     ReceivableMove,
     ReceivablesByDay,
 )
+from shared.periods import Period
 
 S = DailySales.__table__.c  # type: ignore[attr-defined]
 M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
@@ -126,7 +126,7 @@ def _whole_months(start: date, end: date) -> tuple[date, date] | None:
         first = date(start.year + start.month // 12, start.month % 12 + 1, 1)
     else:
         return None
-    if end.day == monthrange(end.year, end.month)[1]:
+    if end == Period.of(end).last_day:
         last = end
     elif (end.year, end.month) > (date.min.year, 1):
         last = end.replace(day=1) - timedelta(days=1)
@@ -310,7 +310,7 @@ async def kpis(session: AsyncSession, *, start: date, end: date) -> dict[str, An
 
 
 def _one_whole_month(start: date, end: date) -> bool:
-    return start.day == 1 and end == start.replace(day=monthrange(start.year, start.month)[1])
+    return start.day == 1 and end == Period.of(start).last_day
 
 
 async def _counted(session: AsyncSession, counts: Table, day: date) -> int:

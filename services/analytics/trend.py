@@ -10,6 +10,7 @@ from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.analytics.queries import sales_rows
+from shared.periods import Period
 
 METRICS = {
     "revenue": lambda rows: func.sum(rows.net - rows.returns_net),
@@ -33,7 +34,7 @@ def next_bucket(day: date, interval: str) -> date:
     if interval == "week":
         return day + timedelta(days=7)
     if interval == "month":
-        return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+        return Period.of(day).next().first_day
     return day + timedelta(days=1)
 
 

@@ -8,11 +8,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing import close, reports, statements
-from services.closing.models import SCHEMA, PeriodVersion, Statement
+from services.closing import queries, service, statements
+from services.closing.models import SCHEMA
 from services.closing.schemas import (
     BalanceRow,
     CustomerStatement,
@@ -25,6 +24,7 @@ from services.closing.schemas import (
     TrialBalance,
     VersionPublic,
 )
+from shared import periods
 from shared.audit import audit_router
 from shared.auth import Actor, Role, require
 from shared.clock import business_today
@@ -43,7 +43,7 @@ PeriodPath = str
 
 def stuck_for_close(request: Request) -> str | None:
     """The events a close is waiting for that a subscription of this process is stuck on."""
-    return stuck_problem(request.app.state.workers, close.CLOSE_SUBSCRIPTIONS)
+    return stuck_problem(request.app.state.workers, service.CLOSE_SUBSCRIPTIONS)
 
 
 @router.get("/periods", response_model=list[PeriodPublic])
@@ -53,8 +53,8 @@ async def list_periods(
     """Every period that holds documents or has been closed, oldest first."""
     stuck = stuck_for_close(request)
     return [
-        await reports.period_public(session, p, stuck=stuck)
-        for p in await reports.list_periods(session)
+        await queries.period_public(session, p, stuck=stuck)
+        for p in await queries.list_periods(session)
     ]
 
 
@@ -67,8 +67,8 @@ async def read_period(
 ) -> PeriodPublic:
     """A period's status, totals, control totals, close progress and hash; while closing,
     `problem` names any event the close waits for that a consumer is stuck on."""
-    row = await reports.read_period(session, period)
-    return await reports.period_public(session, row, stuck=stuck_for_close(request))
+    row = await queries.read_period(session, period)
+    return await queries.period_public(session, row, stuck=stuck_for_close(request))
 
 
 @router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)
@@ -80,8 +80,8 @@ async def close_period(
 ) -> PeriodPublic:
     """Close a month (结账): the sources lock it, the ledger is matched against their control
     totals, then balances are computed. Returns at once; poll the period for progress."""
-    row = await close.request_close(session=session, period=period, actor=actor, today=today)
-    return await reports.period_public(session, row)
+    row = await service.request_close(session=session, period=period, actor=actor, today=today)
+    return await queries.period_public(session, row)
 
 
 @router.post("/periods/{period}/reopen", response_model=PeriodPublic)
@@ -92,8 +92,8 @@ async def reopen_period(
     actor: Actor = Depends(require(Role.ADMIN)),
 ) -> PeriodPublic:
     """Reopen a closed month (admin, with a reason); later closed months become stale."""
-    row = await close.reopen(session=session, period=period, reason=body.reason, actor=actor)
-    return await reports.period_public(session, row)
+    row = await service.reopen(session=session, period=period, reason=body.reason, actor=actor)
+    return await queries.period_public(session, row)
 
 
 BALANCE_COLUMNS = (
@@ -125,7 +125,7 @@ async def period_balances(
     _: Actor = Depends(require(*READERS)),
 ) -> Page[BalanceRow] | Response:
     """Per-customer balances of a closed period, by customer id; CSV with Accept: text/csv."""
-    rows = await reports.balances(
+    rows = await queries.balances(
         session,
         period=period,
         version=version,
@@ -136,7 +136,7 @@ async def period_balances(
         limit=page.limit,
     )
     kept, cursor = cut_page(rows, limit=page.limit, key=lambda b: str(b.customer_id))
-    items = [reports.balance_row(b) for b in kept]
+    items = [queries.balance_row(b) for b in kept]
     if wants_csv(request):
         flat = [
             {**i.model_dump(mode="json", exclude={"ageing"}), **i.ageing.model_dump(mode="json")}
@@ -151,8 +151,8 @@ async def period_trial_balance(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> TrialBalance:
     """Debits and credits per account posted into the period (frozen once closed)."""
-    close.parse_period(period)
-    return await reports.trial_balance_of(session, period)
+    periods.Period.parse(period)
+    return await queries.trial_balance_of(session, period)
 
 
 @router.get("/periods/{period}/reconciliation")
@@ -164,9 +164,9 @@ async def period_reconciliation(
 ) -> dict:
     """Late events, failed pending allocations, overpaid orders, credit balances,
     control-total mismatches and allocations pending too long of a period."""
-    close.parse_period(period)
+    periods.Period.parse(period)
     after = request.app.state.settings.pending_allocation_report_after_seconds
-    return await reports.reconciliation(
+    return await queries.reconciliation(
         session, period, pending_report_after=timedelta(seconds=after)
     )
 
@@ -176,7 +176,7 @@ async def verify_period(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> dict:
     """Recompute a closed period from the ledger; check its hash chain and trial balance."""
-    return await reports.verify(session, period)
+    return await queries.verify(session, period)
 
 
 @router.get("/periods/{period}/versions", response_model=list[VersionPublic])
@@ -184,21 +184,7 @@ async def period_versions(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> list[VersionPublic]:
     """Every close of the period, oldest first, with who reopened it and why."""
-    current = await reports.read_period(session, period)
-    rows = (
-        await session.execute(
-            select(PeriodVersion)
-            .where(PeriodVersion.period == period)
-            .order_by(PeriodVersion.version)
-        )
-    ).scalars()
-    return [
-        VersionPublic(
-            **v.model_dump(exclude={"trial_balance", "control_totals"}),
-            current=current.status == "closed" and v.version == current.version,
-        )
-        for v in rows
-    ]
+    return await queries.versions(session, period)
 
 
 @router.get("/periods/{period}/versions/diff")
@@ -210,8 +196,8 @@ async def period_version_diff(
     _: Actor = Depends(require(*READERS)),
 ) -> dict:
     """Balance changes between two closes of one period."""
-    close.parse_period(period)
-    return await reports.version_diff(session, period, from_version, to_version)
+    periods.Period.parse(period)
+    return await queries.version_diff(session, period, from_version, to_version)
 
 
 STATEMENT_COLUMNS = (
@@ -274,17 +260,8 @@ async def list_statements(
     _: Actor = Depends(require(*READERS)),
 ) -> list[StatementPublic]:
     """Statements sent for confirmation; `status=disputed` lists the open disputes."""
-    query = select(Statement).order_by(Statement.id)
-    if status:
-        query = query.where(Statement.status == status)
-    if period:
-        query = query.where(Statement.period == period)
-    if customer_id:
-        query = query.where(Statement.customer_id == customer_id)
-    return [
-        StatementPublic.model_validate(s, from_attributes=True)
-        for s in (await session.execute(query)).scalars()
-    ]
+    rows = await queries.statements(session, status=status, period=period, customer_id=customer_id)
+    return [StatementPublic.model_validate(s, from_attributes=True) for s in rows]
 
 
 @router.post("/statements/{statement_id}/confirm", response_model=StatementPublic)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import closing_periods, on_cutoff, try_complete
 from services.closing.ledger import (
     Batch,
     add_invoice_facts,
@@ -16,6 +15,7 @@ from services.closing.ledger import (
 )
 from services.closing.models import SCHEMA
 from services.closing.pending import PendingChanges, flush_pending, track
+from services.closing.service import closing_periods, on_cutoff, try_complete
 from shared.events.closing import PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription

@@ -28,9 +28,10 @@ from services.closing.models import (
     Period,
     ReconciliationException,
 )
+from shared import periods
 from shared.bulk import add_to, insert_rows
 from shared.config import get_settings
-from shared.events.envelope import Event, EventPayload, period_of
+from shared.events.envelope import Event, EventPayload
 from shared.events.orders import OrderCancelled, OrderConfirmed, OrderReturned
 from shared.events.payments import (
     AllocationReleased,
@@ -196,17 +197,8 @@ class PeriodBook:
     def posting_period(self, dated: str) -> str:
         period = dated
         while self.statuses.get(period) == "closed":
-            period = next_period(period)
+            period = str(periods.Period.parse(period).next())
         return period
-
-
-def next_period(period: str) -> str:
-    year, month = int(period[:4]), int(period[5:7])
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
-
-
-def first_day(period: str) -> date:
-    return date(int(period[:4]), int(period[5:7]), 1)
 
 
 async def load_book(session: AsyncSession) -> PeriodBook:
@@ -217,9 +209,10 @@ async def load_book(session: AsyncSession) -> PeriodBook:
 def add_posting(batch: Batch, book: PeriodBook, posting: Posting) -> None:
     if not posting.balanced():
         raise ValueError(f"unbalanced posting for event {posting.event.event_id}")
-    dated = period_of(posting.business_date)
+    dated = str(periods.Period.of(posting.business_date))
     period = book.posting_period(dated)
     late = period != dated
+    posting_date = periods.Period.parse(period).first_day if late else posting.business_date
     batch.entries.append(
         {
             "event_id": posting.event.event_id,
@@ -231,7 +224,7 @@ def add_posting(batch: Batch, book: PeriodBook, posting: Posting) -> None:
             "business_date": posting.business_date,
             "dated_period": dated,
             "period": period,
-            "posting_date": first_day(period) if late else posting.business_date,
+            "posting_date": posting_date,
             "late": late,
             "amount": posting.amount,
             "lines": [
@@ -307,7 +300,8 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                 )
             )
         case AllocationReleased() as rel:
-            day = rel.business_date or event.occurred_at.astimezone(get_settings().zone).date()
+            zone = get_settings().zone
+            day = rel.business_date or periods.business_date_of(event.occurred_at, zone)
             if rel.was_applied:
                 batch.movements.append(
                     _movement(rel.order_id, rel.customer_id, "allocation", day, -rel.amount)
@@ -315,7 +309,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
             elif rel.reason not in ORDINARY_RELEASES:
                 batch.exceptions.append(
                     {
-                        "period": book.posting_period(period_of(day)),
+                        "period": book.posting_period(str(periods.Period.of(day))),
                         "kind": "failed_allocation",
                         "customer_id": rel.customer_id,
                         "document": str(rel.order_id),

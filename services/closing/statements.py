@@ -9,10 +9,9 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import last_day, parse_period
-from services.closing.ledger import first_day
 from services.closing.models import SCHEMA, ClosedBalance, LedgerEntry, Period, Statement
 from services.closing.schemas import CustomerStatement, StatementLine
+from shared import periods
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -76,7 +75,7 @@ async def send_statement(
     *, session: AsyncSession, customer_id: UUID, period: str, actor: Actor
 ) -> Statement:
     """Send a closed period's statement to the customer for confirmation."""
-    parse_period(period)
+    periods.Period.parse(period)
     row = await session.get(Period, period)
     if row is None or row.status != "closed":
         raise Conflict(
@@ -155,12 +154,11 @@ async def answer_statement(
 
 async def statement_documents(session: AsyncSession, statement: Statement) -> set[str]:
     """The document numbers a sent statement shows: the customer's documents of its period."""
-    first, last = period_bounds(statement.period)
+    period = periods.Period.parse(statement.period)
     shown = await customer_statement(
-        session, customer_id=statement.customer_id, date_from=first, date_to=last
+        session,
+        customer_id=statement.customer_id,
+        date_from=period.first_day,
+        date_to=period.last_day,
     )
     return {line.document for line in shown.lines if line.document}
-
-
-def period_bounds(period: str) -> tuple[date, date]:
-    return first_day(period), last_day(period)

@@ -10,7 +10,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.orders import customers, entry, orders, products, returns, views
+from services.orders import customers, products, queries, returns, service
+from services.orders.domain import CreditHold
 from services.orders.models import Channel, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
@@ -177,7 +178,7 @@ async def update_product(
 # Orders ------------------------------------------------------------------------------------
 
 
-def _held(hold: entry.CreditHold | None, view: OrderPublic) -> JSONResponse:
+def _held(hold: CreditHold | None, view: OrderPublic) -> JSONResponse:
     """The 409 of an order held by the credit limit: committed, but not confirmed."""
     assert hold is not None
     return problem(
@@ -216,7 +217,7 @@ async def create_order(
     """
 
     async def create() -> OrderPublic | JSONResponse:
-        entered = await entry.enter_order(
+        entered = await service.enter_order(
             session=session, data=data, actor=actor, settings=settings
         )
         if entered.held:
@@ -251,7 +252,7 @@ async def list_orders(
     ] = None,
 ) -> Page[OrderPublic]:
     """Orders, oldest first, filtered by customer, status, channel, salesperson or period."""
-    items, cursor = await views.list_orders(
+    items, cursor = await queries.list_orders(
         session=session,
         page=page,
         settings=settings,
@@ -270,7 +271,7 @@ async def get_order(
     order_id: UUID, actor: Reader, session: Session, settings: AppSettings
 ) -> OrderPublic:
     """One order with its lines, amounts, schedule, approvals, credit notes and history."""
-    return await views.get_order_view(session, order_id, settings=settings)
+    return await queries.get_order_view(session, order_id, settings=settings)
 
 
 @router.post(
@@ -284,10 +285,10 @@ async def submit_order(
 ) -> OrderPublic | JSONResponse:
     """Submit a draft: confirmed at once below the approval threshold and within the credit
     limit; otherwise it waits for approvals (409 when held by the credit limit)."""
-    submission = await orders.submit(
+    submission = await service.submit(
         session=session, order_id=order_id, actor=actor, settings=settings
     )
-    view = await views.order_view(session, submission.order, settings=settings)
+    view = await queries.order_view(session, submission.order, settings=settings)
     return _held(submission.credit_hold, view) if submission.held else view
 
 
@@ -300,14 +301,14 @@ async def approve_order(
     body: OptionalReason = None,
 ) -> OrderPublic:
     """Approve a submitted order (not one's own); the last approval needed confirms it."""
-    order = await orders.approve(
+    order = await service.approve(
         session=session,
         order_id=order_id,
         actor=actor,
         settings=settings,
         note=body.reason if body else None,
     )
-    return await views.order_view(session, order, settings=settings)
+    return await queries.order_view(session, order, settings=settings)
 
 
 @router.post("/orders/{order_id}/reject", response_model=OrderPublic, tags=["orders"])
@@ -319,10 +320,10 @@ async def reject_order(
     body: OptionalReason = None,
 ) -> OrderPublic:
     """Reject a submitted order."""
-    order = await orders.reject(
+    order = await service.reject(
         session=session, order_id=order_id, actor=actor, reason=body.reason if body else None
     )
-    return await views.order_view(session, order, settings=settings)
+    return await queries.order_view(session, order, settings=settings)
 
 
 @router.post("/orders/{order_id}/fulfil", response_model=OrderPublic, tags=["orders"])
@@ -334,10 +335,10 @@ async def fulfil_order(
     body: OptionalReason = None,
 ) -> OrderPublic:
     """Mark a confirmed order as delivered."""
-    order = await orders.fulfil(
+    order = await service.fulfil(
         session=session, order_id=order_id, actor=actor, reason=body.reason if body else None
     )
-    return await views.order_view(session, order, settings=settings)
+    return await queries.order_view(session, order, settings=settings)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, tags=["orders"])
@@ -349,14 +350,14 @@ async def cancel_order(
     body: OptionalReason = None,
 ) -> OrderPublic:
     """Cancel an order before fulfilment; a confirmed one is reversed (less credit notes)."""
-    order = await orders.cancel(
+    order = await service.cancel(
         session=session,
         order_id=order_id,
         actor=actor,
         settings=settings,
         reason=body.reason if body else None,
     )
-    return await views.order_view(session, order, settings=settings)
+    return await queries.order_view(session, order, settings=settings)
 
 
 @router.post(
@@ -379,7 +380,7 @@ async def return_order_lines(
         note = await returns.create_return(
             session=session, order_id=order_id, data=data, actor=actor, settings=settings
         )
-        return await views.credit_note_view(session, note)
+        return await queries.credit_note_view(session, note)
 
     return await idempotent(
         session,

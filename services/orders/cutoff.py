@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
-from services.orders.periods import period_bounds
 from shared.cutoff import cutoff_subscription
 from shared.events.closing import ControlTotal
+from shared.periods import Period
 
 
 def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
@@ -46,7 +46,7 @@ def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
 
 async def control_totals(session: AsyncSession, period: str) -> dict[str, ControlTotal]:
     """Count and sum of each kind of document dated into the period."""
-    first, after = period_bounds(period)
+    first, after = Period.parse(period).bounds()
     totals = {}
     for kind, day, amount, which in _documents():
         count, total = (
@@ -62,7 +62,7 @@ async def control_totals(session: AsyncSession, period: str) -> dict[str, Contro
 
 async def periods_before(session: AsyncSession, period: str) -> list[str]:
     """The periods before `period` in which this service holds documents."""
-    first, _ = period_bounds(period)
+    first = Period.parse(period).first_day
     rows = await session.execute(
         union(
             *(

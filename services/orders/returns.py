@@ -2,7 +2,7 @@
 
 The order row is locked for the whole return, so concurrent returns of one order queue and
 each sees what the previous ones took: a line can never be returned beyond its quantity.
-Amounts use cumulative rounding (see pricing.py): the return that empties a line takes
+Amounts use cumulative rounding (see domain.py): the return that empties a line takes
 exactly what is left of its net and tax.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from services.orders.domain import return_amounts, totals
 from services.orders.models import (
     RECEIVABLE_STATUSES,
     SCHEMA,
@@ -23,10 +24,8 @@ from services.orders.models import (
     OrderLine,
     utcnow,
 )
-from services.orders.orders import lock_order
-from services.orders.periods import document_date
-from services.orders.pricing import return_amounts, totals
 from services.orders.schemas import ReturnCreate, tidy
+from services.orders.service import document_date, lock_order
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings

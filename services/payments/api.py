@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import service
-from services.payments.models import SCHEMA, Allocation, Payment, Refund
+from services.payments import queries, service
+from services.payments.models import SCHEMA
 from services.payments.schemas import (
-    AllocationPublic,
     AllocationsCreate,
     Method,
     PaymentCreate,
     PaymentPublic,
     RefundCreate,
-    RefundPublic,
 )
 from shared.audit import audit_router
 from shared.auth import ANY_ROLE, Actor, Role, require
@@ -27,7 +23,7 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import idempotent
-from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
+from shared.pagination import Page, PageParams, page_params
 
 router = APIRouter(tags=["payments"])
 router.include_router(audit_router(schema=SCHEMA, path="/payments/audit"))
@@ -38,44 +34,6 @@ TAKES_MONEY = (Role.POS, Role.SALES, Role.FINANCE)
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-async def to_public(session: AsyncSession, payment: Payment, settings: Settings) -> PaymentPublic:
-    allocations = list(
-        (
-            await session.execute(
-                select(Allocation)
-                .where(Allocation.payment_id == payment.id)
-                .order_by(Allocation.created_at, Allocation.id)
-            )
-        ).scalars()
-    )
-    # Derived from the allocation rows read here, so the totals always match the list.
-    allocated = sum((a.amount for a in allocations if a.status != "released"), Decimal("0.00"))
-    refunds = (
-        await session.execute(
-            select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)
-        )
-    ).scalars()
-    return PaymentPublic(
-        id=payment.id,
-        number=payment.number,
-        customer_id=payment.customer_id,
-        amount=payment.amount,
-        currency=settings.currency,
-        method=payment.method,
-        received_at=payment.received_at,
-        business_date=payment.business_date,
-        period=payment.period,
-        reference=payment.reference,
-        allocated=allocated,
-        unapplied=payment.amount - payment.refunded - allocated,
-        refunded=payment.refunded,
-        allocations=[AllocationPublic.model_validate(a, from_attributes=True) for a in allocations],
-        refunds=[RefundPublic.model_validate(r, from_attributes=True) for r in refunds],
-        created_by=payment.created_by,
-        created_at=payment.created_at,  # type: ignore[arg-type]
-    )
 
 
 @router.post("/payments", status_code=201, response_model=PaymentPublic)
@@ -92,7 +50,7 @@ async def receive_payment(
     async def create() -> PaymentPublic:
         payment = await service.receive(session=session, data=body, actor=actor, settings=settings)
         await session.refresh(payment)
-        return await to_public(session, payment, settings)
+        return await queries.to_public(session, payment, settings)
 
     return await idempotent(
         session,
@@ -116,20 +74,13 @@ async def list_payments(
     _: Actor = Depends(require(*ANY_ROLE)),
 ) -> Page[PaymentPublic]:
     """Payments, oldest first, filtered by customer, method and period."""
-    query = select(Payment).order_by(Payment.id).limit(page.limit + 1)
-    if customer_id:
-        query = query.where(Payment.customer_id == customer_id)
-    if method:
-        query = query.where(Payment.method == method.value)
-    if period:
-        query = query.where(Payment.period == period)
-    if page.after:
-        query = query.where(Payment.id > cursor_uuid(page.after))
-    rows = (await session.execute(query)).scalars().all()
-    kept, cursor = cut_page(rows, limit=page.limit, key=lambda p: str(p.id))
-    settings = _settings(request)
-    return Page[PaymentPublic](
-        items=[await to_public(session, p, settings) for p in kept], next_cursor=cursor
+    return await queries.list_payments(
+        session,
+        customer_id=customer_id,
+        method=method,
+        period=period,
+        page=page,
+        settings=_settings(request),
     )
 
 
@@ -142,7 +93,7 @@ async def read_payment(
 ) -> PaymentPublic:
     """One payment with its allocations and refunds."""
     payment = await service.get_payment(session, payment_id)
-    return await to_public(session, payment, _settings(request))
+    return await queries.to_public(session, payment, _settings(request))
 
 
 @router.post("/payments/{payment_id}/allocations", status_code=201, response_model=PaymentPublic)
@@ -161,7 +112,7 @@ async def allocate_payment(
         payment = await service.allocate(
             session=session, payment_id=payment_id, requests=body.requests(), actor=actor
         )
-        return await to_public(session, payment, settings)
+        return await queries.to_public(session, payment, settings)
 
     return await idempotent(
         session,
@@ -190,7 +141,7 @@ async def refund_payment(
         payment = await service.refund(
             session=session, payment_id=payment_id, data=body, actor=actor, settings=settings
         )
-        return await to_public(session, payment, settings)
+        return await queries.to_public(session, payment, settings)
 
     return await idempotent(
         session,

@@ -19,12 +19,20 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import replica
-from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment, Refund
-from services.payments.periods import ensure_period_open
+from services.payments.models import (
+    SCHEMA,
+    Allocation,
+    KnownCustomer,
+    KnownOrder,
+    Payment,
+    PeriodLock,
+    Refund,
+)
 from services.payments.schemas import AllocationRequest, PaymentCreate, RefundCreate
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
+from shared.cutoff import hold_period
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events.payments import (
     AllocationPending,
@@ -37,7 +45,7 @@ from shared.events.payments import (
 from shared.ids import new_id
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
-from shared.periods import business_date_of, check_not_future, period_of, today
+from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
 
 ZERO = Decimal("0.00")
 
@@ -54,6 +62,12 @@ class OverRefund(Conflict):
     title = "Over-refund"
 
 
+async def ensure_period_open(session: AsyncSession, period: str) -> None:
+    """409 when the period is locked; otherwise hold its shared lock until commit."""
+    locked = await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period)
+    ensure_open(period, locked)
+
+
 async def receive(
     *, session: AsyncSession, data: PaymentCreate, actor: Actor, settings: Settings
 ) -> Payment:
@@ -68,7 +82,7 @@ async def receive(
     if received_at > now:
         raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
     business_date = business_date_of(received_at, settings.zone)
-    period = period_of(business_date)
+    period = str(Period.of(business_date))
     await ensure_period_open(session, period)
     payment = Payment(
         number=await next_number(session, schema=SCHEMA, prefix="PAY", year=business_date.year),
@@ -149,7 +163,7 @@ async def refund(
     """Pay money back: unapplied credit first, then the newest allocations are released."""
     business_date = data.business_date or today(settings.zone)
     check_not_future(business_date, zone=settings.zone, field="business_date")
-    period = period_of(business_date)
+    period = str(Period.of(business_date))
     await ensure_period_open(session, period)
     payment = await lock_payment(session, payment_id)
     refundable = payment.amount - payment.refunded

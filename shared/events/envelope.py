@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from shared.ids import new_id
+from shared.periods import Period
 
 TOPIC_PREFIX = "salesbook."
 
@@ -79,7 +80,7 @@ class Event(BaseModel):
             key=key,
             occurred_at=datetime.now(UTC),
             business_date=business_date,
-            period=period_of(business_date) if business_date else None,
+            period=str(Period.of(business_date)) if business_date else None,
             request_id=request_id,
             data=payload.model_dump(mode="json"),
         )
@@ -98,8 +99,3 @@ class Event(BaseModel):
     @classmethod
     def from_json(cls, raw: bytes | str) -> Event:
         return cls.model_validate_json(raw)
-
-
-def period_of(day: date) -> str:
-    """The accounting period (YYYY-MM) of a business date."""
-    return f"{day.year:04d}-{day.month:02d}"

@@ -401,8 +401,13 @@ async def test_bad_requests(client) -> None:
     ).status_code == 403
     assert (await client.post("/v1/closing/periods/2024-01/close")).status_code == 401
     assert (
-        await client.get("/v1/closing/periods/1999-01/balances", headers=FINANCE)
+        await client.get("/v1/closing/periods/2999-12/balances", headers=FINANCE)
     ).status_code == 409
+    # Periods are years 2000–2999 in ASCII digits (SPEC §9).
+    for outside in ("1999-01", "3000-01", "٢٠٢٦-01"):
+        assert (
+            await client.get(f"/v1/closing/periods/{outside}/balances", headers=FINANCE)
+        ).status_code == 422
     bad_dates = await client.get(
         f"/v1/closing/customers/{new_id()}/statement",
         params={"from": "2024-02-01", "to": "2024-01-01"},

@@ -13,7 +13,7 @@ from uuid import UUID
 from hypothesis import strategies as st
 
 from shared.events.closing import ControlTotal, PeriodCutoff
-from shared.events.envelope import EventPayload, period_of
+from shared.events.envelope import EventPayload
 from shared.events.orders import (
     Instalment,
     OrderCancelled,
@@ -30,6 +30,7 @@ from shared.events.payments import (
     PaymentRefunded,
 )
 from shared.ids import new_id
+from shared.periods import Period
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -101,10 +102,10 @@ class World:
         self.events.append((payload, source, str(customer), day))
 
     def move(self, day: date, customer: UUID, column: str, amount: Decimal) -> None:
-        self.moves[(period_of(day), customer)][column] += amount
+        self.moves[(str(Period.of(day)), customer)][column] += amount
 
     def control(self, day: date, kind: str, amount: Decimal) -> None:
-        entry = self.controls[(period_of(day), kind)]
+        entry = self.controls[(str(Period.of(day)), kind)]
         entry[0] += 1
         entry[1] += amount
 

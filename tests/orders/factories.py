@@ -4,7 +4,7 @@ what the orders service wrote (outbox events, audit entries)."""
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import select
 
 from shared.db import Database
+from shared.periods import today
 from shared.tables import common_tables
 from tests.conftest import auth
 
@@ -30,7 +31,7 @@ def unique(prefix: str) -> str:
 
 
 def business_today() -> date:
-    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    return today(ZoneInfo("Asia/Shanghai"))
 
 
 def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:

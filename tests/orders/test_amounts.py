@@ -9,7 +9,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.orders.pricing import approvals_needed, price_line, return_amounts, totals
+from services.orders.domain import approvals_needed, price_line, return_amounts, totals
 from shared.money import round_money
 from tests.orders.factories import POS, get_order, make_order, make_product, ok
 

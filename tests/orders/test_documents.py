@@ -8,7 +8,8 @@ from datetime import date, timedelta
 
 import httpx
 
-from services.orders.periods import lock_period, unlock_period
+from services.orders.models import SCHEMA, PeriodLock
+from shared.cutoff import lift_cutoff, lock_period
 from tests.orders.factories import (
     APPROVER,
     POS,
@@ -22,6 +23,8 @@ from tests.orders.factories import (
     make_product,
     ok,
 )
+
+LOCKS = PeriodLock.__table__
 
 
 async def test_numbers_have_the_documented_format(client: httpx.AsyncClient) -> None:
@@ -142,7 +145,7 @@ async def test_future_business_date_is_422(client: httpx.AsyncClient) -> None:
 async def test_locked_period_refuses_documents_dated_into_it(client: httpx.AsyncClient) -> None:
     db = database(client)
     async with db.transaction() as session:
-        await lock_period(session, period="2020-03", by="closing")
+        await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2020-03")
     try:
         customer = await make_customer(client)
         product = await make_product(client)
@@ -180,12 +183,12 @@ async def test_locked_period_refuses_documents_dated_into_it(client: httpx.Async
             unit_price="20000",
         )
         async with db.transaction() as session:
-            await lock_period(session, period="2020-04", by="closing")
+            await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2020-04")
         assert_problem(await act(client, draft, "submit", POS), 409, "2020-04")
     finally:
         async with db.transaction() as session:
-            await unlock_period(session, period="2020-03")
-            await unlock_period(session, period="2020-04")
+            await lift_cutoff(session, locks=LOCKS, period="2020-03")
+            await lift_cutoff(session, locks=LOCKS, period="2020-04")
 
 
 async def test_return_cannot_predate_the_invoice(client: httpx.AsyncClient) -> None:

@@ -23,6 +23,7 @@ from shared.events.orders import (
 )
 from shared.ids import new_id
 from tests.conftest import auth
+from tests.orders.factories import business_today
 from tests.support.feed import publish
 from tests.support.waiting import eventually
 
@@ -96,7 +97,7 @@ class OrdersFeed:
 
     async def confirmed(self, customer_id: UUID, gross: str, order_id: UUID | None = None) -> UUID:
         facts = self.facts(customer_id, Decimal(gross), order_id)
-        today = datetime.now(UTC).date()
+        today = business_today()
         await self.publish(
             OrderConfirmed(
                 order=facts,
@@ -112,7 +113,7 @@ class OrdersFeed:
         return facts.order_id
 
     async def cancelled(self, customer_id: UUID, order_id: UUID, gross: str) -> None:
-        today = datetime.now(UTC).date()
+        today = business_today()
         await self.publish(
             OrderCancelled(
                 order_id=order_id,
@@ -131,7 +132,7 @@ class OrdersFeed:
         )
 
     async def returned(self, customer_id: UUID, order_id: UUID, gross: str) -> None:
-        today = datetime.now(UTC).date()
+        today = business_today()
         amount = Decimal(gross)
         await self.publish(
             OrderReturned(

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.closing.close import check_begun
+from services.closing.service import check_begun
 from shared.errors import InvalidInput
 from shared.periods import business_date_of
 

@@ -1,5 +1,6 @@
 """What finance reads from the closing service: periods, balances, trial balance,
-reconciliation exceptions, version diffs and the verification of a closed period."""
+reconciliation exceptions, versions and their diffs, statements sent, and the verification
+of a closed period."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.closing.close import compare, document_totals, last_day, parse_period
 from services.closing.hashing import BALANCE_FIELDS, period_hash
 from services.closing.models import (
     ClosedBalance,
@@ -19,9 +19,12 @@ from services.closing.models import (
     Period,
     PeriodVersion,
     ReconciliationException,
+    Statement,
 )
 from services.closing.pending import overdue_pending
-from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance
+from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance, VersionPublic
+from services.closing.service import compare, document_totals
+from shared import periods
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
 
@@ -30,7 +33,7 @@ ZERO = Decimal("0.00")
 
 async def read_period(session: AsyncSession, period: str) -> Period:
     """The period's row, or an open one if nothing has happened to it yet."""
-    parse_period(period)
+    periods.Period.parse(period)
     row = await session.get(Period, period)
     return row or Period(period=period, status="open", version=0, control_totals={})
 
@@ -139,7 +142,7 @@ async def balances(
 
 
 async def trial_balance_of(session: AsyncSession, period: str) -> TrialBalance:
-    from services.closing.close import trial_balance
+    from services.closing.service import trial_balance
 
     row = await read_period(session, period)
     lines = (
@@ -187,7 +190,7 @@ async def reconciliation(
         "control_total_mismatches": [],
         "pending_allocations": await overdue_pending(
             session,
-            end=last_day(period),
+            end=periods.Period.parse(period).last_day,
             now=now or datetime.now(UTC),
             report_after=pending_report_after,
         ),
@@ -217,7 +220,7 @@ async def reconciliation(
                    > i.gross - COALESCE(SUM(m.amount) FILTER (WHERE m.kind = 'credit'), 0)
             """
         ),
-        {"end": last_day(period)},
+        {"end": periods.Period.parse(period).last_day},
     )
     for order_id, number, customer_id, gross, credited, paid in overpaid:
         report["overpaid_orders"].append(
@@ -463,3 +466,36 @@ async def closed_earlier_before(session: AsyncSession, *, period: str, moment: A
         .limit(1)
     )
     return found.first() is not None
+
+
+async def versions(session: AsyncSession, period: str) -> list[VersionPublic]:
+    """Every close of the period, oldest first, marking the one that stands."""
+    current = await read_period(session, period)
+    rows = (
+        await session.execute(
+            select(PeriodVersion)
+            .where(PeriodVersion.period == period)
+            .order_by(PeriodVersion.version)
+        )
+    ).scalars()
+    return [
+        VersionPublic(
+            **v.model_dump(exclude={"trial_balance", "control_totals"}),
+            current=current.status == "closed" and v.version == current.version,
+        )
+        for v in rows
+    ]
+
+
+async def statements(
+    session: AsyncSession, *, status: str | None, period: str | None, customer_id: UUID | None
+) -> list[Statement]:
+    """Statements sent for confirmation, by id, filtered by status, period and customer."""
+    query = select(Statement).order_by(Statement.id)
+    if status:
+        query = query.where(Statement.status == status)
+    if period:
+        query = query.where(Statement.period == period)
+    if customer_id:
+        query = query.where(Statement.customer_id == customer_id)
+    return list((await session.execute(query)).scalars())

@@ -13,7 +13,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
+from services.orders.models import OrderStatus
 from shared.money import ZERO, line_amounts, round_money
+
+S = OrderStatus
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.DRAFT: frozenset({S.SUBMITTED, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.CONFIRMED, S.REJECTED, S.CANCELLED}),
+    S.CONFIRMED: frozenset({S.FULFILLED, S.CANCELLED}),
+    S.FULFILLED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+"""The statuses an order may move to from each status (see service.py for the diagram)."""
 
 
 @dataclass(frozen=True)
@@ -98,3 +111,20 @@ def return_amounts(
 def approvals_needed(gross: Decimal, thresholds: Iterable[Decimal]) -> int:
     """How many distinct approvers an order of this gross needs (one per threshold exceeded)."""
     return sum(1 for threshold in thresholds if gross > threshold)
+
+
+@dataclass(frozen=True)
+class CreditHold:
+    """Why an order was held instead of confirmed."""
+
+    credit_limit: Decimal
+    open_receivable: Decimal
+    order_gross: Decimal
+
+    def explain(self, number: str) -> str:
+        return (
+            f"order {number} ({self.order_gross}) would take the customer's open "
+            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
+            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
+            "approver approves it"
+        )

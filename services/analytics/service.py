@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.analytics import queries
 from services.analytics.models import SCHEMA, Target
 from services.analytics.schemas import TargetIn
-from services.analytics.trend import next_bucket
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.bulk import insert_rows
+from shared.periods import Period
 
 T = Target.__table__.c  # type: ignore[attr-defined]
 
@@ -57,9 +57,8 @@ async def set_targets(
 
 async def attainment(*, session: AsyncSession, period: str) -> list[dict[str, Any]]:
     """Revenue, target and revenue ÷ target per salesperson with either in the month."""
-    start = date(int(period[:4]), int(period[5:]), 1)
-    end = next_bucket(start, "month") - timedelta(days=1)
-    revenue = await queries.salesperson_revenue(session, start=start, end=end)
+    month = Period.parse(period)
+    revenue = await queries.salesperson_revenue(session, start=month.first_day, end=month.last_day)
     targets: dict[str, Decimal] = {
         row.salesperson: row.amount
         for row in await session.execute(select(T.salesperson, T.amount).where(T.period == period))

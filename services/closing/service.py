@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import calendar
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +29,7 @@ from services.closing.models import (
     Period,
     PeriodVersion,
 )
+from shared import periods
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.errors import Conflict, InvalidInput
@@ -50,7 +49,6 @@ from shared.money import money_str
 
 log = logging.getLogger("salesbook.closing.close")
 SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
-PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 ZERO = Decimal("0.00")
 # The subscriptions whose events a close waits for: the ledger, and each source's answer to
 # the close request. One of them stuck on an event is the close's problem (SPEC §9).
@@ -59,17 +57,6 @@ CLOSE_SUBSCRIPTIONS = ("closing.ledger", "orders.closing", "payments.closing")
 
 class PeriodOutOfOrder(Conflict):
     title = "Earlier period not closed"
-
-
-def parse_period(period: str) -> str:
-    if not PERIOD_PATTERN.match(period):
-        raise InvalidInput("period", f"{period!r} is not a period like 2026-10")
-    return period
-
-
-def last_day(period: str) -> date:
-    year, month = int(period[:4]), int(period[5:7])
-    return date(year, month, calendar.monthrange(year, month)[1])
 
 
 async def lock_period(session: AsyncSession, period: str) -> Period:
@@ -112,13 +99,13 @@ async def earliest_unclosed_before(session: AsyncSession, period: str) -> str | 
 def check_begun(period: str, today: date) -> None:
     """A period can be closed from its first day on, `today` being the business date (the
     calendar date in the business time zone, not in UTC)."""
-    if period > f"{today.year:04d}-{today.month:02d}":
+    if periods.Period.parse(period) > periods.Period.of(today):
         raise InvalidInput("period", f"{period} has not begun yet (today is {today.isoformat()})")
 
 
 async def request_close(*, session: AsyncSession, period: str, actor: Actor, today: date) -> Period:
     """Start closing a period; closing a closed period again changes nothing."""
-    parse_period(period)
+    periods.Period.parse(period)
     check_begun(period, today)
     row = await lock_period(session, period)
     if row.status in ("closed", "closing"):
@@ -262,7 +249,7 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
             session,
             period=period,
             version=version,
-            end=last_day(period),
+            end=periods.Period.parse(period).last_day,
             previous=(previous.period, previous.version) if previous else None,
         )
     with steps("hash"):
@@ -365,7 +352,7 @@ async def trial_balance(session: AsyncSession, period: str) -> list[dict[str, st
 
 async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Actor) -> Period:
     """Reopen a closed period: the close is kept as a version, later closed periods go stale."""
-    parse_period(period)
+    periods.Period.parse(period)
     row = await lock_period(session, period)
     if row.status not in ("closed", "stale"):
         raise Conflict(f"period {period} is {row.status}; only a closed period can be reopened")

@@ -27,7 +27,6 @@ from services.orders.models import (
     OrderStatus,
     StatusChange,
 )
-from services.orders.periods import period_bounds
 from services.orders.schemas import (
     ApprovalPublic,
     CreditNoteLinePublic,
@@ -39,8 +38,8 @@ from services.orders.schemas import (
 )
 from shared.config import Settings
 from shared.errors import NotFound
-from shared.events.envelope import period_of
 from shared.pagination import PageParams, cut_page
+from shared.periods import Period
 
 
 async def _grouped(
@@ -150,7 +149,7 @@ def _credit_note(note: CreditNote, lines: list[CreditNoteLine]) -> CreditNotePub
         number=note.number,
         order_id=note.order_id,
         business_date=note.business_date,
-        period=period_of(note.business_date),
+        period=str(Period.of(note.business_date)),
         net=note.net,
         tax=note.tax,
         gross=note.gross,
@@ -171,7 +170,7 @@ async def credit_note_view(session: AsyncSession, note: CreditNote) -> CreditNot
 
 
 def _period(day: date | None) -> str | None:
-    return period_of(day) if day else None
+    return str(Period.of(day)) if day else None
 
 
 async def list_orders(
@@ -199,7 +198,7 @@ async def list_orders(
     if created_by is not None:
         query = query.where(col(Order.created_by) == created_by)
     if period is not None:
-        first, after = period_bounds(period)
+        first, after = Period.parse(period).bounds()
         query = query.where(col(Order.business_date) >= first, col(Order.business_date) < after)
     if page.after:
         query = query.where(col(Order.id) > uuid_cursor(page.after))

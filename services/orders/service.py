@@ -1,0 +1,942 @@
+"""The order lifecycle: create, submit, approve, reject, confirm (the invoice), fulfil, cancel.
+
+    draft ──submit──► submitted ──(enough approvals)──► confirmed ──fulfil──► fulfilled
+      │                  │  └──reject──► rejected            │
+      └──cancel──────────┴──cancel──► cancelled ◄──cancel────┘
+
+Every transition locks the order row (SELECT … FOR UPDATE) first, so concurrent requests on
+one order queue instead of losing updates; it appends to the status history, to the audit
+log and to the outbox in the request's transaction.
+
+Approvals: an order whose gross exceeds the n-th threshold of `approval_thresholds` needs n
+approvals by distinct approvers, none of them its creator; below the first threshold,
+submitting confirms it at once.
+
+Credit limit: at submit, an order whose gross would push the customer's open receivable
+(what confirmed and fulfilled orders still have outstanding) over the customer's
+`credit_limit` is marked `credit_hold`, with the figures in its history. If it would have
+been confirmed at once, it is held in `submitted` instead, needing one approval, and the
+caller is told so (409). An approver's approval is the override: the approvals an order
+needs (at least that one) confirm it, and the limit is not checked again then.
+
+Order entry (`enter_order`, POST /orders, with or without `submit`) takes a few round
+trips: one statement reads the customer and the products, taking the period's shared lock
+so the last statement's snapshot sees any lock the close committed meanwhile; with a credit
+limit and `submit`, a second sums the customer's open receivable under the customer's row
+lock. Everything else is decided in memory, and one last statement writes it all: the SO
+number (and the INV number of an order confirmed at once) from their gapless counters, the
+order in its final state, its lines, schedule, history and audit entries, and its events
+under the outbox's commit lock. The counter rows stay locked only for the rest of that
+statement and the commit. The answer is built from what was written, with no read back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from services.orders.customers import get_customer
+from services.orders.domain import (
+    TRANSITIONS,
+    CreditHold,
+    PricedLine,
+    approvals_needed,
+    price_line,
+    totals,
+)
+from services.orders.models import (
+    RECEIVABLE_STATUSES,
+    SCHEMA,
+    ZERO,
+    Approval,
+    Customer,
+    Instalment,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PeriodLock,
+    StatusChange,
+    utcnow,
+)
+from services.orders.schemas import (
+    HistoryEntry,
+    InstalmentPublic,
+    LinePublic,
+    OrderCreate,
+    OrderPublic,
+    tidy,
+)
+from shared.audit import record_audit
+from shared.auth import Actor
+from shared.config import Settings
+from shared.cutoff import hold_period, period_lock_key
+from shared.db import driver_connection
+from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
+from shared.events import orders as events
+from shared.events.envelope import Event
+from shared.ids import new_id
+from shared.messaging.outbox import NOTIFY_CHANNEL, emit, outbox_lock_key
+from shared.money import round_money
+from shared.numbering import next_number
+from shared.periods import Period, today
+
+S = OrderStatus
+
+
+@dataclass(frozen=True)
+class Submission:
+    order: Order
+    credit_hold: CreditHold | None
+    held: bool
+    """The credit limit stopped a confirmation that would otherwise have happened now."""
+
+
+async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
+    """The order, row-locked until the transaction ends; 404 if there is none."""
+    order = (
+        await session.execute(
+            select(Order)
+            .where(col(Order.id) == order_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if order is None:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
+async def document_date(
+    session: AsyncSession, requested: date | None, *, settings: Settings, field: str
+) -> date:
+    """The business date of a document being written now: `requested` or today, checked to
+    be neither future (422) nor in a locked period (409)."""
+    if requested is not None and requested > today(settings.zone):
+        raise InvalidInput(field, f"{requested.isoformat()} is in the future; only earlier dates")
+    day = requested or today(settings.zone)
+    await ensure_open(session, day, field=field)
+    return day
+
+
+async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
+    """Refuse (409) a document dated into a locked period; hold the period open until commit."""
+    period = str(Period.of(day))
+    if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
+        raise PeriodLocked(
+            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
+            "date the document into a later period",
+            field=field,
+            period=period,
+        )
+
+
+async def submit(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings
+) -> Submission:
+    """Submit a draft: confirm it at once below the first approval threshold and within the
+    customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.SUBMITTED, "submitted")
+    if order.business_date is not None:
+        await ensure_open(session, order.business_date, field="business_date")
+    required = approvals_needed(order.gross, settings.approval_thresholds)
+    hold = await credit_check(session, order)
+    held = hold is not None and required == 0
+    if hold is not None:
+        order.credit_hold = True
+        required = max(required, 1)
+    order.approvals_required = required
+    reason = hold.explain(order.number) if hold else None
+    await _move(session, order, S.SUBMITTED, actor, reason)
+    emit(
+        session,
+        events.OrderSubmitted(
+            order=await order_facts(session, order),
+            submitted_at=utcnow(),
+            approvals_required=required,
+            business_date=order.business_date or today(settings.zone),
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    if required == 0:
+        await confirm(
+            session=session,
+            order=order,
+            actor=actor,
+            settings=settings,
+            reason="below the approval threshold",
+        )
+    return Submission(order=order, credit_hold=hold, held=held)
+
+
+async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
+    """A hold if confirming `order` would push its customer's open receivable over the limit.
+
+    The customer row is locked while a limit applies, so two orders of one customer cannot
+    both pass the check against the same receivable.
+    """
+    customer = await get_customer(session, order.customer_id)
+    if customer.credit_limit is None:
+        return None
+    customer = (
+        await session.execute(
+            select(Customer)
+            .where(col(Customer.id) == order.customer_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+    if customer.credit_limit is None:
+        return None
+    open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
+    if open_receivable + order.gross <= customer.credit_limit:
+        return None
+    return CreditHold(
+        credit_limit=customer.credit_limit,
+        open_receivable=open_receivable,
+        order_gross=order.gross,
+    )
+
+
+async def open_receivable_of(
+    session: AsyncSession, customer_id: UUID, *, excluding: UUID | None = None
+) -> Decimal:
+    """What the customer's confirmed and fulfilled orders still have outstanding."""
+    query = select(
+        func.coalesce(func.sum(col(Order.gross) - col(Order.credited) - col(Order.paid)), 0)
+    ).where(col(Order.customer_id) == customer_id, col(Order.status).in_(RECEIVABLE_STATUSES))
+    if excluding is not None:
+        query = query.where(col(Order.id) != excluding)
+    return round_money(Decimal((await session.execute(query)).scalar_one()))
+
+
+async def approve(
+    *,
+    session: AsyncSession,
+    order_id: UUID,
+    actor: Actor,
+    settings: Settings,
+    note: str | None = None,
+) -> Order:
+    """Record one approver's approval; the last one needed confirms the order."""
+    order = await lock_order(session, order_id)
+    if order.status != S.SUBMITTED:
+        raise _illegal(order, "approved")
+    if actor.subject == order.created_by:
+        raise Conflict(
+            f"{actor.subject} created order {order.number} and cannot approve it",
+            order_id=str(order.id),
+        )
+    if await session.get(Approval, (order.id, actor.subject)) is not None:
+        raise Conflict(
+            f"{actor.subject} has already approved order {order.number}; "
+            "a second approval must come from another approver",
+            order_id=str(order.id),
+        )
+    session.add(Approval(order_id=order.id, approver=actor.subject, role=actor.role, note=note))
+    await session.flush()
+    approvers = list(
+        (
+            await session.execute(
+                select(col(Approval.approver))
+                .where(col(Approval.order_id) == order.id)
+                .order_by(col(Approval.at))
+            )
+        ).scalars()
+    )
+    order.updated_at = utcnow()
+    emit(
+        session,
+        events.OrderApproved(
+            order_id=order.id,
+            customer_id=order.customer_id,
+            approver=actor.subject,
+            approvals=len(approvers),
+            approvals_required=order.approvals_required,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="order.approved",
+        entity="order",
+        entity_id=order.id,
+        details={
+            "approvals": len(approvers),
+            "approvals_required": order.approvals_required,
+            "credit_hold": order.credit_hold,
+            "note": note,
+        },
+    )
+    if len(approvers) >= order.approvals_required:
+        await confirm(
+            session=session,
+            order=order,
+            actor=actor,
+            settings=settings,
+            reason="approved by " + ", ".join(approvers),
+        )
+    return order
+
+
+async def confirm(
+    *, session: AsyncSession, order: Order, actor: Actor, settings: Settings, reason: str
+) -> Order:
+    """Confirm a locked, submitted order: issue its invoice (gapless INV-YYYY-NNNNNN in the
+    year of its business date), fix its business and due dates, and recognise the receivable."""
+    day = await document_date(
+        session, order.business_date, settings=settings, field="business_date"
+    )
+    customer = await get_customer(session, order.customer_id)
+    order.business_date = day
+    order.due_date = day + timedelta(days=customer.payment_terms_days)
+    order.invoice_number = await next_number(session, schema=SCHEMA, prefix="INV", year=day.year)
+    order.confirmed_at = utcnow()
+    await _move(session, order, S.CONFIRMED, actor, reason)
+    stated = (
+        await session.execute(
+            select(Instalment)
+            .where(col(Instalment.order_id) == order.id)
+            .order_by(col(Instalment.seq))
+        )
+    ).scalars()
+    # Consumers always get the full schedule: without stated instalments, gross on due_date.
+    schedule = [events.Instalment(due_date=i.due_date, amount=i.amount) for i in stated] or [
+        events.Instalment(due_date=order.due_date, amount=order.gross)
+    ]
+    emit(
+        session,
+        events.OrderConfirmed(
+            order=await order_facts(session, order, customer),
+            invoice_number=order.invoice_number,
+            business_date=day,
+            due_date=order.due_date,
+            instalments=schedule,
+            confirmed_at=order.confirmed_at,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+        business_date=day,
+    )
+    return order
+
+
+async def reject(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, reason: str | None
+) -> Order:
+    """Refuse a submitted order; it stays on record as rejected."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.REJECTED, "rejected")
+    await _move(session, order, S.REJECTED, actor, reason)
+    emit(
+        session,
+        events.OrderRejected(
+            order_id=order.id, customer_id=order.customer_id, by=actor.subject, reason=reason
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    return order
+
+
+async def fulfil(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, reason: str | None = None
+) -> Order:
+    """Mark a confirmed order as delivered; from then on it can be returned but not cancelled."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.FULFILLED, "fulfilled")
+    await _move(session, order, S.FULFILLED, actor, reason)
+    emit(
+        session,
+        events.OrderFulfilled(
+            order_id=order.id, customer_id=order.customer_id, fulfilled_at=order.updated_at
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+    )
+    return order
+
+
+async def cancel(
+    *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings, reason: str | None
+) -> Order:
+    """Cancel an order before fulfilment; a confirmed one has what is left of its invoice
+    (after credit notes) reversed, dated today in an open period."""
+    order = await lock_order(session, order_id)
+    _check_transition(order, S.CANCELLED, "cancelled")
+    was_confirmed = order.status == S.CONFIRMED
+    if was_confirmed:
+        day = await document_date(session, None, settings=settings, field="business_date")
+        reversed_net = order.net - order.credited_net
+        reversed_tax = order.tax - order.credited_tax
+    else:
+        day = today(settings.zone)
+        reversed_net = reversed_tax = ZERO
+    order.cancelled_on = day
+    order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
+    order.reversed_gross = reversed_net + reversed_tax
+    await _move(session, order, S.CANCELLED, actor, reason)
+    emit(
+        session,
+        events.OrderCancelled(
+            order_id=order.id,
+            number=order.number,
+            customer_id=order.customer_id,
+            was_confirmed=was_confirmed,
+            invoice_number=order.invoice_number,
+            business_date=day,
+            reversed_net=reversed_net,
+            reversed_tax=reversed_tax,
+            reversed_gross=reversed_net + reversed_tax,
+            reason=reason,
+        ),
+        source=events.SOURCE,
+        key=str(order.customer_id),
+        business_date=day,
+    )
+    return order
+
+
+async def order_facts(
+    session: AsyncSession, order: Order, customer: Customer | None = None
+) -> events.OrderFacts:
+    """The order as every consumer of its events needs it."""
+    customer = customer or await get_customer(session, order.customer_id)
+    lines = (
+        await session.execute(
+            select(OrderLine)
+            .where(col(OrderLine.order_id) == order.id)
+            .order_by(col(OrderLine.line_no))
+        )
+    ).scalars()
+    return events.OrderFacts(
+        order_id=order.id,
+        number=order.number,
+        customer_id=order.customer_id,
+        customer_name=customer.name,
+        region=customer.region,
+        segment=customer.segment,
+        channel=order.channel,
+        salesperson=order.salesperson,
+        created_by=order.created_by,
+        lines=[
+            events.OrderLine(
+                line_no=line.line_no,
+                sku=line.sku,
+                name=line.name,
+                category=line.category,
+                quantity=tidy(line.quantity),
+                unit_price=line.unit_price,
+                discount=line.discount,
+                tax_rate=tidy(line.tax_rate),
+                net=line.net,
+                tax=line.tax,
+                gross=line.gross,
+            )
+            for line in lines
+        ],
+        net=order.net,
+        tax=order.tax,
+        gross=order.gross,
+    )
+
+
+def _illegal(order: Order, verb: str) -> IllegalTransition:
+    return IllegalTransition(
+        f"order {order.number} is {order.status} and cannot be {verb}",
+        order_id=str(order.id),
+        order_status=order.status,
+    )
+
+
+def _check_transition(order: Order, to: OrderStatus, verb: str) -> None:
+    if to not in TRANSITIONS[OrderStatus(order.status)]:
+        raise _illegal(order, verb)
+
+
+def _history(
+    order: Order, from_status: str | None, to: OrderStatus, actor: Actor, reason: str | None
+) -> StatusChange:
+    return StatusChange(
+        order_id=order.id,
+        actor=actor.subject,
+        role=actor.role,
+        from_status=from_status,
+        to_status=to,
+        reason=reason,
+    )
+
+
+async def _move(
+    session: AsyncSession, order: Order, to: OrderStatus, actor: Actor, reason: str | None
+) -> None:
+    """Change the status of a locked order, with its history entry and audit record."""
+    _check_transition(order, to, to.value)
+    from_status = order.status
+    order.status = to
+    order.updated_at = utcnow()
+    session.add(_history(order, from_status, to, actor, reason))
+    await session.flush()
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action=f"order.{to.value}",
+        entity="order",
+        entity_id=order.id,
+        details={"number": order.number, "from": from_status, "to": to.value, "reason": reason},
+    )
+
+
+# Order entry ----------------------------------------------------------------------------
+# Where the SO number goes in what is decided before it is taken: replaced by the last
+# statement in history reasons and audit details (text this module writes, never a client's).
+NUMBER = "{number}"
+CONFIRMED_BELOW_THRESHOLD = "below the approval threshold"
+
+_READ = f"""
+WITH period AS (
+    SELECT count(*) FROM (
+        SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM unnest($1::text[]) AS k
+    ) AS locked
+)
+SELECT c.name, c.region, c.segment, c.payment_terms_days, c.credit_limit,
+       held.id IS NOT NULL AS customer_locked,
+       p.sku, p.name AS product_name, p.category, p.unit_price, p.tax_rate, p.active
+FROM period
+LEFT JOIN {SCHEMA}.customers AS c ON c.id = $2
+LEFT JOIN LATERAL (
+    SELECT id FROM {SCHEMA}.customers
+    WHERE id = c.id AND c.credit_limit IS NOT NULL AND $4
+    FOR UPDATE
+) AS held ON true
+LEFT JOIN {SCHEMA}.products AS p ON p.sku = ANY($3::text[])
+"""
+
+# In a statement of its own, after the row lock: its snapshot sees every order of the
+# customer committed before the lock was granted.
+_OPEN_RECEIVABLE = f"""
+SELECT c.credit_limit,
+       coalesce((SELECT sum(o.gross - o.credited - o.paid) FROM {SCHEMA}.orders AS o
+                 WHERE o.customer_id = c.id AND o.status IN ('confirmed', 'fulfilled')), 0)
+FROM {SCHEMA}.customers AS c WHERE c.id = $1
+"""
+
+_WRITE = f"""
+WITH so AS (
+    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last) VALUES ('SO', $2::int, 1)
+    ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
+    RETURNING 'SO-' || $2::int || '-' || lpad(d.last::text, 6, '0') AS number
+), inv AS (
+    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last)
+    SELECT 'INV', $3::int, 1 WHERE $3::int IS NOT NULL
+    ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
+    RETURNING 'INV-' || $3::int || '-' || lpad(d.last::text, 6, '0') AS number
+), o AS (
+    INSERT INTO {SCHEMA}.orders (
+        id, number, customer_id, status, channel, salesperson, note, business_date,
+        net, tax, gross, paid, credited_net, credited_tax, credited, approvals_required,
+        credit_hold, invoice_number, due_date, created_by, created_at, updated_at,
+        confirmed_at, cancelled_on, reversed_net, reversed_tax, reversed_gross)
+    SELECT $1::uuid, so.number, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::date,
+           $10::numeric, $11::numeric, $12::numeric, 0, 0, 0, 0, $13::int, $14::bool,
+           (SELECT number FROM inv), $15::date, $16::text, $17::timestamptz, $18::timestamptz,
+           $19::timestamptz, NULL, 0, 0, 0
+    FROM so
+    RETURNING number, invoice_number
+), lines AS (
+    INSERT INTO {SCHEMA}.order_lines (
+        order_id, line_no, sku, name, category, quantity, unit_price, discount, tax_rate,
+        net, tax, gross, returned_quantity, returned_net, returned_tax)
+    SELECT $1::uuid, l.*, 0, 0, 0 FROM unnest(
+        $20::int[], $21::text[], $22::text[], $23::text[], $24::numeric[], $25::numeric[],
+        $26::numeric[], $27::numeric[], $28::numeric[], $29::numeric[], $30::numeric[]) AS l
+), schedule AS (
+    INSERT INTO {SCHEMA}.order_instalments (order_id, seq, due_date, amount)
+    SELECT $1::uuid, i.* FROM unnest($31::int[], $32::date[], $33::numeric[]) AS i
+), history AS (
+    INSERT INTO {SCHEMA}.order_status_history (
+        id, order_id, at, actor, role, from_status, to_status, reason)
+    SELECT h.id, $1::uuid, h.at, $34::text, $35::text, h.from_status, h.to_status,
+           replace(h.reason, '{NUMBER}', o.number)
+    FROM o, unnest($36::uuid[], $37::timestamptz[], $38::text[], $39::text[], $40::text[])
+        AS h(id, at, from_status, to_status, reason)
+), audit AS (
+    INSERT INTO {SCHEMA}.audit_log (actor, role, action, entity, entity_id, details, request_id)
+    SELECT $34::text, $35::text, a.action, 'order', $1::uuid::text,
+           replace(a.details, '{NUMBER}', o.number)::jsonb, $41::text
+    FROM o, unnest($42::text[], $43::text[]) WITH ORDINALITY AS a(action, details, n)
+    ORDER BY a.n
+), outbox_lock AS (
+    SELECT pg_advisory_xact_lock(hashtext($44::text)) FROM o
+    WHERE cardinality($45::uuid[]) > 0
+), raised AS (
+    SELECT e.event_id, e.type, e.payload::jsonb AS payload, e.n
+    FROM unnest($45::uuid[], $46::text[], $47::text[]) WITH ORDINALITY
+        AS e(event_id, type, payload, n)
+), outbox AS (
+    -- Ids come from the outbox sequence once its lock is held: in commit order.
+    INSERT INTO {SCHEMA}.outbox (event_id, type, key, payload)
+    SELECT e.event_id, e.type, $48::text, CASE
+        WHEN e.payload -> 'data' ? 'invoice_number' THEN jsonb_set(
+            jsonb_set(e.payload, '{{data,order,number}}', to_jsonb(o.number)),
+            '{{data,invoice_number}}', to_jsonb(o.invoice_number))
+        ELSE jsonb_set(e.payload, '{{data,order,number}}', to_jsonb(o.number)) END
+    FROM outbox_lock, o, raised AS e
+    ORDER BY e.n
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEMA}') FROM (SELECT 1 FROM outbox LIMIT 1) AS x
+)
+SELECT o.number, o.invoice_number,
+       $49::text IS NOT NULL AND EXISTS (
+           SELECT 1 FROM {SCHEMA}.period_locks WHERE period = $49::text) AS period_locked,
+       (SELECT count(*) FROM notified) AS notified
+FROM o
+"""
+
+
+@dataclass(frozen=True)
+class Entered:
+    """An order as order entry wrote it: its public form, and a credit hold if the limit
+    stopped a confirmation that would otherwise have happened now."""
+
+    view: OrderPublic
+    credit_hold: CreditHold | None
+    held: bool
+
+
+@dataclass
+class _Step:
+    from_status: OrderStatus | None
+    to: OrderStatus
+    reason: str | None
+    id: UUID = field(default_factory=new_id)
+    at: datetime = field(default_factory=utcnow)
+
+
+async def enter_order(
+    *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
+) -> Entered:
+    """Record an order priced server-side, a draft or (with `submit`) submitted: confirmed
+    and invoiced at once below the first approval threshold and within the credit limit."""
+    if data.currency is not None and data.currency != settings.currency:
+        raise InvalidInput("currency", f"only {settings.currency} is accepted")
+    now_day = today(settings.zone)
+    if data.business_date is not None and data.business_date > now_day:
+        raise InvalidInput(
+            "business_date",
+            f"{data.business_date.isoformat()} is in the future; only earlier dates",
+        )
+    # The period the order may be dated into: held open (shared lock) until commit.
+    day = data.business_date or now_day
+    guarded = data.business_date is not None or data.submit
+    keys = [period_lock_key(SCHEMA, _period_of(day))] if guarded else []
+    skus = list(dict.fromkeys(line.sku for line in data.lines))
+
+    db = await driver_connection(session)
+    rows = await db.fetch(_READ, keys, data.customer_id, skus, data.submit)
+    customer = rows[0]
+    if customer["name"] is None:
+        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
+    products = {r["sku"]: r for r in rows if r["sku"] is not None}
+
+    priced: list[tuple[Any, PricedLine]] = []
+    for i, line in enumerate(data.lines):
+        product = products.get(line.sku)
+        if product is None:
+            raise InvalidInput(f"lines.{i}.sku", f"no product {line.sku}")
+        if not product["active"]:
+            raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
+        unit_price = product["unit_price"] if line.unit_price is None else line.unit_price
+        if line.discount > line.quantity * unit_price:
+            raise InvalidInput(
+                f"lines.{i}.discount",
+                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+            )
+        priced.append(
+            (
+                product,
+                price_line(
+                    quantity=line.quantity,
+                    unit_price=unit_price,
+                    discount=line.discount,
+                    tax_rate=product["tax_rate"],
+                ),
+            )
+        )
+    total = totals(p for _, p in priced)
+    if data.instalments:
+        scheduled = sum((i.amount for i in data.instalments), ZERO)
+        if scheduled != total.gross:
+            raise InvalidInput(
+                "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
+            )
+    schedule = sorted(data.instalments, key=lambda i: i.due_date)
+
+    hold: CreditHold | None = None
+    needed = required = 0
+    steps = [_Step(None, S.DRAFT, None)]
+    if data.submit:
+        needed = required = approvals_needed(total.gross, settings.approval_thresholds)
+        if customer["customer_locked"]:
+            limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
+            owed = round_money(Decimal(owed))
+            if limit is not None and owed + total.gross > limit:
+                hold = CreditHold(credit_limit=limit, open_receivable=owed, order_gross=total.gross)
+                required = max(required, 1)
+        steps.append(_Step(S.DRAFT, S.SUBMITTED, hold.explain(NUMBER) if hold else None))
+        if required == 0:
+            steps.append(_Step(S.SUBMITTED, S.CONFIRMED, CONFIRMED_BELOW_THRESHOLD))
+    status = steps[-1].to
+    confirmed = status == S.CONFIRMED
+    confirmed_at = steps[-1].at if confirmed else None
+    due_date = day + timedelta(days=customer["payment_terms_days"]) if confirmed else None
+    business_date = day if confirmed else data.business_date
+    created_at = steps[0].at
+    updated_at = steps[-1].at
+
+    order_id = new_id()
+    view_lines = [
+        LinePublic(
+            line_no=n,
+            sku=product["sku"],
+            name=product["product_name"],
+            category=product["category"],
+            quantity=tidy(p.quantity),
+            unit_price=p.unit_price,
+            discount=p.discount,
+            tax_rate=tidy(p.tax_rate),
+            net=p.net,
+            tax=p.tax,
+            gross=p.gross,
+            returned_quantity=Decimal("0"),
+        )
+        for n, (product, p) in enumerate(priced, start=1)
+    ]
+    request_id = session.info.get("request_id")
+    outbox = _events(
+        data=data,
+        order_id=order_id,
+        customer=customer,
+        actor=actor,
+        lines=view_lines,
+        total=total,
+        steps=steps,
+        required=required,
+        day=day,
+        due_date=due_date,
+        schedule=schedule,
+        request_id=request_id,
+    )
+    audit = _audit(steps, gross=total.gross, lines=len(priced))
+    written = await db.fetchrow(
+        _WRITE,
+        order_id,
+        now_day.year,
+        day.year if confirmed else None,
+        data.customer_id,
+        status.value,
+        data.channel.value,
+        data.salesperson,
+        data.note,
+        business_date,
+        total.net,
+        total.tax,
+        total.gross,
+        required,
+        hold is not None,
+        due_date,
+        actor.subject,
+        created_at,
+        updated_at,
+        confirmed_at,
+        [line.line_no for line in view_lines],
+        [line.sku for line in view_lines],
+        [line.name for line in view_lines],
+        [line.category for line in view_lines],
+        [p.quantity for _, p in priced],
+        [p.unit_price for _, p in priced],
+        [p.discount for _, p in priced],
+        [p.tax_rate for _, p in priced],
+        [p.net for _, p in priced],
+        [p.tax for _, p in priced],
+        [p.gross for _, p in priced],
+        list(range(1, len(schedule) + 1)),
+        [i.due_date for i in schedule],
+        [i.amount for i in schedule],
+        actor.subject,
+        actor.role.value,
+        [s.id for s in steps],
+        [s.at for s in steps],
+        [s.from_status.value if s.from_status else None for s in steps],
+        [s.to.value for s in steps],
+        [s.reason for s in steps],
+        request_id,
+        [action for action, _ in audit],
+        [details for _, details in audit],
+        outbox_lock_key(SCHEMA),
+        [e.event_id for e in outbox],
+        [e.type for e in outbox],
+        [e.model_dump_json() for e in outbox],
+        str(data.customer_id),
+        _period_of(day) if (confirmed or data.business_date is not None) else None,
+    )
+    number: str = written["number"]
+    if written["period_locked"]:
+        # Rolled back with the request: the numbers it took are given back.
+        period = _period_of(day)
+        raise PeriodLocked(
+            f"period {period} is locked for closing; business_date {day.isoformat()} cannot "
+            "be used, date the document into a later period",
+            field="business_date",
+            period=period,
+        )
+    view = OrderPublic(
+        id=order_id,
+        number=number,
+        customer_id=data.customer_id,
+        status=status,
+        channel=data.channel,
+        salesperson=data.salesperson,
+        note=data.note,
+        currency=settings.currency,
+        lines=view_lines,
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+        paid=ZERO,
+        credited=ZERO,
+        outstanding=total.gross if confirmed else ZERO,
+        business_date=business_date,
+        period=_period_of(business_date) if business_date else None,
+        invoice_number=written["invoice_number"],
+        due_date=due_date,
+        instalments=[InstalmentPublic(due_date=i.due_date, amount=i.amount) for i in schedule],
+        approvals_required=required,
+        approvals=[],
+        credit_hold=hold is not None,
+        credit_notes=[],
+        history=[
+            HistoryEntry(
+                at=s.at,
+                actor=actor.subject,
+                role=actor.role.value,
+                from_status=s.from_status,
+                to_status=s.to,
+                reason=s.reason.replace(NUMBER, number) if s.reason else None,
+            )
+            for s in steps
+        ],
+        created_by=actor.subject,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+    return Entered(view=view, credit_hold=hold, held=hold is not None and needed == 0)
+
+
+def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str, str]]:
+    """(action, details as JSON) of each step, as record_audit would write them."""
+    entries = [("order.created", {"number": NUMBER, "gross": gross, "lines": lines})]
+    for step in steps[1:]:
+        entries.append(
+            (
+                f"order.{step.to.value}",
+                {
+                    "number": NUMBER,
+                    "from": step.from_status.value if step.from_status else None,
+                    "to": step.to.value,
+                    "reason": step.reason,
+                },
+            )
+        )
+    return [(action, json.dumps(jsonable_encoder(details))) for action, details in entries]
+
+
+def _events(
+    *,
+    data: OrderCreate,
+    order_id: UUID,
+    customer: Any,
+    actor: Actor,
+    lines: list[LinePublic],
+    total: Any,
+    steps: list[_Step],
+    required: int,
+    day: date,
+    due_date: date | None,
+    schedule: list[Any],
+    request_id: str | None,
+) -> list[Event]:
+    """order.submitted and order.confirmed as the order reaches them, numbers left blank
+    for the last statement to fill in."""
+    if len(steps) < 2:
+        return []
+    facts = events.OrderFacts(
+        order_id=order_id,
+        number="",
+        customer_id=data.customer_id,
+        customer_name=customer["name"],
+        region=customer["region"],
+        segment=customer["segment"],
+        channel=data.channel.value,
+        salesperson=data.salesperson,
+        created_by=actor.subject,
+        # The public lines carry the same fields, quantities and rates already tidied.
+        lines=[events.OrderLine.model_validate(line, from_attributes=True) for line in lines],
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+    )
+    key = str(data.customer_id)
+    raised = [
+        Event.of(
+            events.OrderSubmitted(
+                order=facts,
+                submitted_at=steps[1].at,
+                approvals_required=required,
+                business_date=day,
+            ),
+            source=events.SOURCE,
+            key=key,
+            request_id=request_id,
+        )
+    ]
+    if len(steps) == 3 and due_date is not None:
+        raised.append(
+            Event.of(
+                events.OrderConfirmed(
+                    order=facts,
+                    invoice_number="",
+                    business_date=day,
+                    due_date=due_date,
+                    instalments=[
+                        events.Instalment(due_date=i.due_date, amount=i.amount) for i in schedule
+                    ]
+                    or [events.Instalment(due_date=due_date, amount=total.gross)],
+                    confirmed_at=steps[2].at,
+                ),
+                source=events.SOURCE,
+                key=key,
+                business_date=day,
+                request_id=request_id,
+            )
+        )
+    return raised
+
+
+def _period_of(day: date) -> str:
+    return str(Period.of(day))
