@@ -13,6 +13,7 @@ SALESBOOK_TEST_DATABASE_URL), else an embedded server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
+from bench._bare import POOL_SIZE as bare_pool
 from bench._server import bench_server
 from shared.auth import Role, issue_token
 from shared.db import plain_url
@@ -87,6 +90,7 @@ class Run:
     bad: int
     p50_ms: float
     p99_ms: float
+    cpu_ms: float | None = None  # the servers' CPU time per request
 
 
 def _free_port() -> int:
@@ -127,6 +131,16 @@ def _server(args: list[str], *, env: dict[str, str], log: Path) -> Iterator[tupl
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -173,9 +187,13 @@ def _result(process: subprocess.Popen[str]) -> Run:
     raise SystemExit(f"wrk printed no result:\n{output}")
 
 
-def _load(ports: list[int], script: Path, *, connections: int, seconds: int) -> Run:
-    """wrk against every port at once, the connections split between them; rates add up."""
+def _load(
+    ports: list[int], script: Path, *, connections: int, seconds: int, pids: list[int]
+) -> Run:
+    """wrk against every port at once, the connections split between them; rates add up.
+    The CPU the server processes `pids` spend meanwhile is counted per request."""
     each = connections // len(ports)
+    cpu = _cpu_seconds(pids)
     threads = 2 if len(ports) == 1 else 1
     runs = [
         _result(p)
@@ -183,13 +201,63 @@ def _load(ports: list[int], script: Path, *, connections: int, seconds: int) -> 
             _wrk(port, script, connections=each, seconds=seconds, threads=threads) for port in ports
         ]
     ]
+    requests = sum(r.requests for r in runs)
     return Run(
         rate=sum(r.rate for r in runs),
-        requests=sum(r.requests for r in runs),
+        requests=requests,
         bad=sum(r.bad for r in runs),
         p50_ms=max(r.p50_ms for r in runs),
         p99_ms=max(r.p99_ms for r in runs),
+        cpu_ms=(_settle(pids) - cpu) * 1000 / max(requests, 1),
     )
+
+
+class _Backends:
+    """Samples the database's backends every 50 ms while a run lasts: how many connections
+    the servers held open at most, and how many of them were busy in a request at once."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.opened = self.busy = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._sample()))
+
+    async def _sample(self) -> None:
+        connection = await asyncpg.connect(self.url)
+        try:
+            while not self._stop.is_set():
+                opened, busy = await connection.fetchrow(
+                    "SELECT count(*), count(*) FILTER (WHERE state <> 'idle') "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+                self.opened, self.busy = max(self.opened, opened), max(self.busy, busy)
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> _Backends:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _settle(pids: list[int]) -> float:
+    """Waits until the servers are idle again (requests wrk gave up on are still being
+    answered, `salesbook run`'s consumers are still applying the events), then returns
+    their CPU time: what the run cost them in all."""
+    used = _cpu_seconds(pids)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu_seconds(pids)
+        if now - used < 0.05 * len(pids):
+            return now
+        used = now
+    return used
 
 
 def _script(folder: Path, name: str, *, path: str, customers: list[str], submit: bool) -> Path:
@@ -285,8 +353,8 @@ def _print(label: str, run: Run, baseline: float | None, rss: float | None = Non
     ratio = f"  {run.rate / baseline:.3f}× bare" if baseline else ""
     memory = f"  peak RSS {rss:.0f} MB" if rss is not None else ""
     print(
-        f"  {label:<34} {run.rate:8.1f}/s  p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms"
-        f"  non-2xx/errors {run.bad}{ratio}{memory}",
+        f"  {label:<30} {run.rate:7.1f}/s  p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms"
+        f"  server CPU {run.cpu_ms:5.2f} ms/request  non-2xx/errors {run.bad}{ratio}{memory}",
         flush=True,
     )
 
@@ -314,7 +382,7 @@ async def main() -> None:
         try:
             print(f"load before: {_uptime()}", flush=True)
             with ExitStack() as stack:
-                bare, _ = stack.enter_context(
+                bare, bare_pid = stack.enter_context(
                     _server([sys.executable, "-m", "bench._bare"], env=env, log=folder / "bare.log")
                 )
                 full, full_pid = stack.enter_context(
@@ -331,21 +399,46 @@ async def main() -> None:
                     folder, "draft", path="/v1/orders", customers=customers, submit=False
                 )
                 # A short warm-up of each, so no round pays for first connections and caches.
-                for port, script in ((bare, bare_script), (full, submit_script)):
-                    _load([port], script, connections=connections, seconds=2)
+                for port, pid, script in (
+                    (bare, bare_pid, bare_script),
+                    (full, full_pid, submit_script),
+                ):
+                    _load([port], script, connections=connections, seconds=2, pids=[pid])
                 for n in range(1, rounds + 1):
                     print(
                         f"round {n}/{rounds} (salesbook run, {connections} connections, "
                         f"{seconds}s each; {_uptime()})",
                         flush=True,
                     )
-                    base = _load([bare], bare_script, connections=connections, seconds=seconds)
-                    _print("bare FastAPI + asyncpg insert", base, None)
-                    submitted = _load(
-                        [full], submit_script, connections=connections, seconds=seconds
+                    base = _load(
+                        [bare],
+                        bare_script,
+                        connections=connections,
+                        seconds=seconds,
+                        pids=[bare_pid],
                     )
+                    _print("bare FastAPI + asyncpg insert", base, None)
+                    with _Backends(url) as backends:
+                        submitted = _load(
+                            [full],
+                            submit_script,
+                            connections=connections,
+                            seconds=seconds,
+                            pids=[full_pid],
+                        )
                     _print("orders, submit: true", submitted, base.rate, _peak_rss_mb(full_pid))
-                    drafts = _load([full], draft_script, connections=connections, seconds=seconds)
+                    print(
+                        f"    database backends: {backends.opened} open at most (the bare "
+                        f"endpoint's {bare_pool} included), {backends.busy} busy at once at most",
+                        flush=True,
+                    )
+                    drafts = _load(
+                        [full],
+                        draft_script,
+                        connections=connections,
+                        seconds=seconds,
+                        pids=[full_pid],
+                    )
                     _print("orders, drafts", drafts, base.rate, _peak_rss_mb(full_pid))
                     results.setdefault("bare", []).append(base.rate)
                     results.setdefault("submitted", []).append(submitted.rate)
@@ -358,7 +451,13 @@ async def main() -> None:
             for n in range(1, rounds + 1):
                 print(f"round {n}/{rounds} (salesbook serve orders; {_uptime()})", flush=True)
                 with _server(serve, env=env, log=folder / "serve-1.log") as (one, pid):
-                    single = _load([one], submit_script, connections=connections, seconds=seconds)
+                    single = _load(
+                        [one],
+                        submit_script,
+                        connections=connections,
+                        seconds=seconds,
+                        pids=[pid],
+                    )
                     _print("1 process, submit: true", single, None, _peak_rss_mb(pid))
                 with ExitStack() as stack:
                     first, pid_1 = stack.enter_context(
@@ -368,7 +467,11 @@ async def main() -> None:
                         _server(serve, env=env, log=folder / "serve-2b.log")
                     )
                     double = _load(
-                        [first, second], submit_script, connections=connections, seconds=seconds
+                        [first, second],
+                        submit_script,
+                        connections=connections,
+                        seconds=seconds,
+                        pids=[pid_1, pid_2],
                     )
                     rss = max(_peak_rss_mb(pid_1), _peak_rss_mb(pid_2))
                     _print("2 processes, submit: true", double, None, rss)
