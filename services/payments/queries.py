@@ -24,13 +24,21 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
             )
         ).scalars()
     )
-    # Derived from the allocation rows read here, so the totals always match the list.
-    allocated = sum((a.amount for a in allocations if a.status != "released"), Decimal("0.00"))
     refunds = (
         await session.execute(
             select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)
         )
     ).scalars()
+    return public_of(payment, allocations, list(refunds), settings)
+
+
+def public_of(
+    payment: Payment, allocations: list[Allocation], refunds: list[Refund], settings: Settings
+) -> PaymentPublic:
+    """The public form of a payment with its allocations (in the order they were made) and
+    refunds."""
+    # Derived from the allocation rows, so the totals always match the list.
+    allocated = sum((a.amount for a in allocations if a.status != "released"), Decimal("0.00"))
     return PaymentPublic(
         id=payment.id,
         number=payment.number,
