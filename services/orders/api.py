@@ -377,10 +377,10 @@ async def return_order_lines(
     """Return quantities of a confirmed or fulfilled order's lines: issues a credit note."""
 
     async def create() -> CreditNotePublic:
-        note = await returns.create_return(
+        note, lines = await returns.create_return(
             session=session, order_id=order_id, data=data, actor=actor, settings=settings
         )
-        return await queries.credit_note_view(session, note)
+        return queries.credit_note_public(note, lines)
 
     return await idempotent(
         session,
