@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 from fastapi import Request
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,6 +36,13 @@ def plain_url(url: str) -> str:
     return url
 
 
+def _replace_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout: a connection asyncpg already knows is closed (the server ended it
+    while it sat in the pool) is discarded and another one taken, without a round trip."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+
+
 class Database:
     """An engine and a session factory for one PostgreSQL database."""
 
@@ -45,8 +53,9 @@ class Database:
         # At most pool_size + max_overflow connections: the budget the README's deployment
         # arithmetic (and the compose file's max_connections) counts on. No pre-ping: it costs
         # three round trips (BEGIN, a ping, ROLLBACK) on every checkout. A connection the
-        # server dropped fails its first statement instead; that request answers 503
-        # (shared/errors.py) and SQLAlchemy discards every connection pooled before it.
+        # driver saw close while pooled is replaced at checkout (see _replace_closed); one the
+        # server dropped unnoticed fails its first statement instead, that request answers
+        # 503 (shared/errors.py) and SQLAlchemy discards every connection pooled before it.
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
             pool_size=pool_size,
@@ -54,6 +63,7 @@ class Database:
             pool_pre_ping=False,
             echo=echo,
         )
+        event.listen(self.engine.sync_engine, "checkout", _replace_closed)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
