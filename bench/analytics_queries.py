@@ -389,29 +389,38 @@ async def baselines(url: str, repeats: int) -> dict[str, float]:
         await connection.close()
 
 
-async def measure(url: str, requests: int) -> dict[str, tuple[float, float]]:
-    """p50 and p95 ms of each endpoint over HTTP."""
+@asynccontextmanager
+async def analytics_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the analytics service on `url`, in this process, signed in as an analyst."""
     settings = Settings(secret_key=SECRET, data_dir=Path(tempfile.mkdtemp()), _env_file=None)  # type: ignore[call-arg]
     app = create_app(
         [service_module("analytics")], settings=settings, database_url=url, run_workers=False
     )
     token = issue_token(secret=SECRET, subject="bench", role=Role.ANALYST, ttl=timedelta(hours=1))
     headers = {"Authorization": f"Bearer {token}"}
-    found = {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-            for name, path, params in ENDPOINTS:
-                (await client.get(path, params=params, headers=headers)).raise_for_status()
-                timings: list[float] = []
-                # A slow endpoint gets fewer requests: at least 5, for about 20 seconds.
-                while len(timings) < requests and (len(timings) < 5 or sum(timings) < 20_000):
-                    started = time.perf_counter()
-                    answer = await client.get(path, params=params, headers=headers)
-                    timings.append((time.perf_counter() - started) * 1000)
-                    answer.raise_for_status()
-                found[name] = percentiles(timings)
-                print(f"measured {name}: {len(timings)} requests", flush=True)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers
+        ) as client:
+            yield client
+
+
+async def measure(url: str, requests: int) -> dict[str, tuple[float, float]]:
+    """p50 and p95 ms of each endpoint over HTTP."""
+    found = {}
+    async with analytics_client(url) as client:
+        for name, path, params in ENDPOINTS:
+            (await client.get(path, params=params)).raise_for_status()
+            timings: list[float] = []
+            # A slow endpoint gets fewer requests: at least 5, for about 20 seconds.
+            while len(timings) < requests and (len(timings) < 5 or sum(timings) < 20_000):
+                started = time.perf_counter()
+                answer = await client.get(path, params=params)
+                timings.append((time.perf_counter() - started) * 1000)
+                answer.raise_for_status()
+            found[name] = percentiles(timings)
+            print(f"measured {name}: {len(timings)} requests", flush=True)
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import Request
@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.messaging.outbox import flush_outbox
+
+Row = TypeVar("Row")
 
 
 def async_url(url: str) -> str:
@@ -100,6 +102,18 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection[Any]:
         # A SQLAlchemy without that hook: one statement of its own begins it.
         await session.execute(text("SELECT 1"))
     return driver
+
+
+async def lock_or_404(
+    session: AsyncSession, model: type[Row], key: Any, *, missing: Exception
+) -> Row:
+    """The row of `model` with primary key `key`, read afresh and locked (SELECT … FOR
+    UPDATE) until the transaction ends, so concurrent changes to it queue; `missing` (a
+    NotFound) when there is none."""
+    row = await session.get(model, key, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise missing
+    return row
 
 
 def database_of(request: Request) -> Database:

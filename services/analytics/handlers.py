@@ -132,8 +132,9 @@ def _event_day(event: Event) -> date:
     return event.business_date or business_date_of(event.occurred_at, get_settings().zone)
 
 
-async def apply_events(session: AsyncSession, events: list[Event]) -> None:
-    """Fold a batch of events, in order, into the read models."""
+async def apply_events(session: AsyncSession, events: list[Event], *, rollups: bool = True) -> None:
+    """Fold a batch of events, in order, into the read models; without `rollups`, the coarser
+    sales tables are left for `fill_rollups` to compute once (a rebuild)."""
     batch = Batch()
     await _load_invoices(session, batch, events)
     for event in events:
@@ -142,7 +143,7 @@ async def apply_events(session: AsyncSession, events: list[Event]) -> None:
             handle(batch, event)
         if batch.newest is None or event.occurred_at > batch.newest:
             batch.newest = event.occurred_at
-    await _flush(session, batch)
+    await _flush(session, batch, rollups=rollups)
 
 
 async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event]) -> None:
@@ -392,7 +393,7 @@ _HANDLERS = {
 }
 
 
-async def _flush(session: AsyncSession, batch: Batch) -> None:
+async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     # Rows per document and customer first; the per-day rollups, which every batch of
     # every consumer touches, last, so their row locks are held only until the commit.
     invoice_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "order_id")
@@ -433,6 +434,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         session, before, await customer_counts.firsts(session, touched)
     )
     await _flush_receivables(session, batch)
+    await _flush_open_amounts(session, batch)
     await insert_rows(
         session,
         DailyPayments.__table__,  # type: ignore[arg-type]
@@ -445,7 +447,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         [{"day": day} | batch.funnel[day] for day in sorted(batch.funnel)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
     )
-    await _flush_sales(session, batch)
+    await _flush_sales(session, batch, rollups=rollups)
     if batch.newest is not None:
         await insert_rows(
             session,
@@ -455,7 +457,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         )
 
 
-async def _flush_sales(session: AsyncSession, batch: Batch) -> None:
+async def _flush_sales(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     """The batch's sales deltas into `daily_sales` and every coarser rollup of it, in one
     statement, so the deltas cross the wire once. Each table takes its rows in key order,
     so concurrent consumers (one per Kafka partition) lock shared rows in the same order
@@ -469,7 +471,7 @@ async def _flush_sales(session: AsyncSession, batch: Batch) -> None:
         for name, amount in sums.items():
             # Amounts travel as text: encoding Decimals is the slow part of a big batch.
             params[name].append(amount if name in COUNTS else str(amount))
-    await session.execute(_sales_statement(), params)
+    await session.execute(_sales_statement(rollups), params)
 
 
 def _sales_column_type(name: str) -> str:
@@ -481,7 +483,7 @@ def _sales_column_type(name: str) -> str:
 
 
 @cache
-def _sales_statement() -> TextClause:
+def _sales_statement(rollups: bool = True) -> TextClause:
     columns = (*SALES_KEY, *SALES_SUMS)
     arrays = ", ".join(f"CAST(:{c} AS {_sales_column_type(c)}[])" for c in columns)
     picks = ", ".join(
@@ -493,17 +495,35 @@ def _sales_statement() -> TextClause:
         f"SELECT {', '.join(columns)} FROM delta ORDER BY {keys} "
         f"ON CONFLICT ({keys}) DO UPDATE SET {add_to(SALES_SUMS)})"
     ]
-    targets += [_rollup_upsert(rollup) for rollup in ROLLUPS]
+    if rollups:
+        targets += _rollup_targets()
+    return text(
+        f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
+        f"{', '.join(targets)} SELECT 1"
+    )
+
+
+async def fill_rollups(session: AsyncSession) -> None:
+    """Every coarser sales table summed from `daily_sales` in one statement: what adding each
+    batch's deltas to them adds up to."""
+    columns = ", ".join((*SALES_KEY, *SALES_SUMS))
+    await session.execute(
+        text(
+            f"WITH delta AS (SELECT {columns} FROM {SCHEMA}.daily_sales), "
+            f"{', '.join(_rollup_targets())} SELECT 1"
+        )
+    )
+
+
+def _rollup_targets() -> list[str]:
+    targets = [_rollup_upsert(rollup) for rollup in ROLLUPS]
     targets.append(
         f"ever AS (INSERT INTO {SCHEMA}.sales_by_customer AS cur "
         f"(customer_id, {', '.join(SALES_SUMS)}) "
         f"SELECT customer_id, {', '.join(f'sum({c})' for c in SALES_SUMS)} FROM delta "
         f"GROUP BY 1 ORDER BY 1 ON CONFLICT (customer_id) DO UPDATE SET {add_to(SALES_SUMS)})"
     )
-    return text(
-        f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
-        f"{', '.join(targets)} SELECT 1"
-    )
+    return targets
 
 
 def _rollup_upsert(rollup: Rollup) -> str:
@@ -533,6 +553,99 @@ async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
         ],
         suffix="ON CONFLICT (day, kind) DO UPDATE SET amount = cur.amount + EXCLUDED.amount",
     )
+
+
+async def _flush_open_amounts(session: AsyncSession, batch: Batch) -> None:
+    """Place again, on their instalments, every move of each invoice this batch moved, and
+    keep `open_changes`, `open_now` and `open_by_day` equal to the result. A whole invoice is placed
+    again because a backdated move changes what its later moves took of each instalment."""
+    touched = sorted({move["order_id"] for move in batch.moves})
+    if touched:
+        await session.execute(_OPEN_CHANGES_STATEMENT, {"orders": touched})
+
+
+# The ageing rule of shared/ageing.py on each instalment (amount, upto, gross) at the end of
+# each day its invoice moved, from the allocations and credits summed up to that day; an
+# invoice counts from the day of its invoice move. Only what differs from the rows kept is
+# written: upserted or deleted per row of open_changes and open_now, and added to
+# open_by_day per day and due date (a sum that comes to zero keeps its row and its day).
+_OPEN_CHANGES_STATEMENT = text(
+    f"""
+    WITH touched AS (
+        SELECT unnest(CAST(:orders AS uuid[])) AS order_id
+    ), daily AS (
+        SELECT m.order_id, m.day,
+               sum(-m.amount) FILTER (WHERE m.kind IN ('allocated', 'released')) AS allocated,
+               sum(-m.amount) FILTER (WHERE m.kind IN ('credit', 'cancel')) AS credited,
+               bool_or(m.kind = 'invoice') AS invoiced
+        FROM {SCHEMA}.receivable_moves m JOIN touched t ON t.order_id = m.order_id
+        GROUP BY m.order_id, m.day
+    ), running AS (
+        SELECT order_id, day,
+               coalesce(sum(allocated) OVER w, 0) AS allocated,
+               coalesce(sum(credited) OVER w, 0) AS credited,
+               bool_or(invoiced) OVER w AS invoiced
+        FROM daily
+        WINDOW w AS (PARTITION BY order_id ORDER BY day)
+    ), opens AS (
+        SELECT i.order_id, i.seq, i.customer_id, i.due_date, r.day,
+               CASE WHEN r.invoiced THEN greatest(0, i.amount
+                   - least(i.amount, greatest(0, greatest(least(r.allocated, i.gross), 0)
+                                                 - (i.upto - i.amount)))
+                   - least(i.amount, greatest(0, r.credited - (i.gross - i.upto))))
+               ELSE 0 END AS open
+        FROM running r JOIN {SCHEMA}.invoice_instalments i ON i.order_id = r.order_id
+    ), placed AS (
+        SELECT order_id, seq, day, customer_id, due_date,
+               open - coalesce(lag(open) OVER (PARTITION BY order_id, seq ORDER BY day), 0)
+                   AS amount
+        FROM opens
+    ), kept AS (
+        SELECT c.* FROM {SCHEMA}.open_changes c JOIN touched t ON t.order_id = c.order_id
+    ), diff AS (
+        SELECT coalesce(p.order_id, k.order_id) AS order_id, coalesce(p.seq, k.seq) AS seq,
+               coalesce(p.day, k.day) AS day,
+               coalesce(p.customer_id, k.customer_id) AS customer_id,
+               coalesce(p.due_date, k.due_date) AS due_date,
+               coalesce(p.amount, 0) AS amount,
+               coalesce(p.amount, 0) - coalesce(k.amount, 0) AS change
+        FROM (SELECT * FROM placed WHERE amount <> 0) p
+        FULL JOIN kept k ON (k.order_id, k.seq, k.day) = (p.order_id, p.seq, p.day)
+        WHERE coalesce(p.amount, 0) <> coalesce(k.amount, 0)
+    ), upserted AS (
+        INSERT INTO {SCHEMA}.open_changes AS cur
+               (order_id, seq, day, customer_id, due_date, amount)
+        SELECT order_id, seq, day, customer_id, due_date, amount FROM diff
+        WHERE amount <> 0 ORDER BY order_id, seq, day
+        ON CONFLICT (order_id, seq, day) DO UPDATE SET amount = EXCLUDED.amount
+    ), deleted AS (
+        DELETE FROM {SCHEMA}.open_changes c USING diff d
+        WHERE d.amount = 0 AND (c.order_id, c.seq, c.day) = (d.order_id, d.seq, d.day)
+    ), final AS (
+        SELECT DISTINCT ON (order_id, seq) order_id, seq, customer_id, due_date, open AS amount
+        FROM opens ORDER BY order_id, seq, day DESC
+    ), kept_now AS (
+        SELECT n.* FROM {SCHEMA}.open_now n JOIN touched t ON t.order_id = n.order_id
+    ), now_diff AS (
+        SELECT coalesce(f.order_id, k.order_id) AS order_id, coalesce(f.seq, k.seq) AS seq,
+               f.customer_id, f.due_date, coalesce(f.amount, 0) AS amount
+        FROM (SELECT * FROM final WHERE amount <> 0) f
+        FULL JOIN kept_now k ON (k.order_id, k.seq) = (f.order_id, f.seq)
+        WHERE coalesce(f.amount, 0) <> coalesce(k.amount, 0)
+    ), now_upserted AS (
+        INSERT INTO {SCHEMA}.open_now AS cur (order_id, seq, customer_id, due_date, amount)
+        SELECT order_id, seq, customer_id, due_date, amount FROM now_diff
+        WHERE amount <> 0 ORDER BY order_id, seq
+        ON CONFLICT (order_id, seq) DO UPDATE SET amount = EXCLUDED.amount
+    ), now_deleted AS (
+        DELETE FROM {SCHEMA}.open_now n USING now_diff d
+        WHERE d.amount = 0 AND (n.order_id, n.seq) = (d.order_id, d.seq)
+    )
+    INSERT INTO {SCHEMA}.open_by_day AS cur (day, due_date, amount)
+    SELECT day, due_date, sum(change) FROM diff GROUP BY day, due_date ORDER BY day, due_date
+    ON CONFLICT (day, due_date) DO UPDATE SET amount = cur.amount + EXCLUDED.amount
+    """
+)
 
 
 async def _flush_customer_activity(session: AsyncSession, batch: Batch) -> None:

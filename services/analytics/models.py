@@ -138,6 +138,61 @@ class ReceivableMove(SQLModel, table=True):
     amount: Decimal = Field(sa_type=MONEY)
 
 
+class OpenChange(SQLModel, table=True):
+    """How much an instalment's open amount changed on a day, as the ageing rule places an
+    invoice's dated moves on its instalments. Summing the changes up to a day gives what was
+    open of each instalment then, so ageing as of any day sums a customer's few rows."""
+
+    __tablename__ = "open_changes"
+    __table_args__ = (
+        Index(
+            "ix_open_changes_customer",
+            "customer_id",
+            "day",
+            postgresql_include=["due_date", "amount"],
+        ),
+        {"schema": SCHEMA},
+    )
+
+    order_id: UUID = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=Integer)
+    day: date = Field(primary_key=True)
+    customer_id: UUID
+    due_date: date
+    amount: Decimal = Field(sa_type=MONEY)
+
+
+class OpenNow(SQLModel, table=True):
+    """What is open of each instalment after every move so far (`open_changes` summed over all
+    days), only those with something open: ageing as of a day on or after the newest move
+    reads a row per open instalment, however long the ledger's history."""
+
+    __tablename__ = "open_now"
+    __table_args__ = (
+        Index("ix_open_now_customer", "customer_id", postgresql_include=["due_date", "amount"]),
+        {"schema": SCHEMA},
+    )
+
+    order_id: UUID = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=Integer)
+    customer_id: UUID
+    due_date: date
+    amount: Decimal = Field(sa_type=MONEY)
+
+
+class OpenByDay(SQLModel, table=True):
+    """`open_changes` summed over every customer per due date and day: the ageing totals as of
+    any day without reading a row per customer. A row stays when its sum comes back to zero,
+    so the newest day here is on or after the newest day anything changed."""
+
+    __tablename__ = "open_by_day"
+    __table_args__ = {"schema": SCHEMA}
+
+    day: date = Field(primary_key=True)
+    due_date: date = Field(primary_key=True)
+    amount: Decimal = _money()
+
+
 class CustomerFacts(SQLModel, table=True):
     __tablename__ = "customers"
     __table_args__ = (

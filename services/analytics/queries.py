@@ -20,13 +20,20 @@ from sqlalchemy import (
     and_,
     cast,
     func,
-    literal,
     literal_column,
     select,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.analytics.domain import (
+    INTERVALS,
+    PLACES,
+    bucket_start,
+    buckets,
+    linear_forecast,
+    next_bucket,
+)
 from services.analytics.models import (
     ACTIVE_CUSTOMERS_BY_MONTH,
     CUSTOMER_DAYS,
@@ -41,7 +48,9 @@ from services.analytics.models import (
     DailyFunnel,
     DailySales,
     Freshness,
-    InvoiceInstalment,
+    OpenByDay,
+    OpenChange,
+    OpenNow,
     ReceivableMove,
     ReceivablesByDay,
 )
@@ -440,61 +449,64 @@ async def lifetime(session: AsyncSession, customer_id: UUID) -> dict[str, Any] |
     }
 
 
-BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
+def _aged(as_of_date: date, due_date: Any, amount: Any) -> list[Any]:
+    """Sums of `amount` by ageing bucket of its due date as of `as_of_date`, and in all."""
 
-
-async def ageing(session: AsyncSession, *, as_of_date: date) -> list[dict[str, Any]]:
-    """Open invoice amounts at the end of a day, per customer, by days past each
-    instalment's due date: allocated payments pay an invoice's oldest instalments first,
-    credit notes and cancellations take back its newest (shared/ageing.py is the reference)."""
-    moved = (
-        select(
-            M.order_id,
-            func.coalesce(
-                func.sum(-M.amount).filter(M.kind.in_(("allocated", "released"))), ZERO
-            ).label("allocated"),
-            func.coalesce(func.sum(-M.amount).filter(M.kind.in_(("credit", "cancel"))), ZERO).label(
-                "credited"
-            ),
+    def due_between(earliest: int, latest: int) -> Any:
+        return and_(
+            due_date >= as_of_date - timedelta(days=earliest),
+            due_date <= as_of_date - timedelta(days=latest),
         )
-        .where(M.day <= as_of_date)
-        .group_by(M.order_id)
-        .having(func.bool_or(M.kind == "invoice"))
-        .subquery()
-    )
-    i = InvoiceInstalment.__table__.c  # type: ignore[attr-defined]
-    paid = func.greatest(func.least(moved.c.allocated, i.gross), 0)
-    open_ = func.greatest(
-        0,
-        i.amount
-        - func.least(i.amount, func.greatest(0, paid - (i.upto - i.amount)))
-        - func.least(i.amount, func.greatest(0, moved.c.credited - (i.gross - i.upto))),
-    )
-    per_instalment = (
-        select(i.customer_id, (literal(as_of_date) - i.due_date).label("late"), open_.label("open"))
-        .select_from(moved.join(InvoiceInstalment.__table__, i.order_id == moved.c.order_id))  # type: ignore[arg-type]
-        .subquery()
-    )
-    late, amount = per_instalment.c.late, per_instalment.c.open
 
     def bucket(condition: Any) -> Any:
         return func.coalesce(func.sum(amount).filter(condition), ZERO)
 
-    query = (
-        select(
-            per_instalment.c.customer_id,
-            bucket(late <= 0).label("current"),
-            bucket(and_(late >= 1, late <= 30)).label("d1_30"),
-            bucket(and_(late >= 31, late <= 60)).label("d31_60"),
-            bucket(and_(late >= 61, late <= 90)).label("d61_90"),
-            bucket(late > 90).label("over_90"),
-            func.sum(amount).label("total"),
+    return [
+        bucket(due_date >= as_of_date).label("current"),
+        bucket(due_between(30, 1)).label("d1_30"),
+        bucket(due_between(60, 31)).label("d31_60"),
+        bucket(due_between(90, 61)).label("d61_90"),
+        bucket(due_date < as_of_date - timedelta(days=90)).label("over_90"),
+        func.coalesce(func.sum(amount), ZERO).label("total"),
+    ]
+
+
+async def ageing(
+    session: AsyncSession, *, as_of_date: date, limit: int, after: UUID | None = None
+) -> list[dict[str, Any]]:
+    """Open invoice amounts at the end of a day by days past each instalment's due date, for
+    up to `limit` customers with something open, by customer id after `after`.
+
+    Allocated payments pay an invoice's oldest instalments first, credit notes and
+    cancellations take back its newest (shared/ageing.py is the reference). The consumer
+    keeps what is open of each instalment now in `open_now`, which a day on or after the
+    newest change reads, and what each day changed of it in `open_changes`, which an earlier
+    day sums up to that day."""
+    newest = (await session.execute(select(func.max(OpenByDay.day)))).scalar()  # type: ignore[arg-type]
+    if newest is None or as_of_date >= newest:
+        c = OpenNow.__table__.c  # type: ignore[attr-defined]
+        query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))
+    else:
+        c = OpenChange.__table__.c  # type: ignore[attr-defined]
+        query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount)).where(
+            c.day <= as_of_date
         )
-        .group_by(per_instalment.c.customer_id)
-        .having(func.sum(amount) != 0)
-        .order_by(per_instalment.c.customer_id)
+    if after is not None:
+        query = query.where(c.customer_id > after)
+    query = (
+        query.group_by(c.customer_id)
+        .having(func.sum(c.amount) != 0)
+        .order_by(c.customer_id)
+        .limit(limit)
     )
     return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+async def ageing_totals(session: AsyncSession, *, as_of_date: date) -> dict[str, Decimal]:
+    """The ageing of every customer together at the end of a day."""
+    c = OpenByDay.__table__.c  # type: ignore[attr-defined]
+    query = select(*_aged(as_of_date, c.due_date, c.amount)).where(c.day <= as_of_date)
+    return dict((await session.execute(query)).mappings().one())
 
 
 async def salesperson_revenue(
@@ -502,3 +514,44 @@ async def salesperson_revenue(
 ) -> dict[str, Decimal]:
     rows = await sales(session, start=start, end=end, group_by="salesperson", filters={})
     return {row["key"] or "": row["revenue"] for row in rows}
+
+
+TREND_METRICS = {
+    "revenue": lambda rows: func.sum(rows.net - rows.returns_net),
+    "orders": lambda rows: func.sum(rows.order_count),
+    "units": lambda rows: func.sum(rows.units),
+}
+
+
+async def trend(
+    session: AsyncSession,
+    *,
+    metric: str,
+    interval: str,
+    start: date,
+    end: date,
+    forecast: int,
+    today: date,
+) -> list[dict[str, Any]]:
+    """Every bucket from start to end that has begun by `today` (empty ones as zero), then
+    `forecast` predicted ones. Intervals still to come are not history: counting them as
+    zeros would drag the line fitted through the history down."""
+    end = min(end, today)
+    rows = sales_rows(group_by=interval, filters={}, start=start, end=end).c
+    bucket = cast(func.date_trunc(INTERVALS[interval], rows.day), Date).label("bucket")
+    query = select(bucket, TREND_METRICS[metric](rows).label("value")).group_by(bucket)
+    found = {row.bucket: Decimal(row.value or 0) for row in await session.execute(query)}
+    history = buckets(start, end, interval)
+    values = [found.get(b, Decimal(0)) for b in history]
+    places = PLACES[metric]
+    points = [
+        {"bucket": b, "value": v.quantize(places, ROUND_HALF_UP), "forecast": False}
+        for b, v in zip(history, values, strict=True)
+    ]
+    ahead = next_bucket(history[-1], interval) if history else bucket_start(start, interval)
+    for predicted in linear_forecast(values, forecast):
+        points.append(
+            {"bucket": ahead, "value": predicted.quantize(places, ROUND_HALF_UP), "forecast": True}
+        )
+        ahead = next_bucket(ahead, interval)
+    return points

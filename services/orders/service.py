@@ -1,8 +1,6 @@
 """The order lifecycle: create, submit, approve, reject, confirm (the invoice), fulfil, cancel.
-
-    draft ──submit──► submitted ──(enough approvals)──► confirmed ──fulfil──► fulfilled
-      │                  │  └──reject──► rejected            │
-      └──cancel──────────┴──cancel──► cancelled ◄──cancel────┘
+The rules each command asks (the statuses and moves between them, pricing, approvals, the
+credit limit, what a cancellation reverses) are in domain.py.
 
 Every transition locks the order row (SELECT … FOR UPDATE) first, so concurrent requests on
 one order queue instead of losing updates; it appends to the status history, to the audit
@@ -46,15 +44,19 @@ from sqlmodel import col
 
 from services.orders.customers import get_customer
 from services.orders.domain import (
-    TRANSITIONS,
+    RECEIVABLE_STATUSES,
     CreditHold,
+    OrderStatus,
     PricedLine,
     approvals_needed,
+    approvals_on_submit,
+    can_move,
+    cancellation_reversal,
+    credit_hold,
     price_line,
     totals,
 )
 from services.orders.models import (
-    RECEIVABLE_STATUSES,
     SCHEMA,
     ZERO,
     Approval,
@@ -62,7 +64,6 @@ from services.orders.models import (
     Instalment,
     Order,
     OrderLine,
-    OrderStatus,
     PeriodLock,
     StatusChange,
     utcnow,
@@ -79,13 +80,14 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period, period_lock_key
-from shared.db import driver_connection
+from shared.db import driver_connection, lock_or_404
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
 from shared.events.envelope import Event
 from shared.ids import new_id
+from shared.limits import MAX_AMOUNT
 from shared.messaging.outbox import NOTIFY_CHANNEL, emit, outbox_lock_key
-from shared.money import round_money
+from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
 
@@ -102,17 +104,9 @@ class Submission:
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     """The order, row-locked until the transaction ends; 404 if there is none."""
-    order = (
-        await session.execute(
-            select(Order)
-            .where(col(Order.id) == order_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if order is None:
-        raise NotFound(f"order {order_id} not found")
-    return order
+    return await lock_or_404(
+        session, Order, order_id, missing=NotFound(f"order {order_id} not found")
+    )
 
 
 async def document_date(
@@ -132,8 +126,8 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     period = str(Period.of(day))
     if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
         raise PeriodLocked(
-            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
-            "date the document into a later period",
+            f"period {period} is closed to new documents (its month-end close has begun); "
+            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
             field=field,
             period=period,
         )
@@ -148,14 +142,14 @@ async def submit(
     _check_transition(order, S.SUBMITTED, "submitted")
     if order.business_date is not None:
         await ensure_open(session, order.business_date, field="business_date")
-    required = approvals_needed(order.gross, settings.approval_thresholds)
     hold = await credit_check(session, order)
-    held = hold is not None and required == 0
+    needed = approvals_needed(order.gross, settings.approval_thresholds)
+    approvals = approvals_on_submit(needed, hold)
+    required = approvals.required
     if hold is not None:
         order.credit_hold = True
-        required = max(required, 1)
     order.approvals_required = required
-    reason = hold.explain(order.number) if hold else None
+    reason = hold.explain(order.number, order.id) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,
@@ -176,7 +170,7 @@ async def submit(
             settings=settings,
             reason="below the approval threshold",
         )
-    return Submission(order=order, credit_hold=hold, held=held)
+    return Submission(order=order, credit_hold=hold, held=approvals.held)
 
 
 async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
@@ -188,20 +182,13 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     customer = await get_customer(session, order.customer_id)
     if customer.credit_limit is None:
         return None
-    customer = (
-        await session.execute(
-            select(Customer)
-            .where(col(Customer.id) == order.customer_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+    customer = await lock_or_404(
+        session, Customer, order.customer_id, missing=NotFound(f"customer {order.customer_id}")
+    )
     if customer.credit_limit is None:
         return None
     open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-    if open_receivable + order.gross <= customer.credit_limit:
-        return None
-    return CreditHold(
+    return credit_hold(
         credit_limit=customer.credit_limit,
         open_receivable=open_receivable,
         order_gross=order.gross,
@@ -380,14 +367,18 @@ async def cancel(
     was_confirmed = order.status == S.CONFIRMED
     if was_confirmed:
         day = await document_date(session, None, settings=settings, field="business_date")
-        reversed_net = order.net - order.credited_net
-        reversed_tax = order.tax - order.credited_tax
     else:
         day = today(settings.zone)
-        reversed_net = reversed_tax = ZERO
+    reversal = cancellation_reversal(
+        was_confirmed=was_confirmed,
+        net=order.net,
+        tax=order.tax,
+        credited_net=order.credited_net,
+        credited_tax=order.credited_tax,
+    )
     order.cancelled_on = day
-    order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
-    order.reversed_gross = reversed_net + reversed_tax
+    order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
+    order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
     emit(
         session,
@@ -398,9 +389,9 @@ async def cancel(
             was_confirmed=was_confirmed,
             invoice_number=order.invoice_number,
             business_date=day,
-            reversed_net=reversed_net,
-            reversed_tax=reversed_tax,
-            reversed_gross=reversed_net + reversed_tax,
+            reversed_net=reversal.net,
+            reversed_tax=reversal.tax,
+            reversed_gross=reversal.gross,
             reason=reason,
         ),
         source=events.SOURCE,
@@ -463,7 +454,7 @@ def _illegal(order: Order, verb: str) -> IllegalTransition:
 
 
 def _check_transition(order: Order, to: OrderStatus, verb: str) -> None:
-    if to not in TRANSITIONS[OrderStatus(order.status)]:
+    if not can_move(order.status, to):
         raise _illegal(order, verb)
 
 
@@ -662,23 +653,38 @@ async def enter_order(
         if not product["active"]:
             raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
         unit_price = product["unit_price"] if line.unit_price is None else line.unit_price
-        if line.discount > line.quantity * unit_price:
+        before_discount = line.quantity * unit_price
+        if before_discount > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
+                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        if line.discount > before_discount:
             raise InvalidInput(
                 f"lines.{i}.discount",
-                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
             )
-        priced.append(
-            (
-                product,
-                price_line(
-                    quantity=line.quantity,
-                    unit_price=unit_price,
-                    discount=line.discount,
-                    tax_rate=product["tax_rate"],
-                ),
-            )
+        priced_line = price_line(
+            quantity=line.quantity,
+            unit_price=unit_price,
+            discount=line.discount,
+            tax_rate=product["tax_rate"],
         )
+        if priced_line.gross > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"the line comes to {money_str(priced_line.gross)} with tax; "
+                f"a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        priced.append((product, priced_line))
     total = totals(p for _, p in priced)
+    if total.gross > MAX_AMOUNT:
+        raise InvalidInput(
+            "lines",
+            f"the order comes to {money_str(total.gross)}; "
+            f"an order may come to at most {money_str(MAX_AMOUNT)}",
+        )
     if data.instalments:
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:
@@ -687,18 +693,24 @@ async def enter_order(
             )
     schedule = sorted(data.instalments, key=lambda i: i.due_date)
 
+    order_id = new_id()
     hold: CreditHold | None = None
-    needed = required = 0
+    required, held = 0, False
     steps = [_Step(None, S.DRAFT, None)]
     if data.submit:
-        needed = required = approvals_needed(total.gross, settings.approval_thresholds)
         if customer["customer_locked"]:
             limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
-            owed = round_money(Decimal(owed))
-            if limit is not None and owed + total.gross > limit:
-                hold = CreditHold(credit_limit=limit, open_receivable=owed, order_gross=total.gross)
-                required = max(required, 1)
-        steps.append(_Step(S.DRAFT, S.SUBMITTED, hold.explain(NUMBER) if hold else None))
+            hold = credit_hold(
+                credit_limit=limit,
+                open_receivable=round_money(Decimal(owed)),
+                order_gross=total.gross,
+            )
+        approvals = approvals_on_submit(
+            approvals_needed(total.gross, settings.approval_thresholds), hold
+        )
+        required, held = approvals.required, approvals.held
+        reason = hold.explain(NUMBER, order_id) if hold else None
+        steps.append(_Step(S.DRAFT, S.SUBMITTED, reason))
         if required == 0:
             steps.append(_Step(S.SUBMITTED, S.CONFIRMED, CONFIRMED_BELOW_THRESHOLD))
     status = steps[-1].to
@@ -709,7 +721,6 @@ async def enter_order(
     created_at = steps[0].at
     updated_at = steps[-1].at
 
-    order_id = new_id()
     view_lines = [
         LinePublic(
             line_no=n,
@@ -845,7 +856,7 @@ async def enter_order(
         created_at=created_at,
         updated_at=updated_at,
     )
-    return Entered(view=view, credit_hold=hold, held=hold is not None and needed == 0)
+    return Entered(view=view, credit_hold=hold, held=held)
 
 
 def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str, str]]:

@@ -151,7 +151,7 @@ class KafkaRelay:
 
     async def run(self) -> None:
         self._wake.clear()
-        waker = OutboxWaker(self.db, self._wake)
+        waker = OutboxWaker(self.db, self._wake, sources=(self.source,))
         await waker.start()
         backoff = Backoff()
         try:
