@@ -125,12 +125,18 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     """Refuse (409) a document dated into a locked period; hold the period open until commit."""
     period = str(Period.of(day))
     if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
-        raise PeriodLocked(
-            f"period {period} is closed to new documents (its month-end close has begun); "
-            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
-            field=field,
-            period=period,
-        )
+        raise period_locked(day, field=field)
+
+
+def period_locked(day: date, *, field: str) -> PeriodLocked:
+    """The 409 of a document dated into a period the month-end close has locked."""
+    period = str(Period.of(day))
+    return PeriodLocked(
+        f"period {period} is closed to new documents (its month-end close has begun); "
+        f"{field} {day.isoformat()} cannot be used, date the document into a later period",
+        field=field,
+        period=period,
+    )
 
 
 async def submit(
@@ -809,13 +815,7 @@ async def enter_order(
     number: str = written["number"]
     if written["period_locked"]:
         # Rolled back with the request: the numbers it took are given back.
-        period = _period_of(day)
-        raise PeriodLocked(
-            f"period {period} is locked for closing; business_date {day.isoformat()} cannot "
-            "be used, date the document into a later period",
-            field="business_date",
-            period=period,
-        )
+        raise period_locked(day, field="business_date")
     view = OrderPublic(
         id=order_id,
         number=number,

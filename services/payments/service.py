@@ -81,6 +81,8 @@ async def receive(
     received_at = data.received_at or now
     if received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
+    # As the database reads it back, so the answer built from what was written says the same.
+    received_at = received_at.astimezone(UTC)
     if received_at > now:
         raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
     business_date = business_date_of(received_at, settings.zone)

@@ -103,7 +103,7 @@ async def test_numbers_stay_gapless_when_the_last_statement_is_refused(
     entered = [ok(r, 201) for r, day in zip(responses, days, strict=True) if day < "2014-04"]
     for response, day in zip(responses, days, strict=True):
         if day >= "2014-04":
-            assert_problem(response, 409, "2014-04", "locked")
+            assert_problem(response, 409, "2014-04", "closed")
     assert sorted(o["invoice_number"] for o in entered) == [
         f"INV-2014-{n:06d}" for n in range(1, 13)
     ]
