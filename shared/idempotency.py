@@ -100,4 +100,5 @@ async def idempotent(
 def _answer(created: BaseModel | JSONResponse, status_code: int) -> JSONResponse:
     if isinstance(created, JSONResponse):
         return created
-    return JSONResponse(jsonable_encoder(created), status_code=status_code)
+    # What jsonable_encoder would give, without its walk over every nested value.
+    return JSONResponse(created.model_dump(mode="json", by_alias=True), status_code=status_code)

@@ -25,8 +25,6 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
             )
         ).scalars()
     )
-    # Derived from the allocation rows read here, so the totals always match the list.
-    allocated = domain.allocated((a.status, a.amount) for a in allocations)
     refunds = (
         await session.execute(
             select(Refund)
@@ -34,6 +32,16 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
             .order_by(col(Refund.created_at))
         )
     ).scalars()
+    return public_of(payment, allocations, list(refunds), settings)
+
+
+def public_of(
+    payment: Payment, allocations: list[Allocation], refunds: list[Refund], settings: Settings
+) -> PaymentPublic:
+    """The public form of a payment with its allocations (in the order they were made) and
+    refunds."""
+    # Derived from the allocation rows, so the totals always match the list.
+    allocated = domain.allocated((a.status, a.amount) for a in allocations)
     return PaymentPublic(
         id=payment.id,
         number=payment.number,
