@@ -694,8 +694,8 @@ def test_the_books_agree_with_the_model_everywhere(database: str, loop: Loop, tm
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
         # One request at a time: a small pool leaves the shared server's connections to others.
-        db_pool_size=2,
-        db_max_overflow=2,
+        db_pool_size=5,
+        db_max_overflow=5,
         _env_file=None,  # type: ignore[call-arg]
     )
     run_state_machine_as_test(
