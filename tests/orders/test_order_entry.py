@@ -11,6 +11,7 @@ import httpx
 
 from services.orders.models import SCHEMA, PeriodLock
 from shared.cutoff import lift_cutoff, lock_period
+from shared.tables import table_of
 from tests.orders.factories import (
     POS,
     assert_problem,
@@ -23,7 +24,7 @@ from tests.orders.factories import (
     outbox_events,
 )
 
-LOCKS = PeriodLock.__table__
+LOCKS = table_of(PeriodLock)
 
 
 async def test_the_answer_is_what_a_read_gives_back(client: httpx.AsyncClient) -> None:
