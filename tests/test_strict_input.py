@@ -10,10 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from services.registry import all_modules
-from shared.limits import MAX_AMOUNT
-from tests.conftest import auth, serving
+from shared.config import Settings
+from shared.db import Database
+from shared.limits import MAX_AMOUNT, MAX_QUANTITY
+from tests.conftest import AppClient, auth, serving
 from tests.orders.factories import (
     FINANCE,
     POS,
@@ -55,7 +58,7 @@ async def world(client: httpx.AsyncClient) -> dict[str, Any]:
     return {"customer": customer, "order": order, "payment": payment}
 
 
-def fields_of(problem: dict[str, Any]) -> set[str]:
+def fields_of(problem: dict[str, Any]) -> set[str | None]:
     return {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
 
 
@@ -171,6 +174,55 @@ async def test_figures_at_the_bounds_reach_every_consumer(client: httpx.AsyncCli
     assert settled["outstanding"] == "0.00"
     ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+async def test_every_figure_column_holds_a_million_documents_at_the_bounds(
+    migrated: str,
+) -> None:
+    """The bound argument of shared/limits.py, checked against the migrated schemas: every
+    NUMERIC column of every service (sums per customer, period, account, day) holds at
+    least a million documents of the largest amount, or a million lines of the most units."""
+    db = Database(migrated)
+    try:
+        async with db.sessions() as session:
+            columns = (
+                await session.execute(
+                    text(
+                        "SELECT table_schema, table_name, column_name, numeric_precision, "
+                        "numeric_scale FROM information_schema.columns WHERE data_type = "
+                        "'numeric' AND table_schema = ANY(:schemas)"
+                    ),
+                    {"schemas": ["orders", "payments", "closing", "analytics"]},
+                )
+            ).all()
+    finally:
+        await db.dispose()
+    assert len(columns) > 50
+    for schema, table, column, precision, scale in columns:
+        if precision is None:  # a view's column, or NUMERIC without a bound
+            continue
+        capacity = Decimal(10) ** (precision - scale)
+        largest = {2: MAX_AMOUNT, 3: MAX_QUANTITY}.get(scale)
+        if largest is None:  # a rate
+            assert scale == 4 and capacity >= 1, (schema, table, column)
+            continue
+        assert capacity >= largest * 10**6, (schema, table, column, precision, scale)
+
+
+async def test_a_target_of_the_longest_salesperson_is_kept_and_audited(
+    client: httpx.AsyncClient,
+) -> None:
+    name = "长" * 100  # the 73-100 character names once overflowed the audit's entity id
+    body = {"targets": [{"salesperson": name, "period": "2026-02", "amount": MAX}]}
+    saved = ok(await client.put("/v1/analytics/targets", json=body, headers=FINANCE))
+    assert [(t["salesperson"], t["target"]) for t in saved] == [(name, MAX)]
+    log = ok(
+        await client.get(
+            "/v1/analytics/audit", params={"entity": "target", "entity_id": "2026-02"},
+            headers=ADMIN,
+        )
+    )["items"]  # fmt: skip
+    assert {"salesperson": name, "amount": MAX} in [e["details"] for e in log]
 
 
 # Text, periods, dates and integers ------------------------------------------------------------
@@ -407,3 +459,22 @@ async def test_csv_booleans_are_true_and_false(
     assert answer.status_code == 200, answer.text
     forecast = [row.rsplit(",", 1)[-1].strip() for row in answer.text.splitlines()[1:]]
     assert set(forecast) == {"true", "false"}, answer.text
+
+
+async def test_a_payment_whose_business_date_falls_before_2000_is_refused(
+    app_client: AppClient, settings: Settings
+) -> None:
+    """In a business time zone behind UTC, 2000-01-01T03:00Z is still 1999: that date no
+    period the close can reach would hold, so it is refused like year 1."""
+    west = settings.model_copy(update={"timezone": "America/New_York"})
+    async with app_client(settings_override=west) as client:
+        customer = await make_customer(client)
+        body = {"customer_id": customer["id"], "amount": "1.00", "method": "cash"}
+        answer = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T03:00:00Z"}, headers=POS
+        )
+        refused(answer, "received_at", "1999-12-31", "business time zone")
+        accepted = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T12:00:00Z"}, headers=POS
+        )
+        assert ok(accepted, 201)["business_date"] == "2000-01-01"

@@ -12,11 +12,14 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from tests.support.totals import LineTotals
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
-BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 THRESHOLDS = (Decimal(10000), Decimal(100000))
+BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 _sequence = itertools.count(1)
 
 
@@ -34,14 +37,10 @@ def month_end(month: str) -> date:
 
 
 def bucket_of(days_late: int) -> str:
-    if days_late <= 0:
-        return "current"
-    if days_late <= 30:
-        return "d1_30"
-    if days_late <= 60:
-        return "d31_60"
-    if days_late <= 90:
-        return "d61_90"
+    """SPEC §5's ageing buckets (kept here rather than taken from the code under test)."""
+    for bucket, most in (("current", 0), ("d1_30", 30), ("d31_60", 60), ("d61_90", 90)):
+        if days_late <= most:
+            return bucket
     return "over_90"
 
 
@@ -70,7 +69,7 @@ class Line:
 
 
 @dataclass
-class Order:
+class Order(LineTotals):
     id: str
     customer: str
     lines: list[Line]
@@ -88,18 +87,6 @@ class Order:
     reversed_net: Decimal = ZERO
     reversed_gross: Decimal = ZERO
     was_confirmed: bool = False
-
-    @property
-    def net(self) -> Decimal:
-        return sum((line.net for line in self.lines), ZERO)
-
-    @property
-    def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), ZERO)
-
-    @property
-    def gross(self) -> Decimal:
-        return self.net + self.tax
 
     @property
     def receivable(self) -> bool:
@@ -439,7 +426,7 @@ class Books:
             credited = sum((g for d, _, g in o.credits if d <= end), ZERO)
             if o.cancelled_on and o.cancelled_on <= end:
                 credited += o.reversed_gross
-            left = []
+            left: list[list[Any]] = []
             for due, amount in plan:
                 part = min(amount, paid)
                 paid -= part

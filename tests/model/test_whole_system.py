@@ -6,7 +6,7 @@ confirmed, refunds) and month closes and reopens. After the events are drained, 
 figure of every service must equal what tests/model/oracle.py works out from the
 specification alone.
 
-Each example runs on a fresh database (closed months are global state). The budget is
+Each example starts from an empty database (closed months are global state). The budget is
 bounded for CI; SALESBOOK_MODEL_EXAMPLES and SALESBOOK_MODEL_STEPS run it longer.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -34,7 +33,7 @@ from hypothesis.stateful import (
 
 from shared.config import Settings
 from tests.conftest import TEST_SECRET, auth, migrate_all
-from tests.model.harness import Loop, System, admin_sql, with_database
+from tests.model.harness import Loop, System
 from tests.model.oracle import (
     BUCKETS,
     ZERO,
@@ -89,36 +88,32 @@ def loop() -> Iterator[Loop]:
 
 
 @pytest.fixture(scope="module")
-def template(pg_server: str, loop: Loop) -> Iterator[str]:
-    """A migrated database every example copies."""
-    name = f"salesbook_model_template_{uuid.uuid4().hex[:8]}"
-    loop.run(admin_sql(pg_server, f'CREATE DATABASE "{name}"'))
-    try:
-        loop.run(migrate_all(with_database(pg_server, name)))
-        yield name
-    finally:
-        loop.run(admin_sql(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def database(own_database: str, loop: Loop) -> str:
+    return loop.run(migrate_all(own_database))
 
 
-def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> type:
+def machine(url: str, loop: Loop, app_settings: Settings) -> type:
     class WholeSystem(RuleBasedStateMachine):
         """The test's side: a Books model and the running system, kept in step."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.system = System(loop, server, template, app_settings)
+            self.system = System(loop, url, app_settings)
             today = datetime.now(app_settings.zone).date()
             first = today.replace(day=1)
-            months = []
+            months: list[str] = []
             for _ in range(3):
                 first = (first - timedelta(days=1)).replace(day=1)
                 months.insert(0, month_of(first))
             self.books = Books(months=months, today=today)
-            for sku, (price, rate) in PRODUCTS.items():
-                product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
-                self.call(
-                    "POST", "/v1/products", SALES, 201, json={**product, "tax_rate": str(rate)}
-                )
+            try:
+                for sku, (price, rate) in PRODUCTS.items():
+                    product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
+                    product["tax_rate"] = str(rate)
+                    self.call("POST", "/v1/products", SALES, 201, json=product)
+            except BaseException:
+                self.system.close()  # teardown runs only for a machine that was made
+                raise
 
         # --- plumbing ----------------------------------------------------------------------
 
@@ -133,7 +128,7 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                 return None
             return body(response, ok)
 
-        def open_days(self, data: st.DataObject, after: date | None = None) -> date | None:
+        def open_days(self, data: st.DataObject, after: date | None = None) -> date:
             """A day, in a month the sources have not locked, not before `after`."""
             books = self.books
             candidates = [
@@ -166,20 +161,22 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
             if limit:
                 sent["credit_limit"] = limit
             made = self.call("POST", "/v1/customers", SALES, 201, json=sent)
-            self.books.customers[made["id"]] = Customer(made["id"], terms, limit and D(limit))
+            self.books.customers[made["id"]] = Customer(
+                made["id"], terms, D(limit) if limit else None
+            )
 
         @rule(data=st.data())
         def change_customer(self, data: st.DataObject) -> None:
             """New terms and limit: they count for orders confirmed from now on."""
-            customer = data.draw(st.sampled_from(sorted(self.books.customers.values(), key=str)))
+            customer = data.draw(st.sampled_from(list(self.books.customers.values())))
             terms = data.draw(st.sampled_from([0, 30, 45]), label="terms")
             limit = data.draw(st.sampled_from([None, "2000.00", "6000.00"]), label="limit")
             sent = {"payment_terms_days": terms, "credit_limit": limit}
             self.call("PATCH", f"/v1/customers/{customer.id}", SALES, 200, json=sent)
-            customer.terms, customer.limit = terms, limit and D(limit)
+            customer.terms, customer.limit = terms, D(limit) if limit else None
 
         def draw_order(self, data: st.DataObject) -> tuple[Customer, list[Line], date, dict]:
-            customer = data.draw(st.sampled_from(sorted(self.books.customers.values(), key=str)))
+            customer = data.draw(st.sampled_from(list(self.books.customers.values())))
             skus = data.draw(st.lists(st.sampled_from(sorted(PRODUCTS)), min_size=1, max_size=2))
             lines = []
             for sku in skus:
@@ -314,7 +311,7 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                 return
             sku_lines = [x for x in order.lines if x.sku == line.sku]
             line_no = order.lines.index(line) + 1
-            sent = {"sku": line.sku, "quantity": str(quantity)}
+            sent: dict[str, Any] = {"sku": line.sku, "quantity": str(quantity)}
             if len(sku_lines) > 1:
                 sent["line_no"] = line_no
             gross = self.books.give_back(order, line, quantity, day)
@@ -382,7 +379,7 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
         @rule(data=st.data())
         def pay(self, data: st.DataObject) -> None:
             self.system.drain()
-            customer = data.draw(st.sampled_from(sorted(self.books.customers)))
+            customer = data.draw(st.sampled_from(list(self.books.customers)))
             requests = self.draw_allocations(data, customer)
             self.receive(data, customer, requests, set(self.books.orders))
 
@@ -494,7 +491,7 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
         def date_into_a_locked_month(self, data: st.DataObject) -> None:
             locked = [m for m in self.books.months if self.books.locked(m)]
             month = data.draw(st.sampled_from(locked))
-            customer = sorted(self.books.customers)[0]
+            customer = next(iter(self.books.customers))
             sent = {
                 "customer_id": customer,
                 "amount": "1.00",
@@ -542,8 +539,8 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                 amount, allocated = D(got["amount"]), D(got["allocated"])
                 unapplied, refunded = D(got["unapplied"]), D(got["refunded"])
                 assert amount == allocated + unapplied + refunded, got
-                want = (payment.amount, payment.allocated, payment.unapplied, payment.refunded)
-                assert (amount, allocated, unapplied, refunded) == want, (payment, got)
+                figures = (payment.amount, payment.allocated, payment.unapplied, payment.refunded)
+                assert (amount, allocated, unapplied, refunded) == figures, (payment, got)
                 for status in ("applied", "pending", "released"):
                     total = sum(
                         (D(a["amount"]) for a in got["allocations"] if a["status"] == status), ZERO
@@ -560,8 +557,8 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
             # finance, in the month it was released (today's).
             month = month_of(books.today)
             report = self.call("GET", f"/v1/closing/periods/{month}/reconciliation", FINANCE, 200)
-            have = sorted((f["document"], D(f["amount"])) for f in report["failed_allocations"])
-            assert have == sorted(books.failed), (report["failed_allocations"], books.failed)
+            failed = sorted((f["document"], D(f["amount"])) for f in report["failed_allocations"])
+            assert failed == sorted(books.failed), (report["failed_allocations"], books.failed)
 
         def active(self) -> list[str]:
             """Customers with a document the ledger has seen."""
@@ -622,31 +619,35 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                     want = row["closing"] if row else books.balance(customer, end)
                     assert D(got["closing"]) == want, (customer, settled, got)
 
-        def check_analytics(self) -> None:
+        def check_ageing(self, on: date) -> None:
+            """Analytics' open invoice amounts of every customer as they stood at `on`."""
             books = self.books
-            today = books.today.isoformat()
             ageing = self.call(
-                "GET", "/v1/analytics/ar-ageing", ANALYST, 200, params={"as_of": today}
+                "GET", "/v1/analytics/ar-ageing", ANALYST, 200, params={"as_of": str(on)}
             )
             rows = {r["customer_id"]: r for r in ageing["rows"]}
             for customer in books.customers:
-                want = books.invoice_ageing(customer, books.today)
+                want = books.invoice_ageing(customer, on)
                 got = rows.get(customer)
                 have = {k: D(got[k]) if got else ZERO for k in BUCKETS}
-                assert have == want, (customer, got, want)
+                assert have == want, (on, customer, got, want)
+
+        def sales(self, customer: str, group_by: str) -> list[dict]:
+            params = {
+                "from": f"{self.books.months[0]}-01",
+                "to": str(self.books.today),
+                "group_by": group_by,
+                "customer_id": customer,
+            }
+            return self.call("GET", "/v1/analytics/sales", ANALYST, 200, params=params)["rows"]
+
+        def check_analytics(self) -> None:
+            books = self.books
+            self.check_ageing(books.today)
             # As each month stood at its end: what was allocated, released, returned and
             # cancelled by then, each on its own date.
             for month in books.months:
-                end = month_end(month)
-                ageing = self.call(
-                    "GET", "/v1/analytics/ar-ageing", ANALYST, 200, params={"as_of": str(end)}
-                )
-                rows = {r["customer_id"]: r for r in ageing["rows"]}
-                for customer in books.customers:
-                    want = books.invoice_ageing(customer, end)
-                    got = rows.get(customer)
-                    have = {k: D(got[k]) if got else ZERO for k in BUCKETS}
-                    assert have == want, (month, customer, got, want)
+                self.check_ageing(month_end(month))
             for customer in books.customers:
                 if not any(
                     o.customer == customer and o.was_confirmed for o in books.orders.values()
@@ -656,34 +657,11 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                 got = self.call("GET", f"/v1/analytics/customers/{customer}/lifetime", ANALYST, 200)
                 have = {k: (got[k] if k == "orders" else D(got[k])) for k in want}
                 assert have == want, (customer, got, want)
-                sales = self.call(
-                    "GET",
-                    "/v1/analytics/sales",
-                    ANALYST,
-                    200,
-                    params={
-                        "from": f"{books.months[0]}-01",
-                        "to": today,
-                        "group_by": "customer",
-                        "customer_id": customer,
-                    },
-                )
-                (row,) = sales["rows"]
+                (row,) = self.sales(customer, "customer")
                 assert D(row["revenue"]) == want["revenue"], (customer, row, want)
                 assert D(row["net"]) == want["net_sales"], (customer, row, want)
                 assert row["orders"] == want["orders"], (customer, row, want)
-                monthly = self.call(
-                    "GET",
-                    "/v1/analytics/sales",
-                    ANALYST,
-                    200,
-                    params={
-                        "from": f"{books.months[0]}-01",
-                        "to": today,
-                        "group_by": "month",
-                        "customer_id": customer,
-                    },
-                )
+                monthly = self.sales(customer, "month")
                 have_months = {
                     r["key"][:7]: {
                         "net": D(r["net"]),
@@ -691,7 +669,7 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
                         "orders": r["orders"],
                         "returns": D(r["returns"]),
                     }
-                    for r in monthly["rows"]
+                    for r in monthly
                 }
                 want_months = books.monthly_sales(customer)
                 for month in set(have_months) | set(want_months):
@@ -712,17 +690,15 @@ def machine(server: str, template: str, loop: Loop, app_settings: Settings) -> t
     return WholeSystem
 
 
-def test_the_books_agree_with_the_model_everywhere(
-    pg_server: str, template: str, loop: Loop, tmp_path
-) -> None:
+def test_the_books_agree_with_the_model_everywhere(database: str, loop: Loop, tmp_path) -> None:
     app_settings = Settings(
         secret_key=TEST_SECRET,
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     run_state_machine_as_test(
-        machine(pg_server, template, loop, app_settings),
+        machine(database, loop, app_settings),
         settings=settings(
             max_examples=EXAMPLES,
             stateful_step_count=STEPS,
