@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 # The end-to-end test routes its requests through Debian's nginx with deploy/nginx.conf.
 NGINX := /usr/sbin/nginx
+# The README's examples, which a test runs as written, keep ids with jq.
+JQ := /usr/bin/jq
 ARGS ?=
 
 .PHONY: run test lint format bench clean env
@@ -16,7 +18,7 @@ ARGS ?=
 run: $(STAMP)
 	$(BIN)/salesbook run $(ARGS)
 
-test: $(STAMP) $(CHROMIUM) $(NGINX)
+test: $(STAMP) $(CHROMIUM) $(NGINX) $(JQ)
 	$(BIN)/pytest $(ARGS)
 
 lint: $(STAMP)
@@ -56,6 +58,16 @@ $(NGINX):
 		{ echo "Could not install nginx: the end-to-end test needs $(NGINX)."; \
 		  echo "Install Debian's nginx package as root (apt-get install nginx)."; exit 1; }
 	@test -x $(NGINX) || { echo "apt-get installed nginx but not $(NGINX)"; exit 1; }
+
+# Only when missing, like Chromium: the README test fails rather than skip without it.
+$(JQ):
+	@echo "Installing jq for the README's examples"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y jq || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y jq; } || \
+		{ echo "Could not install jq: the README test needs $(JQ)."; \
+		  echo "Install Debian's jq package as root (apt-get install jq)."; exit 1; }
+	@test -x $(JQ) || { echo "apt-get installed jq but not $(JQ)"; exit 1; }
 
 # The secrets docker-compose.yml reads, generated once into .env (ignored by git and
 # docker); values already there are kept, so running it again changes nothing.

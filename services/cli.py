@@ -1,4 +1,5 @@
-"""The `salesbook` console command: run, serve, migrate, token, backup, restore, republish.
+"""The `salesbook` console command: run, serve, migrate, token, backup, restore, republish,
+rebuild.
 
 The web stack (FastAPI, SQLAlchemy, the services) takes a second or two to import, so each
 command imports what it uses: `salesbook --help` answers at once and `salesbook token`
@@ -25,6 +26,8 @@ log = logging.getLogger("salesbook.cli")
 # shared.auth.Role's values, spelled out so the parser does not import the web stack;
 # tests/cli checks that the two agree.
 ROLES = ("pos", "sales", "approver", "finance", "analyst", "admin")
+# services.rebuild.MODELS' names, likewise.
+READ_MODELS = ("closing", "analytics", "payments-replica")
 
 
 class CommandError(Exception):
@@ -110,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-id", type=_positive_int, required=True, help="the first outbox id to publish"
     )
     again.set_defaults(command=republish_command)
+
+    build = sub.add_parser(
+        "rebuild",
+        help="rebuild a read model from the retained events, with a progress bar; the "
+        "service answers from the old model until the new one is swapped in",
+    )
+    build.add_argument("model", choices=READ_MODELS)
+    build.set_defaults(command=rebuild_command)
     return parser
 
 
@@ -213,9 +224,14 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
     """Print a token signed with the secret the server verifies with."""
-    from shared.auth import Role, issue_token, signing_secret
+    from shared.auth import Role, check_subject, issue_token, signing_secret
 
     hours = args.ttl_hours or settings.token_ttl_hours
+    try:
+        check_subject(args.subject)
+    except ValueError as refused:
+        print(f"salesbook token: {refused}", file=sys.stderr)
+        return 2
     token = issue_token(
         secret=signing_secret(settings),
         subject=args.subject,
@@ -289,6 +305,33 @@ def republish_command(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings) as url:
         count = asyncio.run(run(url))
     print(f"republished {count} {args.source} events from outbox id {args.from_id}")
+    return 0
+
+
+def rebuild_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Rebuild one read model from its sources' outboxes and swap it in."""
+    import asyncio
+    import time
+
+    from services.embedded_runner import database
+    from services.rebuild import rebuild
+    from shared.db import Database
+
+    async def run(url: str) -> int:
+        db = Database(url, pool_size=1, max_overflow=1)
+        try:
+            return await rebuild(db, args.model)
+        finally:
+            await db.dispose()
+
+    started = time.perf_counter()
+    with database(settings) as url:
+        count = asyncio.run(run(url))
+    seconds = time.perf_counter() - started
+    print(
+        f"rebuilt {args.model} from {count:,} events in {seconds:.1f}s "
+        f"({count / max(seconds, 1e-9):,.0f} events/s)"
+    )
     return 0
 
 

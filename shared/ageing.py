@@ -5,11 +5,17 @@ An invoice is due in instalments (one, on its due date, when it has no plan). Al
 payments pay its instalments oldest first; credit notes and cancellations take back its
 newest first. What is left of each instalment is open, and is aged by the days it is past
 its due date.
+
+A customer's closing balance is aged the same way (`age_customer`, the month-end close):
+whatever credit the customer has beyond its open instalments (payments not allocated to an
+invoice) pays the remaining instalments oldest first, and what no open instalment explains
+is current, so the buckets always add up to the closing balance; a customer in credit has
+no ageing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -22,6 +28,16 @@ BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 class Instalment:
     due_date: date
     amount: Decimal
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """What ageing needs of one invoice on a day: its instalments, and the payments applied
+    to it and credits taken from it up to that day."""
+
+    instalments: Sequence[Instalment]
+    allocated: Decimal
+    credited: Decimal
 
 
 def bucket_of(days_late: int) -> str:
@@ -65,4 +81,25 @@ def age(
         instalments, allocated=allocated, credited=credited
     ):
         buckets[bucket_of((on - instalment.due_date).days)] += still_open
+    return buckets
+
+
+def age_customer(invoices: Iterable[Invoice], *, closing: Decimal, on: date) -> dict[str, Decimal]:
+    """A customer's closing balance on `on` by bucket (every bucket present)."""
+    buckets = dict.fromkeys(BUCKETS, ZERO)
+    if closing <= ZERO:
+        return buckets
+    still_open = sorted(
+        (instalment.due_date, amount)
+        for invoice in invoices
+        for instalment, amount in open_instalments(
+            invoice.instalments, allocated=invoice.allocated, credited=invoice.credited
+        )
+    )
+    spare = max(sum((amount for _, amount in still_open), ZERO) - closing, ZERO)
+    for due_date, amount in still_open:
+        paid = min(amount, spare)
+        spare -= paid
+        buckets[bucket_of((on - due_date).days)] += amount - paid
+    buckets["current"] += closing - sum(buckets.values(), ZERO)
     return buckets

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +27,8 @@ from shared.messaging.admin import subscription_workers, subscriptions_router
 from shared.messaging.consumer import Subscription
 from shared.messaging.transport import Worker, build_workers
 from shared.metrics import install_metrics
+from shared.openapi import install_openapi
+from shared.strict import STRICT_QUERY
 
 log = logging.getLogger("salesbook.app")
 
@@ -32,6 +36,7 @@ API_PREFIX = "/v1"
 REQUEST_ID_HEADER = "X-Request-ID"
 SHUTDOWN_SECONDS = 10.0
 CANCEL_SECONDS = 5.0
+DOCS_ASSETS = "/docs/assets"
 
 
 @dataclass(frozen=True)
@@ -94,20 +99,25 @@ def create_app(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(database.dispose(), SHUTDOWN_SECONDS)
 
-    app = FastAPI(title=title, version="1.0", lifespan=lifespan)
+    # /docs and /redoc with their scripts and styles served from here, not from a CDN: the
+    # documentation works where the service has no internet access.
+    app = FastAPIOffline(title=title, version="1.0", lifespan=lifespan, static_url=DOCS_ASSETS)
+    install_openapi(app)
     app.state.settings = settings
     app.state.token_secret = signing_secret(settings)
     app.state.workers = []
     install_error_handlers(app)
     _install_request_id(app)
     install_metrics(app)
-    app.include_router(_health_router())
+    app.include_router(_health_router(), dependencies=[STRICT_QUERY])
     for module in modules:
         # Before the module's own routes, which may take /<service>/{id} for a document.
         if module.subscriptions:
-            app.include_router(subscriptions_router(module.name), prefix=API_PREFIX)
+            app.include_router(
+                subscriptions_router(module.name), prefix=API_PREFIX, dependencies=[STRICT_QUERY]
+            )
         for router in module.routers:
-            app.include_router(router, prefix=API_PREFIX)
+            app.include_router(router, prefix=API_PREFIX, dependencies=[STRICT_QUERY])
     return app
 
 
@@ -193,6 +203,11 @@ class _RequestId:
             request_id_var.reset(token)
 
 
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -201,7 +216,11 @@ def _health_router() -> APIRouter:
         """The process is up."""
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Something is not ready"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when the database answers, the broker answers (on kafka), every relay and
         consumer works, and no subscription is stuck on an event (SPEC §9); 503 otherwise,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -37,7 +38,8 @@ async def record_audit(
             action=action,
             entity=entity,
             entity_id=str(entity_id),
-            details=jsonable_encoder(details or {}),
+            # Amounts stay decimal strings as everywhere else ("10.00", never 10.0).
+            details=jsonable_encoder(details or {}, custom_encoder={Decimal: str}),
             request_id=session.info.get("request_id"),
         )
     )
@@ -62,8 +64,8 @@ def audit_router(*, schema: str, path: str) -> APIRouter:
 
     @router.get(path, response_model=Page[AuditEntry], summary=f"Audit log of {schema}")
     async def list_audit(
-        entity: str | None = None,
-        entity_id: str | None = None,
+        entity: Annotated[str | None, Query(max_length=80)] = None,
+        entity_id: Annotated[str | None, Query(max_length=80)] = None,
         page: PageParams = Depends(page_params),
         session: AsyncSession = Depends(request_session, scope="function"),
         _: Actor = Depends(require(Role.ADMIN)),

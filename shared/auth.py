@@ -50,7 +50,19 @@ def signing_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+MAX_SUBJECT = 100
+"""The longest subject a token may name: every column that records who acted holds it."""
+
+
+def check_subject(subject: str) -> str:
+    """The subject, or ValueError when no column that records who acted could hold it."""
+    if not subject or len(subject) > MAX_SUBJECT or "\x00" in subject:
+        raise ValueError(f"a subject is 1 to {MAX_SUBJECT} characters without NUL")
+    return subject
+
+
 def issue_token(*, secret: str, subject: str, role: Role, ttl: timedelta) -> str:
+    check_subject(subject)
     now = datetime.now(UTC)
     claims = {"sub": subject, "role": role.value, "iss": ISSUER, "iat": now, "exp": now + ttl}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -73,7 +85,11 @@ def decode_token(token: str, *, secret: str) -> Actor:
         role = Role(claims.get("role"))
     except ValueError:
         raise Unauthorized("the token carries an unknown role") from None
-    return Actor(subject=str(claims["sub"]), role=role)
+    try:
+        subject = check_subject(str(claims["sub"]))
+    except ValueError as refused:
+        raise Unauthorized(f"the token's subject is not valid: {refused}") from None
+    return Actor(subject=subject, role=role)
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -99,6 +115,7 @@ def require(*roles: Role):
             raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
         return actor
 
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]
     return dependency
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Result, Table, text
+from sqlalchemy import Enum, Result, String, Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,11 @@ def _statement(table: Table, columns: tuple[str, ...], suffix: str) -> Any:
         if isinstance(column_type, JSONB):
             casts.append(f"CAST(:p{i} AS text[])")
             picks.append(f"CAST({name} AS jsonb)")
+        elif isinstance(column_type, String) and not isinstance(column_type, Enum):
+            # As text: a cast to VARCHAR(n) would cut a longer value short, where assigning
+            # text to the column refuses it.
+            casts.append(f"CAST(:p{i} AS text[])")
+            picks.append(name)
         else:
             casts.append(f"CAST(:p{i} AS {column_type.compile(dialect=_DIALECT)}[])")
             picks.append(name)

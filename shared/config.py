@@ -65,8 +65,19 @@ class Settings(BaseSettings):
         description="Connections the event consumers and relays of a process share, apart "
         "from the HTTP pool so neither can starve the other; unset: one for each of them.",
     )
-    consumer_batch_size: int = Field(default=500, ge=1)
+    consumer_batch_size: int = Field(
+        default=2000,
+        ge=1,
+        description="Most events a consumer applies in one transaction; a subscription that "
+        "is behind catches up in batches of this size.",
+    )
     consumer_poll_seconds: float = Field(default=1.0, gt=0)
+    consumer_linger_seconds: float = Field(
+        default=0.005,
+        ge=0,
+        description="How long a woken consumer waits for more commits before reading, so "
+        "that events committed close together are applied as one batch.",
+    )
     log_level: str = "INFO"
     pending_allocation_report_after_seconds: int = Field(
         default=24 * 3600,

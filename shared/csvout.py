@@ -17,6 +17,15 @@ def wants_csv(request: Request) -> bool:
     return CSV in request.headers.get("accept", "")
 
 
+def _cell(value: Any) -> Any:
+    """A value as a CSV cell: booleans as JSON writes them (true/false), nothing as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def csv_response(
     rows: Iterable[Mapping[str, Any]], columns: Sequence[str], *, filename: str
 ) -> Response:
@@ -24,7 +33,7 @@ def csv_response(
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
     return Response(
         buffer.getvalue(),
         media_type="text/csv; charset=utf-8",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import (
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from shared.messaging.outbox import flush_outbox
+
+Row = TypeVar("Row")
 
 
 def async_url(url: str) -> str:
@@ -64,6 +67,18 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+async def lock_or_404(
+    session: AsyncSession, model: type[Row], key: Any, *, missing: Exception
+) -> Row:
+    """The row of `model` with primary key `key`, read afresh and locked (SELECT … FOR
+    UPDATE) until the transaction ends, so concurrent changes to it queue; `missing` (a
+    NotFound) when there is none."""
+    row = await session.get(model, key, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise missing
+    return row
 
 
 def database_of(request: Request) -> Database:

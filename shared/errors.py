@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("salesbook.errors")
 
@@ -67,7 +70,7 @@ class IllegalTransition(Conflict):
 
 
 class PeriodLocked(Conflict):
-    title = "Period locked"
+    title = "Period closed"
 
 
 # How long a client should wait before trying again after the database was unreachable.
@@ -121,17 +124,64 @@ def connection_lost(exc: BaseException) -> bool:
     return False
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
     if status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def malformed_body(reason: str) -> JSONResponse:
+    """The one answer to a body that is not JSON the server can read."""
+    message = f"malformed JSON: {reason}"
+    return problem(
+        422,
+        "Unprocessable content",
+        f"body: {message}",
+        errors=[{"field": "body", "message": message}],
+    )
+
+
+# What FastAPI says when a body could not be decoded at all (not UTF-8, nested too deeply).
+_BODY_PARSE_FAILED = "There was an error parsing the body"
+_DECIMAL_REPR = re.compile(r"Decimal\('([^']*)'\)")
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def _readable(message: str) -> str:
+    """A validation message as a person reads it: numbers as numbers, no validator prefix."""
+    for prefix in _PYDANTIC_PREFIXES:
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    return _DECIMAL_REPR.sub(r"\1", message)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (the router names only the first route's)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -146,7 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = []
         for err in exc.errors():
             field = _field_path(tuple(err.get("loc", ())))
-            message = str(err.get("msg", "invalid"))
+            message = _readable(str(err.get("msg", "invalid")))
             if err.get("type") == "json_invalid":
                 message = "malformed JSON: " + str(err.get("ctx", {}).get("error", message))
                 field = "body"
@@ -156,7 +206,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+        if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
+            return malformed_body("not UTF-8 text, or nested too deeply")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if connection_lost(exc):

@@ -75,6 +75,11 @@ def money_str(value: Decimal) -> str:
     return str(round_money(value))
 
 
+def plain(value: Decimal) -> str:
+    """A number as a person writes it in a sentence: 2, 1.5, 1000000 (never 2.000 or 1E+6)."""
+    return format(value.normalize(), "f")
+
+
 def _plain_str(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else str(value)
 

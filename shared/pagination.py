@@ -45,9 +45,12 @@ def encode_cursor(value: str) -> str:
 def decode_cursor(cursor: str) -> str:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode()).decode()
+        value = base64.urlsafe_b64decode(padded.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput("cursor", "not a cursor this API returned") from None
+    if "\x00" in value:  # no key this API pages by holds one; the database cannot
+        raise InvalidInput("cursor", "not a cursor this API returned")
+    return value
 
 
 def cut_page(

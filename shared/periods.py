@@ -108,6 +108,7 @@ def ensure_open(period: str, locked: bool) -> None:
     """Refuse a document dated into a period the month-end close has locked."""
     if locked:
         raise PeriodLocked(
-            f"period {period} is locked for closing; date the document into a later period",
+            f"period {period} is closed to new documents (its month-end close has begun); "
+            "date the document into a later period",
             period=period,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -122,6 +123,26 @@ def auth(role: Role | str, subject: str = "tester") -> dict[str, str]:
 
 
 AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@asynccontextmanager
+async def serving(
+    modules: list[ServiceModule], *, database_url: str, data_dir: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app of `modules` with its consumers running, for a module or session of tests that
+    share it (each works on customers and documents of its own)."""
+    settings = Settings(
+        secret_key=TEST_SECRET,
+        data_dir=data_dir,
+        consumer_poll_seconds=0.2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    app = create_app(modules, settings=settings, database_url=database_url)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,10 +11,9 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.analytics import dashboard, queries, service, trend
+from services.analytics import dashboard, domain, queries, service
 from services.analytics.models import SCHEMA
 from services.analytics.schemas import (
-    PERIOD_PATTERN,
     AgeingReport,
     AgeingRow,
     AgeingTotals,
@@ -36,6 +35,7 @@ from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
+from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
 from shared.pagination import cursor_uuid, cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -44,6 +44,8 @@ router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 Session = Depends(request_session, scope="function")
 READERS = Depends(require(Role.ANALYST, Role.FINANCE))
 MAX_ROWS = 10000
+Dimension = text(max_length=100)
+"""A filter on a dimension analytics keeps (its columns hold 100 characters)."""
 TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
 
 
@@ -94,15 +96,15 @@ def sales_key_after(cursor: str | None) -> str | None:
 @router.get("/sales", response_model=SalesReport, response_model_by_alias=True)
 async def sales(
     request: Request,
-    start: date = Query(alias="from"),
-    end: date = Query(alias="to"),
+    start: Annotated[BusinessDate, Query(alias="from")],
+    end: Annotated[BusinessDate, Query(alias="to")],
     group_by: str = Query("day"),
-    channel: str | None = None,
-    region: str | None = None,
-    salesperson: str | None = None,
-    category: str | None = None,
+    channel: Dimension | None = None,
+    region: Dimension | None = None,
+    salesperson: Dimension | None = None,
+    category: Dimension | None = None,
     customer_id: UUID | None = None,
-    sku: str | None = None,
+    sku: Dimension | None = None,
     limit: int = Query(1000, ge=1, le=MAX_ROWS),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
     session: AsyncSession = Session,
@@ -149,8 +151,8 @@ async def sales(
 @router.get("/kpis", response_model=Kpis, response_model_by_alias=True)
 async def kpis(
     request: Request,
-    start: date = Query(alias="from"),
-    end: date = Query(alias="to"),
+    start: Annotated[BusinessDate, Query(alias="from")],
+    end: Annotated[BusinessDate, Query(alias="to")],
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
@@ -184,8 +186,8 @@ async def top(
     request: Request,
     dimension: str = Query("product"),
     limit: int = Query(10, ge=1, le=1000),
-    start: date = Query(date(1900, 1, 1), alias="from"),
-    end: date = Query(date(9999, 12, 31), alias="to"),
+    start: Annotated[BusinessDate, Query(alias="from")] = date(MIN_YEAR, 1, 1),
+    end: Annotated[BusinessDate, Query(alias="to")] = date(MAX_YEAR, 12, 31),
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:
@@ -215,9 +217,10 @@ async def top(
 @router.get("/ar-ageing", response_model=AgeingReport)
 async def ar_ageing(
     request: Request,
-    as_of: date | None = Query(
-        None, description="the day to age at; default today in the business time zone"
-    ),
+    as_of: Annotated[
+        BusinessDate | None,
+        Query(description="the day to age at; default today in the business time zone"),
+    ] = None,
     limit: int = Query(1000, ge=1, le=MAX_ROWS),
     cursor: str | None = Query(None, description="next_cursor of the previous page"),
     today: date = Depends(business_today),
@@ -247,10 +250,10 @@ async def ar_ageing(
 @router.get("/trend", response_model=TrendReport)
 async def trend_report(
     request: Request,
+    start: Annotated[BusinessDate, Query(alias="from")],
+    end: Annotated[BusinessDate, Query(alias="to")],
     metric: str = Query("revenue"),
     interval: str = Query("month"),
-    start: date = Query(alias="from"),
-    end: date = Query(alias="to"),
     forecast: int = Query(0, ge=0, le=366),
     today: date = Depends(business_today),
     session: AsyncSession = Session,
@@ -258,13 +261,13 @@ async def trend_report(
 ) -> Any:
     """A metric per interval from `from` to `to`, then `forecast` predicted intervals."""
     _range(start, end)
-    _choice("metric", metric, trend.METRICS)
-    _choice("interval", interval, trend.INTERVALS)
-    if len(trend.buckets(start, end, interval)) > 5000:
+    _choice("metric", metric, queries.TREND_METRICS)
+    _choice("interval", interval, domain.INTERVALS)
+    if len(domain.buckets(start, end, interval)) > 5000:
         raise InvalidInput("from", "too many intervals; choose a shorter range or longer interval")
     points = [
         TrendPoint.model_validate(p)
-        for p in await trend.trend(
+        for p in await queries.trend(
             session,
             metric=metric,
             interval=interval,
@@ -278,7 +281,7 @@ async def trend_report(
         as_of=await queries.as_of(session),
         metric=metric,
         interval=interval,
-        method=trend.METHOD if forecast else None,
+        method=domain.METHOD if forecast else None,
         points=points,
     )
     return _list_answer(request, report, points, list(TrendPoint.model_fields), "trend.csv")
@@ -304,7 +307,7 @@ async def put_targets(
 @router.get("/targets/attainment", response_model=Attainment)
 async def attainment(
     request: Request,
-    period: str = Query(pattern=PERIOD_PATTERN),
+    period: Annotated[PeriodText, Query(description="YYYY-MM")],
     session: AsyncSession = Session,
     _: Actor = READERS,
 ) -> Any:

@@ -132,8 +132,9 @@ def _event_day(event: Event) -> date:
     return event.business_date or business_date_of(event.occurred_at, get_settings().zone)
 
 
-async def apply_events(session: AsyncSession, events: list[Event]) -> None:
-    """Fold a batch of events, in order, into the read models."""
+async def apply_events(session: AsyncSession, events: list[Event], *, rollups: bool = True) -> None:
+    """Fold a batch of events, in order, into the read models; without `rollups`, the coarser
+    sales tables are left for `fill_rollups` to compute once (a rebuild)."""
     batch = Batch()
     await _load_invoices(session, batch, events)
     for event in events:
@@ -142,7 +143,7 @@ async def apply_events(session: AsyncSession, events: list[Event]) -> None:
             handle(batch, event)
         if batch.newest is None or event.occurred_at > batch.newest:
             batch.newest = event.occurred_at
-    await _flush(session, batch)
+    await _flush(session, batch, rollups=rollups)
 
 
 async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event]) -> None:
@@ -392,7 +393,7 @@ _HANDLERS = {
 }
 
 
-async def _flush(session: AsyncSession, batch: Batch) -> None:
+async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     # Rows per document and customer first; the per-day rollups, which every batch of
     # every consumer touches, last, so their row locks are held only until the commit.
     invoice_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "order_id")
@@ -446,7 +447,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         [{"day": day} | batch.funnel[day] for day in sorted(batch.funnel)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
     )
-    await _flush_sales(session, batch)
+    await _flush_sales(session, batch, rollups=rollups)
     if batch.newest is not None:
         await insert_rows(
             session,
@@ -456,7 +457,7 @@ async def _flush(session: AsyncSession, batch: Batch) -> None:
         )
 
 
-async def _flush_sales(session: AsyncSession, batch: Batch) -> None:
+async def _flush_sales(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     """The batch's sales deltas into `daily_sales` and every coarser rollup of it, in one
     statement, so the deltas cross the wire once. Each table takes its rows in key order,
     so concurrent consumers (one per Kafka partition) lock shared rows in the same order
@@ -470,7 +471,7 @@ async def _flush_sales(session: AsyncSession, batch: Batch) -> None:
         for name, amount in sums.items():
             # Amounts travel as text: encoding Decimals is the slow part of a big batch.
             params[name].append(amount if name in COUNTS else str(amount))
-    await session.execute(_sales_statement(), params)
+    await session.execute(_sales_statement(rollups), params)
 
 
 def _sales_column_type(name: str) -> str:
@@ -482,7 +483,7 @@ def _sales_column_type(name: str) -> str:
 
 
 @cache
-def _sales_statement() -> TextClause:
+def _sales_statement(rollups: bool = True) -> TextClause:
     columns = (*SALES_KEY, *SALES_SUMS)
     arrays = ", ".join(f"CAST(:{c} AS {_sales_column_type(c)}[])" for c in columns)
     picks = ", ".join(
@@ -494,17 +495,35 @@ def _sales_statement() -> TextClause:
         f"SELECT {', '.join(columns)} FROM delta ORDER BY {keys} "
         f"ON CONFLICT ({keys}) DO UPDATE SET {add_to(SALES_SUMS)})"
     ]
-    targets += [_rollup_upsert(rollup) for rollup in ROLLUPS]
+    if rollups:
+        targets += _rollup_targets()
+    return text(
+        f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
+        f"{', '.join(targets)} SELECT 1"
+    )
+
+
+async def fill_rollups(session: AsyncSession) -> None:
+    """Every coarser sales table summed from `daily_sales` in one statement: what adding each
+    batch's deltas to them adds up to."""
+    columns = ", ".join((*SALES_KEY, *SALES_SUMS))
+    await session.execute(
+        text(
+            f"WITH delta AS (SELECT {columns} FROM {SCHEMA}.daily_sales), "
+            f"{', '.join(_rollup_targets())} SELECT 1"
+        )
+    )
+
+
+def _rollup_targets() -> list[str]:
+    targets = [_rollup_upsert(rollup) for rollup in ROLLUPS]
     targets.append(
         f"ever AS (INSERT INTO {SCHEMA}.sales_by_customer AS cur "
         f"(customer_id, {', '.join(SALES_SUMS)}) "
         f"SELECT customer_id, {', '.join(f'sum({c})' for c in SALES_SUMS)} FROM delta "
         f"GROUP BY 1 ORDER BY 1 ON CONFLICT (customer_id) DO UPDATE SET {add_to(SALES_SUMS)})"
     )
-    return text(
-        f"WITH delta AS (SELECT {picks} FROM unnest({arrays}) AS t({', '.join(columns)})), "
-        f"{', '.join(targets)} SELECT 1"
-    )
+    return targets
 
 
 def _rollup_upsert(rollup: Rollup) -> str:

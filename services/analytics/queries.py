@@ -26,6 +26,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.analytics.domain import (
+    INTERVALS,
+    PLACES,
+    bucket_start,
+    buckets,
+    linear_forecast,
+    next_bucket,
+)
 from services.analytics.models import (
     ACTIVE_CUSTOMERS_BY_MONTH,
     CUSTOMER_DAYS,
@@ -506,3 +514,44 @@ async def salesperson_revenue(
 ) -> dict[str, Decimal]:
     rows = await sales(session, start=start, end=end, group_by="salesperson", filters={})
     return {row["key"] or "": row["revenue"] for row in rows}
+
+
+TREND_METRICS = {
+    "revenue": lambda rows: func.sum(rows.net - rows.returns_net),
+    "orders": lambda rows: func.sum(rows.order_count),
+    "units": lambda rows: func.sum(rows.units),
+}
+
+
+async def trend(
+    session: AsyncSession,
+    *,
+    metric: str,
+    interval: str,
+    start: date,
+    end: date,
+    forecast: int,
+    today: date,
+) -> list[dict[str, Any]]:
+    """Every bucket from start to end that has begun by `today` (empty ones as zero), then
+    `forecast` predicted ones. Intervals still to come are not history: counting them as
+    zeros would drag the line fitted through the history down."""
+    end = min(end, today)
+    rows = sales_rows(group_by=interval, filters={}, start=start, end=end).c
+    bucket = cast(func.date_trunc(INTERVALS[interval], rows.day), Date).label("bucket")
+    query = select(bucket, TREND_METRICS[metric](rows).label("value")).group_by(bucket)
+    found = {row.bucket: Decimal(row.value or 0) for row in await session.execute(query)}
+    history = buckets(start, end, interval)
+    values = [found.get(b, Decimal(0)) for b in history]
+    places = PLACES[metric]
+    points = [
+        {"bucket": b, "value": v.quantize(places, ROUND_HALF_UP), "forecast": False}
+        for b, v in zip(history, values, strict=True)
+    ]
+    ahead = next_bucket(history[-1], interval) if history else bucket_start(start, interval)
+    for predicted in linear_forecast(values, forecast):
+        points.append(
+            {"bucket": ahead, "value": predicted.quantize(places, ROUND_HALF_UP), "forecast": True}
+        )
+        ahead = next_bucket(ahead, interval)
+    return points

@@ -10,11 +10,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from shared.limits import Amount, PeriodText, text
 from shared.money import Money
 
 Ratio = Annotated[Decimal, PlainSerializer(lambda v: str(v), return_type=str, when_used="json")]
 Units = Annotated[Decimal, PlainSerializer(lambda v: str(v), return_type=str, when_used="json")]
-PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 
 class Fresh(BaseModel):
@@ -127,12 +127,15 @@ class TrendReport(Fresh):
     points: list[TrendPoint]
 
 
+Salesperson = text(strip=True, min_length=1, max_length=100)
+
+
 class TargetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    salesperson: str = Field(min_length=1, max_length=100)
-    period: str = Field(pattern=PERIOD_PATTERN)
-    amount: Money = Field(ge=0)
+    salesperson: Salesperson
+    period: PeriodText
+    amount: Amount
 
 
 class TargetsIn(BaseModel):

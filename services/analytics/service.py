@@ -49,8 +49,10 @@ async def set_targets(
             actor=actor,
             action="target.set",
             entity="target",
-            entity_id=f"{t.salesperson}/{t.period}",
-            details={"amount": str(t.amount)},
+            # The salesperson goes in the details: a name of up to 100 characters and the
+            # month would not fit the entity id column (80).
+            entity_id=t.period,
+            details={"salesperson": t.salesperson, "amount": str(t.amount)},
         )
     return list(chosen.values())
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing import queries, service, statements
@@ -30,7 +32,9 @@ from shared.auth import Actor, Role, require
 from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
+from shared.limits import INT32_MAX, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
+from shared.openapi import conflict
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
 
 router = APIRouter(prefix="/closing", tags=["closing"])
@@ -38,7 +42,7 @@ router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 
 Session = Depends(request_session, scope="function")
 READERS = (Role.FINANCE, Role.ANALYST)
-PeriodPath = str
+PeriodPath = Annotated[PeriodText, Path(description="YYYY-MM")]
 
 
 def stuck_for_close(request: Request) -> str | None:
@@ -71,7 +75,12 @@ async def read_period(
     return await queries.period_public(session, row, stuck=stuck_for_close(request))
 
 
-@router.post("/periods/{period}/close", status_code=202, response_model=PeriodPublic)
+@router.post(
+    "/periods/{period}/close",
+    status_code=202,
+    response_model=PeriodPublic,
+    responses=conflict("The period is not open, or an earlier period is not closed yet"),
+)
 async def close_period(
     period: PeriodPath,
     today: date = Depends(business_today),
@@ -84,7 +93,11 @@ async def close_period(
     return await queries.period_public(session, row)
 
 
-@router.post("/periods/{period}/reopen", response_model=PeriodPublic)
+@router.post(
+    "/periods/{period}/reopen",
+    response_model=PeriodPublic,
+    responses=conflict("Only a closed period can be reopened"),
+)
 async def reopen_period(
     period: PeriodPath,
     body: ReopenRequest,
@@ -112,14 +125,18 @@ BALANCE_COLUMNS = (
 )
 
 
-@router.get("/periods/{period}/balances", response_model=Page[BalanceRow])
+@router.get(
+    "/periods/{period}/balances",
+    response_model=Page[BalanceRow],
+    responses=conflict("The period is not closed: its balances exist once it is"),
+)
 async def period_balances(
     period: PeriodPath,
     request: Request,
     customer_id: UUID | None = None,
-    min_closing: Decimal | None = None,
+    min_closing: Annotated[Decimal, Field(max_digits=20, decimal_places=2)] | None = None,
     overdue_only: bool = False,
-    version: int | None = Query(default=None, ge=1),
+    version: int | None = Query(default=None, ge=1, le=INT32_MAX),
     page: PageParams = Depends(page_params),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
@@ -171,7 +188,7 @@ async def period_reconciliation(
     )
 
 
-@router.get("/periods/{period}/verify")
+@router.get("/periods/{period}/verify", responses=conflict("Only a closed period can be verified"))
 async def verify_period(
     period: PeriodPath, session: AsyncSession = Session, _: Actor = Depends(require(*READERS))
 ) -> dict:
@@ -190,8 +207,8 @@ async def period_versions(
 @router.get("/periods/{period}/versions/diff")
 async def period_version_diff(
     period: PeriodPath,
-    from_version: int = Query(alias="from", ge=1),
-    to_version: int = Query(alias="to", ge=1),
+    from_version: int = Query(alias="from", ge=1, le=INT32_MAX),
+    to_version: int = Query(alias="to", ge=1, le=INT32_MAX),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
 ) -> dict:
@@ -217,8 +234,8 @@ STATEMENT_COLUMNS = (
 async def customer_statement(
     customer_id: UUID,
     request: Request,
-    date_from: date = Query(alias="from"),
-    date_to: date = Query(alias="to"),
+    date_from: Annotated[BusinessDate, Query(alias="from")],
+    date_to: Annotated[BusinessDate, Query(alias="to")],
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS, Role.SALES)),
 ) -> Response | CustomerStatement:
@@ -238,7 +255,12 @@ async def customer_statement(
     return statement
 
 
-@router.post("/statements", status_code=201, response_model=StatementPublic)
+@router.post(
+    "/statements",
+    status_code=201,
+    response_model=StatementPublic,
+    responses=conflict("The period is not closed, or the statement exists"),
+)
 async def send_statement(
     body: StatementSend,
     session: AsyncSession = Session,
@@ -254,7 +276,7 @@ async def send_statement(
 @router.get("/statements", response_model=list[StatementPublic])
 async def list_statements(
     status: str | None = Query(default=None, pattern="^(sent|confirmed|disputed)$"),
-    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM")] = None,
     customer_id: UUID | None = None,
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
@@ -264,7 +286,11 @@ async def list_statements(
     return [StatementPublic.model_validate(s, from_attributes=True) for s in rows]
 
 
-@router.post("/statements/{statement_id}/confirm", response_model=StatementPublic)
+@router.post(
+    "/statements/{statement_id}/confirm",
+    response_model=StatementPublic,
+    responses=conflict("The statement was already confirmed or disputed"),
+)
 async def confirm_statement(
     statement_id: UUID,
     body: StatementConfirm | None = None,
@@ -283,7 +309,11 @@ async def confirm_statement(
     return StatementPublic.model_validate(statement, from_attributes=True)
 
 
-@router.post("/statements/{statement_id}/dispute", response_model=StatementPublic)
+@router.post(
+    "/statements/{statement_id}/dispute",
+    response_model=StatementPublic,
+    responses=conflict("The statement was already confirmed or disputed"),
+)
 async def dispute_statement(
     statement_id: UUID,
     body: StatementDispute,

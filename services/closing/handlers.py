@@ -3,23 +3,28 @@ complete any close whose control totals the ledger now matches."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.closing.domain import posting_of
 from services.closing.ledger import (
     Batch,
+    PeriodBook,
     add_invoice_facts,
     add_posting,
     flush,
     load_book,
-    posting_of,
 )
-from services.closing.models import SCHEMA
+from services.closing.models import SCHEMA, Period
 from services.closing.pending import PendingChanges, flush_pending, track
-from services.closing.service import closing_periods, on_cutoff, try_complete
+from services.closing.service import on_cutoff, try_complete
 from shared.events.closing import PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription
 
+CUTOFF_SOURCES = frozenset({"orders", "payments"})
 LEDGER_TYPES = frozenset(
     {
         "order.confirmed",
@@ -45,14 +50,31 @@ def subscriptions() -> list[Subscription]:
 async def post_events(session: AsyncSession, events: list[Event]) -> None:
     """Post a batch of events in order; cutoffs see every posting that came before them."""
     book = await load_book(session)
+
+    async def cut_off(cutoff: PeriodCutoff) -> PeriodBook:
+        await on_cutoff(session, cutoff)
+        return await load_book(session)
+
+    book = await _post(session, events, book, cut_off)
+    # The periods being closed are in the book already: no query of its own per batch.
+    for period, status in sorted(book.statuses.items()):
+        if status == "closing":
+            await try_complete(session, period)
+
+
+async def _post(
+    session: AsyncSession,
+    events: list[Event],
+    book: PeriodBook,
+    cut_off: Callable[[PeriodCutoff], Awaitable[PeriodBook]],
+) -> PeriodBook:
     batch = Batch()
     pending = PendingChanges()
     for event in events:
         if event.type == "period.cutoff":
             await flush(session, batch)
             batch = Batch()
-            await on_cutoff(session, PeriodCutoff.model_validate(event.data))
-            book = await load_book(session)
+            book = await cut_off(PeriodCutoff.model_validate(event.data))
             continue
         if event.type not in LEDGER_TYPES:
             continue
@@ -64,5 +86,40 @@ async def post_events(session: AsyncSession, events: list[Event]) -> None:
         track(pending, event, payload)
     await flush(session, batch)
     await flush_pending(session, pending)
-    for period in await closing_periods(session):
-        await try_complete(session, period)
+    return book
+
+
+class ReplayBook(PeriodBook):
+    """The periods as a replay of the events meets them: a period the close has closed counts
+    as closed from the point where both sources' cutoffs of its last close have been read, as
+    it was for the consumer that posted the events the first time."""
+
+    def __init__(self, closes: dict[str, str]) -> None:
+        super().__init__({})
+        self.closes = closes  # closed period -> the close that closed it
+        self.cut: dict[str, set[str]] = {}
+
+    def cut_off(self, cutoff: PeriodCutoff) -> ReplayBook:
+        if self.closes.get(cutoff.period) == str(cutoff.close_id) and not cutoff.refused:
+            sources = self.cut.setdefault(cutoff.period, set())
+            sources.add(cutoff.source)
+            if sources >= CUTOFF_SOURCES:
+                self.statuses[cutoff.period] = "closed"
+        return self
+
+
+async def replay_book(session: AsyncSession) -> ReplayBook:
+    rows = await session.execute(
+        select(Period.period, Period.close_id).where(Period.status == "closed")
+    )
+    return ReplayBook({period: str(close_id) for period, close_id in rows.all()})
+
+
+async def replay_events(session: AsyncSession, events: list[Event], book: ReplayBook) -> None:
+    """Post a batch of retained events into the ledger again, leaving the periods as they are:
+    a rebuild's handler (services/rebuild.py)."""
+
+    async def cut_off(cutoff: PeriodCutoff) -> PeriodBook:
+        return book.cut_off(cutoff)
+
+    await _post(session, events, book, cut_off)

@@ -17,6 +17,13 @@ from uuid import UUID
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.closing.domain import (
+    ACTIVITY_COLUMNS,
+    ORDINARY_RELEASES,
+    ZERO,
+    PeriodBook,
+    Posting,
+)
 from services.closing.models import (
     AccountTotal,
     CustomerActivity,
@@ -36,40 +43,8 @@ from shared.events.orders import OrderCancelled, OrderConfirmed, OrderReturned
 from shared.events.payments import (
     AllocationReleased,
     PaymentAllocated,
-    PaymentReceived,
-    PaymentRefunded,
 )
 from shared.money import money_str
-
-ZERO = Decimal("0.00")
-ACTIVITY_COLUMNS = ("invoiced", "returned", "received", "refunded")
-# Releases that are ordinary business, not a failed check of a pending allocation.
-ORDINARY_RELEASES = (
-    "refund",
-    "order cancelled",
-    "order rejected",
-    "credit note left the order overpaid",
-)
-
-
-@dataclass
-class Posting:
-    """A document as the ledger sees it."""
-
-    event: Event
-    kind: str
-    document_id: UUID
-    document_number: str | None
-    order_id: UUID | None
-    customer_id: UUID
-    business_date: date
-    amount: Decimal  # signed effect on the customer's receivable
-    control_amount: Decimal  # what the source's control total sums for this kind
-    activity: dict[str, Decimal]
-    lines: list[tuple[str, Decimal, Decimal]]  # account, debit, credit
-
-    def balanced(self) -> bool:
-        return sum(d for _, d, _ in self.lines) == sum(c for _, _, c in self.lines)
 
 
 @dataclass
@@ -93,112 +68,6 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.movements or self.exceptions)
-
-
-def posting_of(event: Event, payload: EventPayload) -> Posting | None:
-    """The ledger posting an event calls for, if any."""
-    match payload:
-        case OrderConfirmed() as inv:
-            c = inv.order.customer_id
-            return Posting(
-                event,
-                "invoice",
-                inv.order.order_id,
-                inv.invoice_number,
-                inv.order.order_id,
-                c,
-                inv.business_date,
-                inv.order.gross,
-                inv.order.gross,
-                {"invoiced": inv.order.gross},
-                [
-                    (f"ar:{c}", inv.order.gross, ZERO),
-                    ("revenue", ZERO, inv.order.net),
-                    ("tax_payable", ZERO, inv.order.tax),
-                ],
-            )
-        case OrderReturned() as crn:
-            c = crn.customer_id
-            return Posting(
-                event,
-                "credit_note",
-                crn.credit_note_id,
-                crn.credit_note_number,
-                crn.order_id,
-                c,
-                crn.business_date,
-                -crn.gross,
-                crn.gross,
-                {"returned": crn.gross},
-                [
-                    ("sales_returns", crn.net, ZERO),
-                    ("tax_payable", crn.tax, ZERO),
-                    (f"ar:{c}", ZERO, crn.gross),
-                ],
-            )
-        case OrderCancelled() as cnl if cnl.was_confirmed:
-            c = cnl.customer_id
-            return Posting(
-                event,
-                "cancellation",
-                cnl.order_id,
-                cnl.invoice_number,
-                cnl.order_id,
-                c,
-                cnl.business_date,
-                -cnl.reversed_gross,
-                cnl.reversed_gross,
-                {"invoiced": -cnl.reversed_gross},
-                [
-                    ("revenue", cnl.reversed_net, ZERO),
-                    ("tax_payable", cnl.reversed_tax, ZERO),
-                    (f"ar:{c}", ZERO, cnl.reversed_gross),
-                ],
-            )
-        case PaymentReceived() as pay:
-            c = pay.customer_id
-            return Posting(
-                event,
-                "payment",
-                pay.payment_id,
-                pay.number,
-                None,
-                c,
-                pay.business_date,
-                -pay.amount,
-                pay.amount,
-                {"received": pay.amount},
-                [(f"cash:{pay.method}", pay.amount, ZERO), (f"ar:{c}", ZERO, pay.amount)],
-            )
-        case PaymentRefunded() as ref:
-            c = ref.customer_id
-            return Posting(
-                event,
-                "refund",
-                ref.refund_id,
-                ref.payment_number,
-                None,
-                c,
-                ref.business_date,
-                ref.amount,
-                ref.amount,
-                {"refunded": ref.amount},
-                [(f"ar:{c}", ref.amount, ZERO), (f"cash:{ref.method}", ZERO, ref.amount)],
-            )
-    return None
-
-
-class PeriodBook:
-    """Which period a document dated into `period` is posted to (late ones move forward)."""
-
-    def __init__(self, statuses: dict[str, str]) -> None:
-        self.statuses = statuses
-
-    def posting_period(self, dated: str) -> str:
-        period = dated
-        while self.statuses.get(period) == "closed":
-            period = str(periods.Period.parse(period).next())
-        return period
 
 
 async def load_book(session: AsyncSession) -> PeriodBook:

@@ -86,14 +86,27 @@ async def flush_pending(session: AsyncSession, changes: PendingChanges) -> None:
         list(changes.added.values()),
         suffix="ON CONFLICT DO NOTHING",
     )
-    for allocation_id, (at, resolution) in changes.resolved.items():
-        await session.execute(
-            text(
-                "UPDATE closing.pending_allocations SET resolved_at = :at, resolution = :why "
-                "WHERE allocation_id = :id AND resolved_at IS NULL"
-            ),
-            {"id": allocation_id, "at": at, "why": resolution[:200]},
-        )
+    if not changes.resolved:
+        return
+    resolved = sorted(changes.resolved.items())
+    await session.execute(
+        _RESOLVE,
+        {
+            "ids": [allocation_id for allocation_id, _ in resolved],
+            "ats": [at for _, (at, _) in resolved],
+            "whys": [why[:200] for _, (_, why) in resolved],
+        },
+    )
+
+
+_RESOLVE = text(
+    """
+    UPDATE closing.pending_allocations AS p SET resolved_at = r.at, resolution = r.why
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:ats AS timestamptz[]), CAST(:whys AS text[]))
+           AS r(id, at, why)
+     WHERE p.allocation_id = r.id AND p.resolved_at IS NULL
+    """
+)
 
 
 async def overdue_pending(

@@ -4,7 +4,8 @@ of a closed period."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -12,6 +13,7 @@ from uuid import UUID
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.closing.domain import compare
 from services.closing.hashing import BALANCE_FIELDS, period_hash
 from services.closing.models import (
     ClosedBalance,
@@ -23,8 +25,8 @@ from services.closing.models import (
 )
 from services.closing.pending import overdue_pending
 from services.closing.schemas import Ageing, BalanceRow, PeriodPublic, TrialBalance, VersionPublic
-from services.closing.service import compare, document_totals
-from shared import periods
+from services.closing.service import document_totals
+from shared import ageing, periods
 from shared.errors import Conflict, NotFound
 from shared.money import money_str
 
@@ -416,6 +418,15 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
             "mismatched": mismatched[:100],
         }
     )
+    aged = await reference_ageing(
+        session, end=periods.Period.parse(period).last_day, closing=by_customer
+    )
+    misaged = [
+        str(customer)
+        for customer, b in by_customer.items()
+        if any(getattr(b, bucket) != amount for bucket, amount in aged[customer].items())
+    ]
+    checks.append({"check": "ageing", "ok": not misaged, "mismatched": misaged[:100]})
     trial = await trial_balance_of(session, period)
     checks.append(
         {
@@ -439,6 +450,52 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
         "hash": row.hash,
         "ok": all(c["ok"] for c in checks),
         "checks": checks,
+    }
+
+
+async def reference_ageing(
+    session: AsyncSession, *, end: date, closing: dict[UUID, ClosedBalance]
+) -> dict[UUID, dict[str, Decimal]]:
+    """Each customer's closing balance aged on `end` by the Python reference (shared/ageing.py),
+    from the invoices, instalments and movements the ledger recorded: what the close's SQL
+    wrote must equal it."""
+    debtors = [c for c, b in closing.items() if b.closing > ZERO]
+    instalments: dict[UUID, list[ageing.Instalment]] = defaultdict(list)
+    owner: dict[UUID, UUID] = {}
+    for order_id, customer_id, due_date, amount in await session.execute(
+        text(
+            """
+            SELECT order_id, customer_id, due_date, amount FROM closing.invoice_instalments
+             WHERE customer_id = ANY(:debtors) AND business_date <= :end ORDER BY order_id, seq
+            """
+        ),
+        {"debtors": debtors, "end": end},
+    ):
+        instalments[order_id].append(ageing.Instalment(due_date, amount))
+        owner[order_id] = customer_id
+    moved: dict[tuple[UUID, str], Decimal] = defaultdict(lambda: ZERO)
+    for order_id, kind, amount in await session.execute(
+        text(
+            """
+            SELECT order_id, kind, SUM(amount) FROM closing.invoice_movements
+             WHERE customer_id = ANY(:debtors) AND business_date <= :end GROUP BY order_id, kind
+            """
+        ),
+        {"debtors": debtors, "end": end},
+    ):
+        moved[(order_id, kind)] = amount
+    invoices: dict[UUID, list[ageing.Invoice]] = defaultdict(list)
+    for order_id, plan in instalments.items():
+        invoices[owner[order_id]].append(
+            ageing.Invoice(
+                instalments=plan,
+                allocated=moved[(order_id, "allocation")],
+                credited=moved[(order_id, "credit")],
+            )
+        )
+    return {
+        customer: ageing.age_customer(invoices[customer], closing=b.closing, on=end)
+        for customer, b in closing.items()
     }
 
 

@@ -8,7 +8,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.limits import PeriodText, text
 from shared.money import Money
+
+Reason = text(min_length=3, max_length=1000)
+Note = text(max_length=1000)
+DocumentNumber = text(min_length=1, max_length=80)
 
 
 class _Input(BaseModel):
@@ -16,7 +21,7 @@ class _Input(BaseModel):
 
 
 class ReopenRequest(_Input):
-    reason: str = Field(min_length=3, max_length=1000)
+    reason: Reason
 
 
 class Ageing(BaseModel):
@@ -87,16 +92,16 @@ class CustomerStatement(BaseModel):
 
 class StatementSend(_Input):
     customer_id: UUID
-    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    period: PeriodText
 
 
 class StatementConfirm(_Input):
-    note: str | None = Field(default=None, max_length=1000)
+    note: Note | None = None
 
 
 class StatementDispute(_Input):
-    reason: str = Field(min_length=3, max_length=1000)
-    documents: list[str] = Field(min_length=1, max_length=500)
+    reason: Reason
+    documents: list[DocumentNumber] = Field(min_length=1, max_length=500)
 
 
 class StatementPublic(BaseModel):

@@ -21,6 +21,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing.balances import write_closed_balances
+from services.closing.domain import MOVES, PeriodOutOfOrder, check_begun, compare, may
+from services.closing.domain import PeriodStatus as P
 from services.closing.hashing import BALANCE_FIELDS, stored_period_hash
 from services.closing.models import (
     SCHEMA,
@@ -32,11 +34,9 @@ from services.closing.models import (
 from shared import periods
 from shared.audit import record_audit
 from shared.auth import Actor
-from shared.errors import Conflict, InvalidInput
+from shared.errors import Conflict
 from shared.events.closing import (
     CONTROL_KEY,
-    ORDERS_KINDS,
-    PAYMENTS_KINDS,
     PeriodCloseAborted,
     PeriodClosed,
     PeriodCloseRequested,
@@ -48,15 +48,10 @@ from shared.messaging.outbox import emit
 from shared.money import money_str
 
 log = logging.getLogger("salesbook.closing.close")
-SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
 ZERO = Decimal("0.00")
 # The subscriptions whose events a close waits for: the ledger, and each source's answer to
 # the close request. One of them stuck on an event is the close's problem (SPEC §9).
 CLOSE_SUBSCRIPTIONS = ("closing.ledger", "orders.closing", "payments.closing")
-
-
-class PeriodOutOfOrder(Conflict):
-    title = "Earlier period not closed"
 
 
 async def lock_period(session: AsyncSession, period: str) -> Period:
@@ -96,19 +91,12 @@ async def earliest_unclosed_before(session: AsyncSession, period: str) -> str | 
     return row.scalar_one()
 
 
-def check_begun(period: str, today: date) -> None:
-    """A period can be closed from its first day on, `today` being the business date (the
-    calendar date in the business time zone, not in UTC)."""
-    if periods.Period.parse(period) > periods.Period.of(today):
-        raise InvalidInput("period", f"{period} has not begun yet (today is {today.isoformat()})")
-
-
 async def request_close(*, session: AsyncSession, period: str, actor: Actor, today: date) -> Period:
     """Start closing a period; closing a closed period again changes nothing."""
     periods.Period.parse(period)
     check_begun(period, today)
     row = await lock_period(session, period)
-    if row.status in ("closed", "closing"):
+    if not may("close", row.status):
         return row
     earlier = await earliest_unclosed_before(session, period)
     if earlier is not None:
@@ -116,7 +104,7 @@ async def request_close(*, session: AsyncSession, period: str, actor: Actor, tod
             f"close {earlier} first: periods close in order and {earlier} holds documents",
             period=earlier,
         )
-    row.status = "closing"
+    row.status = P.CLOSING
     row.close_id = new_id()
     row.control_totals = {}
     row.problem = None
@@ -149,7 +137,7 @@ async def on_cutoff(session: AsyncSession, cutoff: PeriodCutoff) -> None:
     """Record a source's control totals for the close in progress (stale cutoffs are ignored);
     a source's refusal aborts the close and unlocks the period everywhere."""
     row = await lock_period(session, cutoff.period)
-    if row.status != "closing" or row.close_id != cutoff.close_id:
+    if row.status != P.CLOSING or row.close_id != cutoff.close_id:
         return
     if cutoff.refused:
         await abort(session, row, reason=cutoff.refused)
@@ -171,35 +159,6 @@ async def document_totals(session: AsyncSession, period: str) -> dict[str, dict[
     return {kind: {"count": count, "amount": money_str(amount)} for kind, count, amount in rows}
 
 
-def compare(control: dict[str, Any], arrived: dict[str, Any]) -> dict[str, Any]:
-    """Expected vs arrived per source and kind, and whether the close can complete."""
-    waiting = [s for s in SOURCES_KINDS if s not in control]
-    mismatches = []
-    impossible = []
-    for source, kinds in SOURCES_KINDS.items():
-        for kind in kinds:
-            expected = (control.get(source) or {}).get(kind)
-            got = arrived.get(kind, {"count": 0, "amount": "0.00"})
-            if expected is None:
-                continue
-            if expected["count"] != got["count"] or Decimal(expected["amount"]) != Decimal(
-                got["amount"]
-            ):
-                mismatches.append(
-                    {"source": source, "kind": kind, "expected": expected, "arrived": got}
-                )
-                if got["count"] > expected["count"]:
-                    impossible.append(
-                        f"the ledger holds more {kind} documents than {source} reported"
-                    )
-    return {
-        "waiting_for_cutoff": waiting,
-        "mismatches": mismatches,
-        "complete": not waiting and not mismatches,
-        "impossible": impossible,
-    }
-
-
 async def abort(session: AsyncSession, row: Period, *, reason: str) -> None:
     """Give up a close that cannot complete; the period is open again and says why."""
     emit(
@@ -208,7 +167,7 @@ async def abort(session: AsyncSession, row: Period, *, reason: str) -> None:
         source=SCHEMA,
         key=CONTROL_KEY,
     )
-    row.status = "open"  # the sources unlock it on period.close_aborted
+    row.status = P.OPEN  # the sources unlock it on period.close_aborted
     row.close_id = None
     row.control_totals = {}
     row.problem = f"close aborted: {reason}"
@@ -217,7 +176,7 @@ async def abort(session: AsyncSession, row: Period, *, reason: str) -> None:
 async def try_complete(session: AsyncSession, period: str, *, closed_by: str | None = None) -> bool:
     """Complete the period's close if the ledger now matches every control total."""
     row = await lock_period(session, period)
-    if row.status != "closing":
+    if not may("complete", row.status):
         return False
     state = compare(row.control_totals or {}, await document_totals(session, period))
     row.problem = "; ".join(state["impossible"]) or None
@@ -231,7 +190,7 @@ async def previous_closed(session: AsyncSession, period: str) -> Period | None:
     return (
         await session.execute(
             select(Period)
-            .where(Period.period < period, Period.status == "closed")
+            .where(Period.period < period, Period.status == P.CLOSED)
             .order_by(Period.period.desc())  # type: ignore[attr-defined]
             .limit(1)
         )
@@ -264,7 +223,7 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
         totals = await balance_totals(session, period, version)
     log.info("period %s closed as version %d (%s)", period, version, steps)
     now = datetime.now(UTC)
-    row.status = "closed"
+    row.status = P.CLOSED
     row.version = version
     row.hash = digest
     row.closed_at = now
@@ -354,7 +313,7 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
     """Reopen a closed period: the close is kept as a version, later closed periods go stale."""
     periods.Period.parse(period)
     row = await lock_period(session, period)
-    if row.status not in ("closed", "stale"):
+    if not may("reopen", row.status):
         raise Conflict(f"period {period} is {row.status}; only a closed period can be reopened")
     now = datetime.now(UTC)
     await session.execute(
@@ -362,14 +321,14 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
         .where(PeriodVersion.period == period, PeriodVersion.version == row.version)
         .values(reopened_at=now, reopened_by=actor.subject, reopen_reason=reason)
     )
-    row.status = "open"
+    row.status = P.OPEN
     row.hash = None
     row.close_id = None
     row.control_totals = {}
     await session.execute(
         update(Period)
-        .where(Period.period > period, Period.status == "closed")
-        .values(status="stale")
+        .where(Period.period > period, Period.status.in_(MOVES["stale"][0]))  # type: ignore[attr-defined]
+        .values(status=P.STALE)
     )
     emit(
         session,
@@ -397,7 +356,7 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
 
 async def closing_periods(session: AsyncSession) -> list[str]:
     rows = await session.execute(
-        select(Period.period).where(Period.status == "closing").order_by(Period.period)
+        select(Period.period).where(Period.status == P.CLOSING).order_by(Period.period)
     )
     return list(rows.scalars())
 

@@ -14,6 +14,7 @@ from services.closing.schemas import CustomerStatement, StatementLine
 from shared import periods
 from shared.audit import record_audit
 from shared.auth import Actor
+from shared.db import lock_or_404
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.ids import new_id
 
@@ -117,13 +118,9 @@ async def answer_statement(
     documents: list[str] | None,
 ) -> Statement:
     """Record the customer's confirmation or dispute of a sent statement."""
-    statement = (
-        await session.execute(
-            select(Statement).where(Statement.id == statement_id).with_for_update()
-        )
-    ).scalar_one_or_none()
-    if statement is None:
-        raise NotFound(f"no statement {statement_id}")
+    statement = await lock_or_404(
+        session, Statement, statement_id, missing=NotFound(f"no statement {statement_id}")
+    )
     if statement.status != "sent":
         raise Conflict(f"statement already {statement.status}")
     if documents:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders import customers, products, queries, returns, service
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
     CreditNotePublic,
@@ -33,6 +33,8 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.errors import problem
 from shared.idempotency import HEADER, idempotent
+from shared.limits import PeriodText
+from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
 
 SCHEMA = "orders"
@@ -55,6 +57,8 @@ def settings_of(request: Request) -> Settings:
 
 
 AppSettings = Annotated[Settings, Depends(settings_of)]
+
+TRANSITION_CONFLICT = "The order's status does not allow it, or its period is locked for closing"
 
 router = APIRouter()
 
@@ -120,7 +124,13 @@ async def update_customer(
 # Products ----------------------------------------------------------------------------------
 
 
-@router.post("/products", status_code=201, response_model=ProductPublic, tags=["products"])
+@router.post(
+    "/products",
+    status_code=201,
+    response_model=ProductPublic,
+    tags=["products"],
+    responses=conflict("A product with this sku exists"),
+)
 async def create_product(
     data: ProductCreate, actor: Seller, session: Session, key: IdempotencyKey = None
 ) -> JSONResponse:
@@ -183,7 +193,7 @@ def _held(submission: service.Submission, view: OrderPublic) -> JSONResponse:
     return problem(
         409,
         "Credit limit exceeded",
-        hold.explain(submission.order),
+        hold.explain(submission.order.number, submission.order.id),
         order_id=str(view.id),
         order_number=view.number,
         order_status=view.status.value,
@@ -199,7 +209,9 @@ def _held(submission: service.Submission, view: OrderPublic) -> JSONResponse:
     status_code=201,
     response_model=OrderPublic,
     tags=["orders"],
-    responses={409: {"description": "Created and submitted, but held by the credit limit"}},
+    responses=conflict(
+        "Created and submitted, but held by the credit limit; or its period is locked for closing"
+    ),
 )
 async def create_order(
     data: OrderCreate,
@@ -251,10 +263,7 @@ async def list_orders(
     channel: Channel | None = None,
     salesperson: Filter | None = None,
     created_by: Filter | None = None,
-    period: Annotated[
-        str | None,
-        Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM of the business date"),
-    ] = None,
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM of the business date")] = None,
 ) -> Page[OrderPublic]:
     """Orders, oldest first, filtered by customer, status, channel, salesperson or period."""
     items, cursor = await queries.list_orders(
@@ -283,7 +292,9 @@ async def get_order(
     "/orders/{order_id}/submit",
     response_model=OrderPublic,
     tags=["orders"],
-    responses={409: {"description": "Illegal transition, or held by the credit limit"}},
+    responses=conflict(
+        "Not a draft, held by the credit limit, or its period is locked for closing"
+    ),
 )
 async def submit_order(
     order_id: UUID, actor: OrderTaker, session: Session, settings: AppSettings
@@ -297,7 +308,12 @@ async def submit_order(
     return _held(submission, view) if submission.held else view
 
 
-@router.post("/orders/{order_id}/approve", response_model=OrderPublic, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/approve",
+    response_model=OrderPublic,
+    tags=["orders"],
+    responses=conflict(TRANSITION_CONFLICT),
+)
 async def approve_order(
     order_id: UUID,
     actor: Approver,
@@ -316,7 +332,12 @@ async def approve_order(
     return await queries.order_view(session, order, settings=settings)
 
 
-@router.post("/orders/{order_id}/reject", response_model=OrderPublic, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/reject",
+    response_model=OrderPublic,
+    tags=["orders"],
+    responses=conflict(TRANSITION_CONFLICT),
+)
 async def reject_order(
     order_id: UUID,
     actor: Approver,
@@ -331,7 +352,12 @@ async def reject_order(
     return await queries.order_view(session, order, settings=settings)
 
 
-@router.post("/orders/{order_id}/fulfil", response_model=OrderPublic, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/fulfil",
+    response_model=OrderPublic,
+    tags=["orders"],
+    responses=conflict(TRANSITION_CONFLICT),
+)
 async def fulfil_order(
     order_id: UUID,
     actor: Seller,
@@ -346,7 +372,12 @@ async def fulfil_order(
     return await queries.order_view(session, order, settings=settings)
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderPublic, tags=["orders"])
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderPublic,
+    tags=["orders"],
+    responses=conflict(TRANSITION_CONFLICT),
+)
 async def cancel_order(
     order_id: UUID,
     actor: Seller,
@@ -370,6 +401,10 @@ async def cancel_order(
     status_code=201,
     response_model=CreditNotePublic,
     tags=["orders"],
+    responses=conflict(
+        "The order was not delivered, more than was delivered and not yet returned, "
+        "or the period is locked for closing"
+    ),
 )
 async def return_order_lines(
     order_id: UUID,

@@ -12,6 +12,7 @@ from services.orders.models import SCHEMA, Customer, utcnow
 from services.orders.schemas import CustomerCreate, CustomerUpdate
 from shared.audit import record_audit
 from shared.auth import Actor
+from shared.db import lock_or_404
 from shared.errors import InvalidInput, NotFound
 from shared.events.orders import SOURCE, CustomerCreated, CustomerUpdated
 from shared.messaging.outbox import emit
@@ -59,11 +60,9 @@ async def update_customer(
     *, session: AsyncSession, customer_id: UUID, data: CustomerUpdate, actor: Actor
 ) -> Customer:
     """Change the fields sent; announce and audit what actually changed."""
-    customer = await session.get(
-        Customer, customer_id, with_for_update=True, populate_existing=True
+    customer = await lock_or_404(
+        session, Customer, customer_id, missing=NotFound(f"customer {customer_id} not found")
     )
-    if customer is None:
-        raise NotFound(f"customer {customer_id} not found")
     sent = data.model_dump(exclude_unset=True)
     for required in ("name", "payment_terms_days"):
         if required in sent and sent[required] is None:

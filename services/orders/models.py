@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from uuid import UUID
 
 from sqlalchemy import (
@@ -42,27 +41,6 @@ def utcnow() -> datetime:
 
 def _timestamp(nullable: bool = False) -> Column[datetime]:
     return Column(DateTime(timezone=True), nullable=nullable)
-
-
-class OrderStatus(StrEnum):
-    DRAFT = "draft"
-    SUBMITTED = "submitted"
-    CONFIRMED = "confirmed"
-    FULFILLED = "fulfilled"
-    REJECTED = "rejected"
-    CANCELLED = "cancelled"
-
-
-class Channel(StrEnum):
-    POS = "pos"
-    ONLINE = "online"
-    PHONE = "phone"
-    FIELD = "field"
-    OTHER = "other"
-
-
-RECEIVABLE_STATUSES = (OrderStatus.CONFIRMED, OrderStatus.FULFILLED)
-"""Statuses in which an order's invoice stands and its outstanding amount is owed."""
 
 
 class Customer(SQLModel, table=True):

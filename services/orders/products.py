@@ -13,6 +13,7 @@ from services.orders.models import SCHEMA, Product, utcnow
 from services.orders.schemas import ProductCreate, ProductUpdate, tidy
 from shared.audit import record_audit
 from shared.auth import Actor
+from shared.db import lock_or_404
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.events.orders import SOURCE, ProductCreated, ProductUpdated
 from shared.messaging.outbox import emit
@@ -70,9 +71,7 @@ async def update_product(
     *, session: AsyncSession, sku: str, data: ProductUpdate, actor: Actor
 ) -> Product:
     """Change the fields sent; prices of existing orders are not touched."""
-    product = await session.get(Product, sku, with_for_update=True, populate_existing=True)
-    if product is None:
-        raise NotFound(f"product {sku} not found")
+    product = await lock_or_404(session, Product, sku, missing=NotFound(f"product {sku} not found"))
     sent = data.model_dump(exclude_unset=True)
     for required in ("name", "unit_price", "tax_rate", "active"):
         if required in sent and sent[required] is None:

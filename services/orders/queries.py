@@ -14,17 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import uuid_cursor
+from services.orders.domain import RECEIVABLE_STATUSES, Channel, OrderStatus
 from services.orders.models import (
-    RECEIVABLE_STATUSES,
     ZERO,
     Approval,
-    Channel,
     CreditNote,
     CreditNoteLine,
     Instalment,
     Order,
     OrderLine,
-    OrderStatus,
     StatusChange,
 )
 from services.orders.schemas import (

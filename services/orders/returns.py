@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.orders.domain import return_amounts, totals
+from services.orders.domain import can_be_returned, return_amounts, totals
 from services.orders.models import (
-    RECEIVABLE_STATUSES,
     SCHEMA,
     CreditNote,
     CreditNoteLine,
@@ -32,6 +31,7 @@ from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput
 from shared.events import orders as events
 from shared.messaging.outbox import emit
+from shared.money import plain
 from shared.numbering import next_number
 
 
@@ -45,7 +45,7 @@ async def create_return(
 ) -> CreditNote:
     """Take back quantities of an order's lines and issue the credit note for them."""
     order = await lock_order(session, order_id)
-    if order.status not in RECEIVABLE_STATUSES:
+    if not can_be_returned(order.status):
         raise IllegalTransition(
             f"order {order.number} is {order.status}; only a confirmed or fulfilled order "
             "can be returned",
@@ -194,9 +194,9 @@ def _assign(lines: list[OrderLine], data: ReturnCreate) -> dict[int, Decimal]:
                 remaining -= take
         if remaining > 0:
             raise Conflict(
-                f"lines.{i}: {wanted.quantity} of {wanted.sku} asked, only {returnable} "
-                "can still be returned",
+                f"lines.{i}: {plain(wanted.quantity)} of {wanted.sku} asked, only "
+                f"{plain(returnable)} can still be returned",
                 field=f"lines.{i}.quantity",
-                returnable=str(returnable),
+                returnable=plain(returnable),
             )
     return taking

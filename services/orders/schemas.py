@@ -9,51 +9,36 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from services.orders.models import Channel, OrderStatus
+from services.orders.domain import Channel, OrderStatus
+from shared.limits import (
+    Amount,
+    BusinessDate,
+    Currency,
+    PositiveAmount,
+    PositiveQuantity,
+    StrictMoney,
+    TaxRate,
+    text,
+)
 from shared.money import Money, Quantity, Rate
 
-# Bounds keep every accepted order inside the NUMERIC columns (see models.py): at most
-# 200 lines of 1e6 units at 1e9 each stays below 1e18.
-MAX_QUANTITY = Decimal("1000000")
-MAX_PRICE = Decimal("1000000000")
 MAX_LINES = 200
 MAX_INSTALMENTS = 120
 MAX_LIMIT = Decimal("1000000000000000")
 
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the driver.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_nul),
-]
-Label = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=100), AfterValidator(_no_nul)
-]
-Contact = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_no_nul)
-]
-Note = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Name = text(strip=True, min_length=1, max_length=200)
+Label = text(strip=True, max_length=100)
+Contact = text(strip=True, max_length=200)
+Note = text(max_length=2000)
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
-Filter = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
+Filter = text(max_length=200)
 """A text filter of a list query."""
-Person = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_nul),
-]
+Person = text(strip=True, min_length=1, max_length=100)
+"""A salesperson: as long as analytics keeps one (its dimension columns hold 100)."""
 
-PositiveQuantity = Annotated[Quantity, Field(gt=0, le=MAX_QUANTITY)]
-Price = Annotated[Money, Field(ge=0, le=MAX_PRICE)]
-TaxRate = Annotated[Rate, Field(ge=0, le=1)]
-CreditLimit = Annotated[Money, Field(ge=0, le=MAX_LIMIT)]
+Price = Amount
+CreditLimit = Annotated[StrictMoney, Field(ge=0, le=MAX_LIMIT)]
 Terms = Annotated[int, Field(ge=0, le=3650)]
 
 
@@ -145,12 +130,12 @@ class LineCreate(_Input):
     sku: Sku
     quantity: PositiveQuantity
     unit_price: Price | None = Field(None, description="Overrides the product's price")
-    discount: Annotated[Money, Field(ge=0)] = Decimal("0.00")
+    discount: Amount = Decimal("0.00")
 
 
 class InstalmentIn(_Input):
-    due_date: date
-    amount: Annotated[Money, Field(gt=0)]
+    due_date: BusinessDate
+    amount: PositiveAmount
 
 
 class OrderCreate(_Input):
@@ -158,8 +143,8 @@ class OrderCreate(_Input):
     channel: Channel
     salesperson: Person | None = None
     lines: Annotated[list[LineCreate], Field(min_length=1, max_length=MAX_LINES)]
-    currency: str | None = Field(None, description="Must be the deployment's currency if sent")
-    business_date: date | None = Field(
+    currency: Currency | None = Field(None, description="Must be the deployment's currency if sent")
+    business_date: BusinessDate | None = Field(
         None, description="An earlier date for the invoice, in an open period; never future"
     )
     note: Note | None = None
@@ -175,13 +160,13 @@ class ReturnLineIn(_Input):
     sku: Sku
     quantity: PositiveQuantity
     line_no: int | None = Field(
-        None, ge=1, description="Which line of the sku; by default its lines in order"
+        None, ge=1, le=MAX_LINES, description="Which line of the sku; by default its lines in order"
     )
 
 
 class ReturnCreate(_Input):
     lines: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=MAX_LINES)]
-    business_date: date | None = None
+    business_date: BusinessDate | None = None
     reason: Note | None = None
 
 

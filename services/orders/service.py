@@ -1,8 +1,6 @@
 """The order lifecycle: create, submit, approve, reject, confirm (the invoice), fulfil, cancel.
-
-    draft ──submit──► submitted ──(enough approvals)──► confirmed ──fulfil──► fulfilled
-      │                  │  └──reject──► rejected            │
-      └──cancel──────────┴──cancel──► cancelled ◄──cancel────┘
+The rules each command asks (the statuses and moves between them, pricing, approvals, the
+credit limit, what a cancellation reverses) are in domain.py.
 
 Every transition locks the order row (SELECT … FOR UPDATE) first, so concurrent requests on
 one order queue instead of losing updates; it appends to the status history, to the audit
@@ -32,9 +30,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
-from services.orders.domain import PricedLine, approvals_needed, price_line, totals
-from services.orders.models import (
+from services.orders.domain import (
     RECEIVABLE_STATUSES,
+    CreditHold,
+    OrderStatus,
+    PricedLine,
+    approvals_needed,
+    approvals_on_submit,
+    can_move,
+    cancellation_reversal,
+    credit_hold,
+    price_line,
+    totals,
+)
+from services.orders.models import (
     SCHEMA,
     ZERO,
     Approval,
@@ -42,7 +51,6 @@ from services.orders.models import (
     Instalment,
     Order,
     OrderLine,
-    OrderStatus,
     PeriodLock,
     Product,
     StatusChange,
@@ -53,40 +61,16 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
+from shared.db import lock_or_404
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
+from shared.limits import MAX_AMOUNT
 from shared.messaging.outbox import emit
-from shared.money import round_money
+from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
 
 S = OrderStatus
-
-TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.DRAFT: frozenset({S.SUBMITTED, S.CANCELLED}),
-    S.SUBMITTED: frozenset({S.CONFIRMED, S.REJECTED, S.CANCELLED}),
-    S.CONFIRMED: frozenset({S.FULFILLED, S.CANCELLED}),
-    S.FULFILLED: frozenset(),
-    S.REJECTED: frozenset(),
-    S.CANCELLED: frozenset(),
-}
-
-
-@dataclass(frozen=True)
-class CreditHold:
-    """Why an order was held instead of confirmed."""
-
-    credit_limit: Decimal
-    open_receivable: Decimal
-    order_gross: Decimal
-
-    def explain(self, order: Order) -> str:
-        return (
-            f"order {order.number} ({self.order_gross}) would take the customer's open "
-            f"receivable from {self.open_receivable} to {self.open_receivable + self.order_gross},"
-            f" over the credit limit of {self.credit_limit}; it is held in submitted until an "
-            "approver approves it"
-        )
 
 
 @dataclass(frozen=True)
@@ -99,17 +83,9 @@ class Submission:
 
 async def lock_order(session: AsyncSession, order_id: UUID) -> Order:
     """The order, row-locked until the transaction ends; 404 if there is none."""
-    order = (
-        await session.execute(
-            select(Order)
-            .where(col(Order.id) == order_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if order is None:
-        raise NotFound(f"order {order_id} not found")
-    return order
+    return await lock_or_404(
+        session, Order, order_id, missing=NotFound(f"order {order_id} not found")
+    )
 
 
 async def document_date(
@@ -129,8 +105,8 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     period = str(Period.of(day))
     if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
         raise PeriodLocked(
-            f"period {period} is locked for closing; {field} {day.isoformat()} cannot be used, "
-            "date the document into a later period",
+            f"period {period} is closed to new documents (its month-end close has begun); "
+            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
             field=field,
             period=period,
         )
@@ -163,10 +139,17 @@ async def create_order(
         if not product.active:
             raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
         unit_price = product.unit_price if line.unit_price is None else line.unit_price
-        if line.discount > line.quantity * unit_price:
+        before_discount = line.quantity * unit_price
+        if before_discount > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
+                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        if line.discount > before_discount:
             raise InvalidInput(
                 f"lines.{i}.discount",
-                f"{line.discount} exceeds the line amount {line.quantity * unit_price}",
+                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
             )
         priced = price_line(
             quantity=line.quantity,
@@ -174,8 +157,20 @@ async def create_order(
             discount=line.discount,
             tax_rate=product.tax_rate,
         )
+        if priced.gross > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"the line comes to {money_str(priced.gross)} with tax; "
+                f"a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
         priced_lines.append((product, priced))
     total = totals(priced for _, priced in priced_lines)
+    if total.gross > MAX_AMOUNT:
+        raise InvalidInput(
+            "lines",
+            f"the order comes to {money_str(total.gross)}; "
+            f"an order may come to at most {money_str(MAX_AMOUNT)}",
+        )
     if data.instalments:
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:
@@ -244,14 +239,14 @@ async def submit(
     _check_transition(order, S.SUBMITTED, "submitted")
     if order.business_date is not None:
         await ensure_open(session, order.business_date, field="business_date")
-    required = approvals_needed(order.gross, settings.approval_thresholds)
     hold = await credit_check(session, order)
-    held = hold is not None and required == 0
+    needed = approvals_needed(order.gross, settings.approval_thresholds)
+    approvals = approvals_on_submit(needed, hold)
+    required = approvals.required
     if hold is not None:
         order.credit_hold = True
-        required = max(required, 1)
     order.approvals_required = required
-    reason = hold.explain(order) if hold else None
+    reason = hold.explain(order.number, order.id) if hold else None
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,
@@ -272,7 +267,7 @@ async def submit(
             settings=settings,
             reason="below the approval threshold",
         )
-    return Submission(order=order, credit_hold=hold, held=held)
+    return Submission(order=order, credit_hold=hold, held=approvals.held)
 
 
 async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
@@ -284,20 +279,13 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     customer = await get_customer(session, order.customer_id)
     if customer.credit_limit is None:
         return None
-    customer = (
-        await session.execute(
-            select(Customer)
-            .where(col(Customer.id) == order.customer_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
+    customer = await lock_or_404(
+        session, Customer, order.customer_id, missing=NotFound(f"customer {order.customer_id}")
+    )
     if customer.credit_limit is None:
         return None
     open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-    if open_receivable + order.gross <= customer.credit_limit:
-        return None
-    return CreditHold(
+    return credit_hold(
         credit_limit=customer.credit_limit,
         open_receivable=open_receivable,
         order_gross=order.gross,
@@ -476,14 +464,18 @@ async def cancel(
     was_confirmed = order.status == S.CONFIRMED
     if was_confirmed:
         day = await document_date(session, None, settings=settings, field="business_date")
-        reversed_net = order.net - order.credited_net
-        reversed_tax = order.tax - order.credited_tax
     else:
         day = today(settings.zone)
-        reversed_net = reversed_tax = ZERO
+    reversal = cancellation_reversal(
+        was_confirmed=was_confirmed,
+        net=order.net,
+        tax=order.tax,
+        credited_net=order.credited_net,
+        credited_tax=order.credited_tax,
+    )
     order.cancelled_on = day
-    order.reversed_net, order.reversed_tax = reversed_net, reversed_tax
-    order.reversed_gross = reversed_net + reversed_tax
+    order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
+    order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
     emit(
         session,
@@ -494,9 +486,9 @@ async def cancel(
             was_confirmed=was_confirmed,
             invoice_number=order.invoice_number,
             business_date=day,
-            reversed_net=reversed_net,
-            reversed_tax=reversed_tax,
-            reversed_gross=reversed_net + reversed_tax,
+            reversed_net=reversal.net,
+            reversed_tax=reversal.tax,
+            reversed_gross=reversal.gross,
             reason=reason,
         ),
         source=events.SOURCE,
@@ -559,7 +551,7 @@ def _illegal(order: Order, verb: str) -> IllegalTransition:
 
 
 def _check_transition(order: Order, to: OrderStatus, verb: str) -> None:
-    if to not in TRANSITIONS[OrderStatus(order.status)]:
+    if not can_move(order.status, to):
         raise _illegal(order, verb)
 
 

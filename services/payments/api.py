@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -23,6 +24,8 @@ from shared.config import Settings
 from shared.db import request_session
 from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
 from shared.idempotency import idempotent
+from shared.limits import PeriodText
+from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
 
 router = APIRouter(tags=["payments"])
@@ -30,13 +33,22 @@ router.include_router(audit_router(schema=SCHEMA, path="/payments/audit"))
 
 Session = Depends(request_session, scope="function")
 TAKES_MONEY = (Role.POS, Role.SALES, Role.FINANCE)
+ALLOCATION_CONFLICT = (
+    "More than the payment or the order has open, an order of another customer or not "
+    "confirmed, or the period is locked for closing"
+)
 
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-@router.post("/payments", status_code=201, response_model=PaymentPublic)
+@router.post(
+    "/payments",
+    status_code=201,
+    response_model=PaymentPublic,
+    responses=conflict(ALLOCATION_CONFLICT),
+)
 async def receive_payment(
     body: PaymentCreate,
     request: Request,
@@ -68,7 +80,7 @@ async def list_payments(
     request: Request,
     customer_id: UUID | None = None,
     method: Method | None = None,
-    period: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}$"),
+    period: Annotated[PeriodText | None, Query(description="YYYY-MM of the business date")] = None,
     page: PageParams = Depends(page_params),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*ANY_ROLE)),
@@ -96,7 +108,12 @@ async def read_payment(
     return await queries.to_public(session, payment, _settings(request))
 
 
-@router.post("/payments/{payment_id}/allocations", status_code=201, response_model=PaymentPublic)
+@router.post(
+    "/payments/{payment_id}/allocations",
+    status_code=201,
+    response_model=PaymentPublic,
+    responses=conflict(ALLOCATION_CONFLICT),
+)
 async def allocate_payment(
     payment_id: UUID,
     body: AllocationsCreate,
@@ -125,7 +142,12 @@ async def allocate_payment(
     )
 
 
-@router.post("/payments/{payment_id}/refunds", status_code=201, response_model=PaymentPublic)
+@router.post(
+    "/payments/{payment_id}/refunds",
+    status_code=201,
+    response_model=PaymentPublic,
+    responses=conflict("More than the payment holds, or its period is locked for closing"),
+)
 async def refund_payment(
     payment_id: UUID,
     body: RefundCreate,

@@ -8,14 +8,15 @@ from decimal import Decimal
 from uuid import UUID
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import cutoff, replica
+from services.payments.domain import LIVE, ZERO, check_allocation, take_newest
+from services.payments.domain import AllocationStatus as A
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import (
-    check_allocation,
     emit_allocated,
     guard_order,
     lock_orders,
@@ -33,9 +34,7 @@ from shared.events.orders import (
     OrderReturned,
     OrderSubmitted,
 )
-from shared.messaging.consumer import BatchHandler, Subscription, one_by_one
-
-ZERO = Decimal("0.00")
+from shared.messaging.consumer import BatchHandler, Subscription
 
 
 def subscriptions() -> list[Subscription]:
@@ -44,7 +43,7 @@ def subscriptions() -> list[Subscription]:
             name=replica.SUBSCRIPTION,
             schema=SCHEMA,
             sources=(replica.SOURCE,),
-            handle=_signalling(one_by_one(on_event)),
+            handle=_signalling(apply_order_events),
         ),
         cutoff.subscription,
     ]
@@ -61,6 +60,48 @@ def _signalling(handle: BatchHandler) -> BatchHandler:
         )
 
     return run
+
+
+async def apply_order_events(session: AsyncSession, events: list[Event]) -> None:
+    """Apply a batch to the replica set-wise; the events of orders that have allocations to
+    settle or release go one by one, in order, through `on_event`."""
+    order_ids = sorted({replica.order_id_of(e) for e in events if e.type.startswith("order.")})
+    await _guard_orders(session, order_ids)
+    allocated = await _with_allocations(session, order_ids)
+
+    def reacts(event: Event) -> bool:
+        return event.type.startswith("order.") and replica.order_id_of(event) in allocated
+
+    await replica.project(session, [e for e in events if not reacts(e)])
+    for event in events:
+        if reacts(event):
+            await on_event(session, event)
+
+
+async def _guard_orders(session: AsyncSession, order_ids: list[UUID]) -> None:
+    """`guard_order` for many orders in one statement, in one order (no deadlocks)."""
+    if order_ids:
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtext('salesbook.payments.order.' || o)) "
+                "FROM unnest(CAST(:ids AS text[])) AS o ORDER BY o"
+            ),
+            {"ids": [str(o) for o in order_ids]},
+        )
+
+
+async def _with_allocations(session: AsyncSession, order_ids: list[UUID]) -> set[UUID]:
+    if not order_ids:
+        return set()
+    rows = await session.execute(
+        select(Allocation.order_id)
+        .where(
+            Allocation.order_id.in_(order_ids),  # type: ignore[attr-defined]
+            Allocation.status.in_(("pending", "applied")),  # type: ignore[attr-defined]
+        )
+        .distinct()
+    )
+    return set(rows.scalars())
 
 
 async def on_event(session: AsyncSession, event: Event) -> None:
@@ -185,7 +226,7 @@ async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[
 
 async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
     """Check an order's pending allocations, oldest first: apply what fits, release the rest."""
-    pending, payments, orders = await _locked_allocations(session, order_id, ("pending",))
+    pending, payments, orders = await _locked_allocations(session, order_id, (A.PENDING,))
     order = orders[order_id]
     for allocation in pending:
         payment = payments[allocation.payment_id]
@@ -201,14 +242,14 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
                 orders=orders,
             )
             continue
-        allocation.status = "applied"
+        allocation.status = A.APPLIED
         order.applied += allocation.amount
         emit_allocated(session, payment, allocation)
 
 
 async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: date | None) -> None:
     """A rejected or cancelled order gives back every allocation made to it."""
-    live, payments, orders = await _locked_allocations(session, order_id, ("pending", "applied"))
+    live, payments, orders = await _locked_allocations(session, order_id, LIVE)
     if order_id in orders:
         orders[order_id].status = status
     for allocation in live:
@@ -227,24 +268,20 @@ async def _credit_order(
     session: AsyncSession, order_id: UUID, credited: Decimal, day: date
 ) -> None:
     """A credit note lowers what the order can carry; release the newest excess allocations."""
-    live, payments, orders = await _locked_allocations(session, order_id, ("applied",))
+    live, payments, orders = await _locked_allocations(session, order_id, (A.APPLIED,))
     order = orders.get(order_id)
     if order is None:
         return
     order.credited += credited
-    excess = -order.open_amount
-    for allocation in reversed(live):
-        if excess <= ZERO:
-            break
-        part = min(allocation.amount, excess)
-        payment = payments[allocation.payment_id]
+    for allocation, part in take_newest(
+        reversed(live), -order.open_amount, amount_of=lambda a: a.amount
+    ):
         await release(
             session,
-            payment,
+            payments[allocation.payment_id],
             allocation,
             part,
             reason="credit note left the order overpaid",
             orders=orders,
             day=day,
         )
-        excess -= part

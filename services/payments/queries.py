@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.payments import domain
 from services.payments.models import Allocation, Payment, Refund
 from services.payments.schemas import AllocationPublic, Method, PaymentPublic, RefundPublic
 from shared.config import Settings
@@ -25,7 +25,7 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
         ).scalars()
     )
     # Derived from the allocation rows read here, so the totals always match the list.
-    allocated = sum((a.amount for a in allocations if a.status != "released"), Decimal("0.00"))
+    allocated = domain.allocated((a.status, a.amount) for a in allocations)
     refunds = (
         await session.execute(
             select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)
@@ -43,7 +43,9 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
         period=payment.period,
         reference=payment.reference,
         allocated=allocated,
-        unapplied=payment.amount - payment.refunded - allocated,
+        unapplied=domain.unapplied(
+            amount=payment.amount, refunded=payment.refunded, allocated=allocated
+        ),
         refunded=payment.refunded,
         allocations=[AllocationPublic.model_validate(a, from_attributes=True) for a in allocations],
         refunds=[RefundPublic.model_validate(r, from_attributes=True) for r in refunds],

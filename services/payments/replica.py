@@ -16,11 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.models import SCHEMA
+from services.payments.models import SCHEMA, KnownCustomer, KnownOrder
+from shared.bulk import insert_rows
+from shared.events.envelope import Event
 from shared.tables import common_tables
 
 SUBSCRIPTION = "payments.orders"
@@ -89,3 +94,125 @@ async def replica_position(session: AsyncSession) -> int:
             )
         )
     ).scalar_one()
+
+
+ORDER_STATUSES = {
+    "order.submitted": "submitted",
+    "order.confirmed": "confirmed",
+    "order.fulfilled": "fulfilled",
+    "order.rejected": "rejected",
+    "order.cancelled": "cancelled",
+}
+
+
+def order_id_of(event: Event) -> UUID:
+    data = event.data
+    return UUID(data["order"]["order_id"] if "order" in data else data["order_id"])
+
+
+async def project(session: AsyncSession, events: list[Event]) -> None:
+    """Apply a batch's customers and orders to the replica set-wise, as applying its events
+    one by one would: an order event for an order the replica does not hold, other than the
+    one that introduces it (submitted, confirmed), changes nothing."""
+    customers: dict[UUID, str] = {}
+    orders = [e for e in events if e.type.startswith("order.")]
+    for event in events:
+        if event.type in ("customer.created", "customer.updated"):
+            customers[UUID(event.data["customer_id"])] = event.data["name"]
+    if customers:
+        await insert_rows(
+            session,
+            KnownCustomer.__table__,  # type: ignore[arg-type]
+            [{"customer_id": c, "name": n} for c, n in sorted(customers.items())],
+            suffix="ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name",
+        )
+    if not orders:
+        return
+    table = KnownOrder.__table__
+    ids = sorted({order_id_of(e) for e in orders})
+    held = set(
+        (await session.execute(select(table.c.order_id).where(table.c.order_id.in_(ids))))
+        .scalars()
+        .all()
+    )
+    new: dict[UUID, dict[str, Any]] = {}
+    changed: dict[UUID, dict[str, Any]] = {}
+    for event in orders:
+        order_id = order_id_of(event)
+        status = ORDER_STATUSES.get(event.type)
+        if event.type in ("order.submitted", "order.confirmed"):
+            facts = event.data["order"]
+            if order_id in held or order_id in new:
+                change = changed.setdefault(order_id, _no_change()) if order_id in held else None
+                target = change if change is not None else new[order_id]
+                target["status"], target["gross"] = status, Decimal(facts["gross"])
+            else:
+                new[order_id] = {
+                    "order_id": order_id,
+                    "customer_id": UUID(facts["customer_id"]),
+                    "number": facts["number"],
+                    "status": status,
+                    "gross": Decimal(facts["gross"]),
+                    "credited": ZERO,
+                    "applied": ZERO,
+                }
+            continue
+        target = new.get(order_id)
+        if target is None and order_id in held:
+            target = changed.setdefault(order_id, _no_change())
+        if target is None:
+            continue
+        if status is not None:
+            target["status"] = status
+        elif event.type == "order.returned":
+            target["credited"] += Decimal(event.data["gross"])
+    await insert_rows(
+        session,
+        table,  # type: ignore[arg-type]
+        [new[i] for i in sorted(new)],
+        suffix="ON CONFLICT DO NOTHING",
+    )
+    if changed:
+        rows = sorted(changed.items())
+        await session.execute(
+            _CHANGE_ORDERS,
+            {
+                "ids": [i for i, _ in rows],
+                "statuses": [c["status"] for _, c in rows],
+                "grosses": [c["gross"] for _, c in rows],
+                "credited": [c["credited"] for _, c in rows],
+            },
+        )
+
+
+def _no_change() -> dict[str, Any]:
+    return {"status": None, "gross": None, "credited": Decimal("0.00")}
+
+
+ZERO = Decimal("0.00")
+_CHANGE_ORDERS = text(
+    f"""
+    UPDATE {SCHEMA}.known_orders AS o
+       SET status = COALESCE(c.status, o.status), gross = COALESCE(c.gross, o.gross),
+           credited = o.credited + c.credited
+      FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
+                  CAST(:grosses AS numeric[]), CAST(:credited AS numeric[]))
+           AS c(order_id, status, gross, credited)
+     WHERE o.order_id = c.order_id
+    """
+)
+
+
+async def count_applied(session: AsyncSession) -> None:
+    """What each order has applied to it, from the allocations themselves: after a rebuild
+    of the replica from order events, which do not carry it."""
+    await session.execute(
+        text(
+            f"""
+            UPDATE {SCHEMA}.known_orders AS o SET applied = a.applied
+              FROM (SELECT order_id, sum(amount) AS applied FROM {SCHEMA}.allocations
+                     WHERE status = 'applied' GROUP BY order_id) a
+             WHERE o.order_id = a.order_id
+            """
+        )
+    )

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.limits import BusinessDate, Currency, Moment, PositiveAmount, text
 from shared.money import Money
 
 
@@ -20,24 +21,30 @@ class Method(StrEnum):
     OTHER = "other"
 
 
+Reference = text(max_length=200)
+RefundReason = text(max_length=500)
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class AllocationRequest(_Input):
     order_id: UUID
-    amount: Money = Field(gt=0)
+    amount: PositiveAmount
 
 
 class PaymentCreate(_Input):
     customer_id: UUID
-    amount: Money = Field(gt=0)
+    amount: PositiveAmount
     method: Method
-    currency: str | None = Field(default=None, description="Must be the deployment currency")
-    received_at: datetime | None = Field(
-        default=None, description="When the money came in; an earlier time only into an open period"
+    currency: Currency | None = Field(default=None, description="Must be the deployment currency")
+    received_at: Moment | None = Field(
+        default=None,
+        description="When the money came in, with its offset (a time without one is UTC); "
+        "an earlier time only into an open period",
     )
-    reference: str | None = Field(default=None, max_length=200)
+    reference: Reference | None = None
     allocations: list[AllocationRequest] = Field(default_factory=list, max_length=500)
 
 
@@ -46,7 +53,7 @@ class AllocationsCreate(_Input):
 
     allocations: list[AllocationRequest] = Field(default_factory=list, max_length=500)
     order_id: UUID | None = None
-    amount: Money | None = Field(default=None, gt=0)
+    amount: PositiveAmount | None = None
 
     @model_validator(mode="after")
     def _one_shape(self) -> AllocationsCreate:
@@ -67,9 +74,9 @@ class AllocationsCreate(_Input):
 
 
 class RefundCreate(_Input):
-    amount: Money = Field(gt=0)
-    reason: str | None = Field(default=None, max_length=500)
-    business_date: date | None = Field(
+    amount: PositiveAmount
+    reason: RefundReason | None = None
+    business_date: BusinessDate | None = Field(
         default=None, description="Refund date; an earlier date only into an open period"
     )
 

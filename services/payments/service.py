@@ -1,4 +1,5 @@
-"""Payments: receiving money, applying it to orders, refunding it.
+"""Payments: receiving money, applying it to orders, refunding it; the rules each command
+asks (allocation statuses, what may be allocated, how a refund splits) are in domain.py.
 
 Invariant kept by every function here: a payment's amount = allocated + unapplied + refunded,
 where `allocated` counts applied and pending allocations. Lock order, to stay deadlock-free:
@@ -19,6 +20,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import replica
+from services.payments.domain import (
+    ZERO,
+    allocation_status,
+    check_unapplied_covers,
+    split_refund,
+    take_newest,
+    unapplied,
+)
+from services.payments.domain import AllocationStatus as A
 from services.payments.models import (
     SCHEMA,
     Allocation,
@@ -33,7 +43,8 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
-from shared.errors import Conflict, InvalidInput, NotFound
+from shared.db import lock_or_404
+from shared.errors import InvalidInput, NotFound
 from shared.events.payments import (
     AllocationPending,
     AllocationReleased,
@@ -43,23 +54,14 @@ from shared.events.payments import (
     PaymentRefunded,
 )
 from shared.ids import new_id
+from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
 
-ZERO = Decimal("0.00")
-
 
 class PaymentNotFound(NotFound):
     title = "Payment not found"
-
-
-class OverAllocation(Conflict):
-    title = "Over-allocation"
-
-
-class OverRefund(Conflict):
-    title = "Over-refund"
 
 
 async def ensure_period_open(session: AsyncSession, period: str) -> None:
@@ -82,6 +84,12 @@ async def receive(
     if received_at > now:
         raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
     business_date = business_date_of(received_at, settings.zone)
+    if not MIN_YEAR <= business_date.year <= MAX_YEAR:  # 2000-01-01T00:00+14:00 is 1999 here
+        raise InvalidInput(
+            "received_at",
+            f"falls on {business_date.isoformat()} in the business time zone; "
+            f"must be in the years {MIN_YEAR} to {MAX_YEAR}",
+        )
     period = str(Period.of(business_date))
     await ensure_period_open(session, period)
     payment = Payment(
@@ -121,8 +129,8 @@ async def receive(
         key=str(payment.customer_id),
         business_date=business_date,
     )
-    _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
-    _emit_pending(session, payment, [a for a in allocations if a.status == "pending"])
+    _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
+    _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
     await record_audit(
         session,
         schema=SCHEMA,
@@ -143,8 +151,8 @@ async def allocate(
         await guard_order(session, order_id)
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
-    _emit_applied(session, payment, [a for a in allocations if a.status == "applied"])
-    _emit_pending(session, payment, [a for a in allocations if a.status == "pending"])
+    _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
+    _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
     await record_audit(
         session,
         schema=SCHEMA,
@@ -166,19 +174,18 @@ async def refund(
     period = str(Period.of(business_date))
     await ensure_period_open(session, period)
     payment = await lock_payment(session, payment_id)
-    refundable = payment.amount - payment.refunded
-    if data.amount > refundable:
-        raise OverRefund(
-            f"refund {data.amount} exceeds what is refundable on {payment.number}: {refundable}",
-            refundable=str(refundable),
-        )
+    await sync_totals(session, payment)
+    split = split_refund(
+        amount=data.amount,
+        payment_amount=payment.amount,
+        refunded=payment.refunded,
+        unapplied=payment.unapplied,
+        number=payment.number,
+    )
     if business_date < payment.business_date:
         raise InvalidInput("business_date", "a refund cannot be dated before its payment")
-    await sync_totals(session, payment)
-    from_unapplied = min(payment.unapplied, data.amount)
-    to_release = data.amount - from_unapplied
     released = await release_newest(
-        session, payment, to_release, reason="refund", day=business_date
+        session, payment, split.to_release, reason="refund", day=business_date
     )
     payment.refunded += data.amount
     await sync_totals(session, payment)
@@ -229,17 +236,10 @@ async def get_payment(session: AsyncSession, payment_id: UUID) -> Payment:
 
 
 async def lock_payment(session: AsyncSession, payment_id: UUID) -> Payment:
-    payment = (
-        await session.execute(
-            select(Payment)
-            .where(Payment.id == payment_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if payment is None:
-        raise PaymentNotFound(f"no payment {payment_id}")
-    return payment
+    """The payment, row-locked until the transaction ends; 404 if there is none."""
+    return await lock_or_404(
+        session, Payment, payment_id, missing=PaymentNotFound(f"no payment {payment_id}")
+    )
 
 
 async def release_newest(
@@ -255,7 +255,7 @@ async def release_newest(
         (
             await session.execute(
                 select(Allocation)
-                .where(Allocation.payment_id == payment.id, Allocation.status != "released")
+                .where(Allocation.payment_id == payment.id, Allocation.status != A.RELEASED)
                 .order_by(Allocation.created_at.desc(), Allocation.id.desc())  # type: ignore[union-attr]
             )
         )
@@ -263,17 +263,10 @@ async def release_newest(
         .all()
     )
     orders = await lock_orders(session, {a.order_id for a in live})
-    released: list[Allocation] = []
-    remaining = amount
-    for allocation in live:
-        if remaining <= ZERO:
-            break
-        part = min(allocation.amount, remaining)
-        released.append(
-            await release(session, payment, allocation, part, reason=reason, orders=orders, day=day)
-        )
-        remaining -= part
-    return released
+    return [
+        await release(session, payment, allocation, part, reason=reason, orders=orders, day=day)
+        for allocation, part in take_newest(live, amount, amount_of=lambda a: a.amount)
+    ]
 
 
 async def release(
@@ -290,9 +283,9 @@ async def release(
 
     A partial release lowers the allocation and keeps the released part as a row of its own;
     the event names the allocation reduced either way (see AllocationReleased)."""
-    was_applied = allocation.status == "applied"
+    was_applied = allocation.status == A.APPLIED
     if amount == allocation.amount:
-        allocation.status = "released"
+        allocation.status = A.RELEASED
         allocation.was_applied = was_applied
         allocation.reason = reason
         allocation.released_at = datetime.now(UTC)
@@ -308,7 +301,7 @@ async def release(
             order_id=allocation.order_id,
             customer_id=allocation.customer_id,
             amount=amount,
-            status="released",
+            status=A.RELEASED,
             was_applied=was_applied,
             reason=reason,
             released_at=datetime.now(UTC),
@@ -348,12 +341,14 @@ async def sync_totals(session: AsyncSession, payment: Payment) -> None:
     allocated = (
         await session.execute(
             select(func.coalesce(func.sum(Allocation.amount), 0)).where(
-                Allocation.payment_id == payment.id, Allocation.status != "released"
+                Allocation.payment_id == payment.id, Allocation.status != A.RELEASED
             )
         )
     ).scalar_one()
     payment.allocated = Decimal(allocated)
-    payment.unapplied = payment.amount - payment.refunded - payment.allocated
+    payment.unapplied = unapplied(
+        amount=payment.amount, refunded=payment.refunded, allocated=payment.allocated
+    )
 
 
 async def guard_order(session: AsyncSession, order_id: UUID) -> None:
@@ -389,22 +384,14 @@ async def _allocate(
     """Allocate to orders; `name` is how a refusal names the payment (its number if None)."""
     total = sum((r.amount for r in requests), ZERO)
     await sync_totals(session, payment)
-    if total > payment.unapplied:
-        raise OverAllocation(
-            f"allocations total {total}; {name or payment.number} has {payment.unapplied} "
-            "unapplied",
-            unapplied=str(payment.unapplied),
-        )
+    check_unapplied_covers(total, unapplied=payment.unapplied, name=name or payment.number)
     orders = await lock_orders(session, {r.order_id for r in requests})
     created: list[Allocation] = []
     for index, request in enumerate(requests):
         order = orders.get(request.order_id)
-        status = "pending"
-        if order is not None:
-            check_allocation(order, payment.customer_id, request.amount, f"{field}.{index}")
-            if order.status in ("confirmed", "fulfilled"):
-                status = "applied"
-                order.applied += request.amount
+        status = allocation_status(order, payment.customer_id, request.amount, f"{field}.{index}")
+        if order is not None and status == A.APPLIED:
+            order.applied += request.amount
         allocation = Allocation(
             payment_id=payment.id,
             order_id=request.order_id,
@@ -417,20 +404,6 @@ async def _allocate(
     await session.flush()
     await sync_totals(session, payment)
     return created
-
-
-def check_allocation(order: KnownOrder, customer_id: UUID, amount: Decimal, field: str) -> None:
-    """The rules an allocation to a known order must pass (409 otherwise)."""
-    if order.customer_id != customer_id:
-        raise Conflict(f"{field}: order {order.number} belongs to another customer", field=field)
-    if order.status in ("cancelled", "rejected"):
-        raise Conflict(f"{field}: order {order.number} is {order.status}", field=field)
-    if order.status in ("confirmed", "fulfilled") and amount > order.open_amount:
-        raise OverAllocation(
-            f"{field}: {amount} exceeds the {order.open_amount} still open on order {order.number}",
-            field=field,
-            open_amount=str(order.open_amount),
-        )
 
 
 def _emit_applied(session: AsyncSession, payment: Payment, applied: list[Allocation]) -> None:

@@ -151,7 +151,7 @@ class KafkaRelay:
 
     async def run(self) -> None:
         self._wake.clear()
-        waker = OutboxWaker(self.db, self._wake)
+        waker = OutboxWaker(self.db, self._wake, sources=(self.source,))
         await waker.start()
         backoff = Backoff()
         try:
@@ -488,7 +488,8 @@ class KafkaSubscriber:
                 self.health.unreachable(exc)
             elif not careful:
                 log.warning("subscription %s failed a batch, retrying one by one: %r", name, exc)
-                self._careful = self.batch_size
+                # Up to the failed batch's last record, then whole batches again.
+                self._careful = sum(len(records) for records in batches.values())
                 self.health.failed(exc, None)
                 await self._rewind(consumer)
                 return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from pydantic import ValidationError
@@ -70,6 +70,20 @@ async def locked_position(session: AsyncSession, *, schema: str, consumer: str, 
     ).scalar_one()
 
 
+async def stored_position(
+    session: AsyncSession, *, schema: str, consumer: str, source: str
+) -> int | None:
+    """The consumer's position in `source`, row-locked; None if it has none yet."""
+    offsets = common_tables(schema).consumer_offsets
+    return (
+        await session.execute(
+            select(offsets.c.position)
+            .where(offsets.c.consumer == consumer, offsets.c.source == source)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
 async def store_position(
     session: AsyncSession, *, schema: str, consumer: str, source: str, position: int
 ) -> None:
@@ -89,12 +103,22 @@ class OutboxWaker:
     since a notification may have been missed in between.
     """
 
-    def __init__(self, db: Database, wake: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        wake: asyncio.Event | None = None,
+        *,
+        sources: tuple[str, ...] | None = None,
+    ) -> None:
         self._db = db
         self._event = wake or asyncio.Event()
+        # Only notifications of these sources wake (all, when None): a commit to another
+        # schema's outbox has nothing for this reader.
+        self._sources = None if sources is None else frozenset(sources)
         self._conn: asyncpg.Connection | None = None
         self._lost = False
         self.connects = 0
+        self.notified: set[str] = set()
 
     @property
     def listening(self) -> bool:
@@ -119,8 +143,15 @@ class OutboxWaker:
         self._lost = False
         self.connects += 1
 
-    def _notified(self, *_: object) -> None:
-        self._event.set()
+    def _notified(self, _conn: object, _pid: int, _channel: str, source: str) -> None:
+        if self._sources is None or source in self._sources:
+            self.notified.add(source)
+            self._event.set()
+
+    def take_notified(self) -> set[str]:
+        """The sources notified since the last call."""
+        notified, self.notified = self.notified, set()
+        return notified
 
     def _terminated(self, *_: object) -> None:
         self._lost = True
@@ -131,6 +162,7 @@ class OutboxWaker:
             await self._reconnect()
             if self.listening:
                 self._event.clear()
+                self.notified |= self._sources or set()
                 return  # whatever was notified while nobody listened is read now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
@@ -159,9 +191,12 @@ class UnreadableEvent(Exception):
 class PostgresSubscriber:
     """Runs one subscription on the postgres transport until stopped (or cancelled).
 
-    A batch that fails is retried one event at a time, so that the event at fault is known
-    (and the events before it are applied); that event is retried with a backoff until it
-    applies, and after a few attempts the subscription reports itself stuck on it.
+    Woken by its own sources' notifications only, it reads just the sources that were
+    notified, after lingering a moment so that commits arriving close together are applied as
+    one batch. A batch that fails is retried one event at a time up to its last event, so
+    that the event at fault is known (and the events before it are applied); that event is
+    retried with a backoff until it applies, and after a few attempts the subscription
+    reports itself stuck on it.
     """
 
     def __init__(
@@ -169,8 +204,9 @@ class PostgresSubscriber:
         db: Database,
         subscription: Subscription,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         poll_seconds: float = 1.0,
+        linger_seconds: float = 0.0,
         on_batch: Callable[[str, int], None] | None = None,
         retry_most_seconds: float = RETRY_MOST_SECONDS,
     ) -> None:
@@ -178,13 +214,18 @@ class PostgresSubscriber:
         self.subscription = subscription
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.linger_seconds = linger_seconds
         self.on_batch = on_batch
         self.health = SubscriptionHealth(subscription.name)
         self.backoff = Backoff(most=retry_most_seconds)
         self.waker: OutboxWaker | None = None
-        # Per source: how many more events to apply one at a time after a batch failed.
+        # Per source: the last outbox id of a failed batch, up to which events are applied
+        # one at a time.
         self._careful: dict[str, int] = {}
         self._attempt: FailedEvent | None = None
+        self._batch_end: tuple[str, int] | None = None
+        # Sources whose position row exists: it is created once, not in every batch.
+        self._positioned: set[str] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -201,12 +242,13 @@ class PostgresSubscriber:
     async def step(self, source: str) -> int:
         """Apply the next batch from one source; returns how many events were read."""
         sub = self.subscription
-        careful = self._careful.get(source, 0) > 0
-        self._attempt = None
+        self._attempt = self._batch_end = None
         async with self.db.transaction() as session:
-            position = await locked_position(
-                session, schema=sub.schema, consumer=sub.name, source=source
-            )
+            position = await self._locked_position(session, source)
+            until = self._careful.get(source)
+            careful = until is not None and position < until
+            if until is not None and not careful:
+                del self._careful[source]  # past the failed batch: whole batches again
             self._attempt = FailedEvent(source, str(position + 1), None, None)
             rows = await read_outbox(
                 session, source=source, after=position, limit=1 if careful else self.batch_size
@@ -215,6 +257,7 @@ class PostgresSubscriber:
                 self._careful.pop(source, None)
                 self._attempt = None
                 return 0
+            self._batch_end = (source, rows[-1][0])
             if careful:
                 at, event = rows[0]
                 self._attempt = FailedEvent(source, str(at), event.event_id, event.type)
@@ -222,47 +265,75 @@ class PostgresSubscriber:
             await store_position(
                 session, schema=sub.schema, consumer=sub.name, source=source, position=rows[-1][0]
             )
-        self._attempt = None
-        if careful:
-            self._careful[source] -= 1
+        self._attempt = self._batch_end = None
         self.health.applied()
         if self.on_batch:
             self.on_batch(source, len(rows))
         return len(rows)
 
-    async def drain(self) -> int:
-        """Apply everything available now; returns how many events were read."""
+    async def _locked_position(self, session: AsyncSession, source: str) -> int:
+        sub = self.subscription
+        if source in self._positioned:
+            position = await stored_position(
+                session, schema=sub.schema, consumer=sub.name, source=source
+            )
+            if position is not None:
+                return position
+        position = await locked_position(
+            session, schema=sub.schema, consumer=sub.name, source=source
+        )
+        self._positioned.add(source)
+        return position
+
+    async def drain(self, sources: Iterable[str] | None = None) -> int:
+        """Apply everything available now from `sources` (all of the subscription's by
+        default); returns how many events were read."""
+        pending = list(sources or self.subscription.sources)
         total = 0
-        while not self._stopping.is_set():
-            read = 0
-            for source in self.subscription.sources:
-                read += await self.step(source)
-            total += read
-            if not read:
-                break
+        while pending and not self._stopping.is_set():
+            for source in list(pending):
+                read = await self.step(source)
+                total += read
+                if not read:
+                    pending.remove(source)
         self.health.idle()
         return total
 
     async def run(self) -> None:
         self._wake.clear()
-        waker = self.waker = OutboxWaker(self.db, self._wake)
+        sources = self.subscription.sources
+        waker = self.waker = OutboxWaker(self.db, self._wake, sources=sources)
         await waker.start()
         try:
             while not self._stopping.is_set():
                 try:
-                    await self.drain()
+                    await self.drain(sources)
                     self.backoff.reset()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    sources = self.subscription.sources
                     if self._failed(exc):
                         continue  # narrowed to one event at a time: try at once
                     await self.health.pause(self.backoff.next(), self._stopping)
                     continue
-                await waker.wait(self.poll_seconds)
+                sources = await self._next_sources(waker)
         finally:
             await waker.stop()
             self.health.stopped()
+
+    async def _next_sources(self, waker: OutboxWaker) -> tuple[str, ...]:
+        """Waits for a notification (or the poll interval); the sources to read next: the
+        notified ones, or all of them after a poll, a retry or a reconnect."""
+        await waker.wait(self.poll_seconds)
+        notified = waker.take_notified()
+        if notified and self.linger_seconds > 0 and not self._stopping.is_set():
+            await asyncio.sleep(self.linger_seconds)
+            notified |= waker.take_notified()
+            self._wake.clear()
+        return tuple(s for s in self.subscription.sources if s in notified) or (
+            self.subscription.sources
+        )
 
     def _failed(self, exc: Exception) -> bool:
         """Record a failure; True when the batch is to be retried at once, event by event."""
@@ -275,9 +346,12 @@ class PostgresSubscriber:
         if isinstance(exc, UnreadableEvent):
             attempt = FailedEvent(exc.source, str(exc.position), None, None)
         elif attempt is not None and attempt.event_id is None:
-            if self._careful.get(attempt.source, 0) <= 0:
+            batch_end, self._batch_end = self._batch_end, None
+            if attempt.source not in self._careful:
                 log.warning("subscription %s failed a batch of %s: %r", name, attempt.source, exc)
-                self._careful[attempt.source] = self.batch_size
+                self._careful[attempt.source] = (
+                    batch_end[1] if batch_end else int(attempt.position) - 1 + self.batch_size
+                )
                 self.health.failed(exc, None)
                 return True
             attempt = None  # failed before it read the event: nothing to blame

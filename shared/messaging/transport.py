@@ -33,6 +33,7 @@ def build_workers(
                 sub,
                 batch_size=settings.consumer_batch_size,
                 poll_seconds=settings.consumer_poll_seconds,
+                linger_seconds=settings.consumer_linger_seconds,
             )
             for sub in subscriptions
         ]

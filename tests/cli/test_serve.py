@@ -27,6 +27,10 @@ def test_serve_runs_one_service_with_its_own_schema(pg_server: str, tmp_path: Pa
             paths = httpx.get(f"{server.base_url}/openapi.json", timeout=10).json()["paths"]
             assert "/v1/orders" in paths
             assert not any(path.startswith("/v1/payments") for path in paths)
+            docs = httpx.get(f"{server.base_url}/docs", timeout=10).text
+            assert "/docs/assets/swagger-ui-bundle.js" in docs
+            assets = httpx.get(f"{server.base_url}/docs/assets/swagger-ui-bundle.js", timeout=10)
+            assert assets.status_code == 200
             assert "the orders service is listening" in server.output()
             assert server.stop(signal.SIGTERM) == 0, server.output()
 

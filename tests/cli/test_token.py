@@ -7,12 +7,14 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from fastapi import APIRouter, Depends
 
 from services import cli
 from shared.app import ServiceModule, create_app
 from shared.auth import ALGORITHM, Actor, Role, decode_token, require
 from shared.config import Settings
+from shared.errors import Unauthorized
 from tests.cli.conftest import RunCli
 
 SECRET = "a-configured-secret-long-enough-for-hs256"
@@ -94,3 +96,15 @@ async def test_token_authenticates_against_an_app_using_the_data_folder(
         assert response.json() == {"subject": "alice", "role": "finance"}
         assert await status(analyst) == 403
         assert await status(finance + "x") == 401
+
+
+def test_a_subject_no_column_could_hold_is_refused(run_cli: RunCli) -> None:
+    outcome = run_cli("token", "--role", "admin", "--subject", "x" * 101)
+    assert outcome.code == 2 and "1 to 100 characters" in outcome.err
+    too_long = jwt.encode(
+        {"sub": "x" * 101, "role": "admin", "iss": "salesbook", "exp": 4102444800},
+        SECRET,
+        algorithm=ALGORITHM,
+    )
+    with pytest.raises(Unauthorized, match="subject"):
+        decode_token(too_long, secret=SECRET)

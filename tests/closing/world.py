@@ -3,7 +3,6 @@ straightforward way, for checking the closing service against an independent rec
 
 from __future__ import annotations
 
-import calendar
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -12,6 +11,7 @@ from uuid import UUID
 
 from hypothesis import strategies as st
 
+from shared import ageing
 from shared.events.closing import ControlTotal, PeriodCutoff
 from shared.events.envelope import EventPayload
 from shared.events.orders import (
@@ -35,7 +35,6 @@ from shared.periods import Period
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
 MOVES = ("invoiced", "returned", "received", "refunded")
-BUCKETS = ("current", "d1_30", "d31_60", "d61_90", "over_90")
 
 
 @dataclass
@@ -49,36 +48,13 @@ class InvoiceFacts:
     credits: list[tuple[date, Decimal]] = field(default_factory=list)
     allocations: list[tuple[date, Decimal]] = field(default_factory=list)
 
-    def open_instalments(self, end: date) -> list[tuple[date, int, Decimal]]:
-        """(due date, seq, open amount) at `end`: allocations pay the oldest instalments,
-        credits take back the newest, and what neither reached is open."""
-        allocated = min(
-            max(sum((a for d, a in self.allocations if d <= end), ZERO), ZERO), self.gross
+    def on(self, end: date) -> ageing.Invoice:
+        """The invoice as ageing sees it at `end`: what was allocated and credited by then."""
+        return ageing.Invoice(
+            instalments=[ageing.Instalment(due, amount) for due, amount in self.instalments],
+            allocated=sum((a for d, a in self.allocations if d <= end), ZERO),
+            credited=sum((a for d, a in self.credits if d <= end), ZERO),
         )
-        credited = sum((a for d, a in self.credits if d <= end), ZERO)
-        ordered = sorted((due, seq, amount) for seq, (due, amount) in enumerate(self.instalments))
-        left = []
-        for due, seq, amount in ordered:
-            paid = min(amount, allocated)
-            allocated -= paid
-            left.append([due, seq, amount - paid])
-        for item in reversed(left):
-            taken = min(item[2], credited)
-            credited -= taken
-            item[2] -= taken
-        return [(due, seq, amount) for due, seq, amount in left]
-
-
-def bucket_of(days_late: int) -> str:
-    if days_late <= 0:
-        return "current"
-    if days_late <= 30:
-        return "d1_30"
-    if days_late <= 60:
-        return "d31_60"
-    if days_late <= 90:
-        return "d61_90"
-    return "over_90"
 
 
 def cents(n: int) -> Decimal:
@@ -125,23 +101,16 @@ class World:
     def expected_ageing(self, month: str, customer: UUID, closing: Decimal) -> dict[str, Decimal]:
         """The customer's closing balance by how late its open instalments are at month end:
         spare credit (unallocated payments) pays the oldest open instalments first."""
-        ageing = dict.fromkeys(BUCKETS, ZERO)
-        if closing <= ZERO:
-            return ageing
-        end = date(int(month[:4]), int(month[5:7]), month_days(month))
-        items = sorted(
-            (due, str(order_id), seq, amount)
-            for order_id, invoice in self.invoices.items()
-            if invoice.customer == customer and invoice.day <= end
-            for due, seq, amount in invoice.open_instalments(end)
+        end = Period.parse(month).last_day
+        return ageing.age_customer(
+            (
+                invoice.on(end)
+                for invoice in self.invoices.values()
+                if invoice.customer == customer and invoice.day <= end
+            ),
+            closing=closing,
+            on=end,
         )
-        spare = max(sum((item[3] for item in items), ZERO) - closing, ZERO)
-        for due, _, _, amount in items:
-            paid = min(amount, spare)
-            spare -= paid
-            ageing[bucket_of((end - due).days)] += amount - paid
-        ageing["current"] += closing - sum(ageing.values(), ZERO)
-        return ageing
 
     def cutoffs(self, month: str, close_id: UUID) -> list[tuple[EventPayload, str, str, None]]:
         now = datetime.now(UTC)
@@ -171,10 +140,6 @@ class World:
                 )
             )
         return out
-
-
-def month_days(month: str) -> int:
-    return calendar.monthrange(int(month[:4]), int(month[5:7]))[1]
 
 
 @st.composite

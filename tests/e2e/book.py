@@ -8,6 +8,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+from tests.support.totals import LineTotals
+
 ZERO = Decimal("0.00")
 MOVEMENTS = ("invoiced", "returned", "received", "refunded")
 BALANCE = ("opening", *MOVEMENTS, "closing")
@@ -50,7 +52,7 @@ class Line:
 
 
 @dataclass
-class Order:
+class Order(LineTotals):
     order_id: str
     customer_id: str
     lines: list[Line]
@@ -59,18 +61,6 @@ class Order:
     credited_net: Decimal = ZERO
     credited_tax: Decimal = ZERO
     paid: Decimal = ZERO
-
-    @property
-    def net(self) -> Decimal:
-        return sum((line.net for line in self.lines), ZERO)
-
-    @property
-    def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), ZERO)
-
-    @property
-    def gross(self) -> Decimal:
-        return self.net + self.tax
 
     @property
     def units(self) -> Decimal:

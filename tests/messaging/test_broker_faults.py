@@ -120,7 +120,12 @@ async def test_events_a_broker_lost_are_republished_and_the_month_closes(
                     )
                     waiting = await eventually(
                         lambda: client.get(f"/v1/closing/periods/{MONTH}", headers=FINANCE),
-                        lambda r: bool(r.json()["progress"] and r.json()["progress"]["mismatches"]),
+                        # Both sources' cutoffs in, and the ledger short of what orders says.
+                        lambda r: bool(
+                            r.json()["progress"]
+                            and r.json()["progress"]["mismatches"]
+                            and not r.json()["progress"]["waiting_for_cutoff"]
+                        ),
                         seconds=60,
                     )
                     assert waiting.json()["status"] == "closing"

@@ -13,24 +13,13 @@ import httpx
 import pytest
 
 from services.orders.app import module
-from shared.app import create_app
-from shared.config import Settings
-from tests.conftest import TEST_SECRET
+from tests.conftest import serving
 
 
 @pytest.fixture(scope="session")
 async def client(
     migrated: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        secret_key=TEST_SECRET,
-        data_dir=tmp_path_factory.mktemp("orders"),
-        consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    app = create_app([module()], settings=settings, database_url=migrated)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
-            yield client
+    data_dir = tmp_path_factory.mktemp("orders")
+    async with serving([module()], database_url=migrated, data_dir=data_dir) as client:
+        yield client

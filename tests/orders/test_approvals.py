@@ -149,6 +149,14 @@ async def test_credit_limit_holds_order_until_approved(client: httpx.AsyncClient
         None,
     )
     assert held["number"] in body["detail"]
+    # The answer says what happened and what comes next, in words.
+    for words in (
+        "was saved but not confirmed",
+        "over the credit limit of 1000.00",
+        "waits in status submitted",
+        f"/v1/orders/{held['id']}/approve",
+    ):
+        assert words in body["detail"], body["detail"]  # fmt: skip
 
     approved = ok(await act(client, held, "approve", APPROVER, {"reason": "good payer"}))
     assert approved["status"] == "confirmed"

@@ -156,7 +156,7 @@ async def test_locked_period_refuses_documents_dated_into_it(client: httpx.Async
             "business_date": "2020-03-31",
         }
         problem = assert_problem(
-            await client.post("/v1/orders", json=body, headers=POS), 409, "2020-03", "locked"
+            await client.post("/v1/orders", json=body, headers=POS), 409, "2020-03", "closed"
         )
         assert problem["period"] == "2020-03"
         # The neighbouring period is open; a return into the locked one is refused too.

@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.ageing import Instalment, age, bucket_of, open_instalments
+from shared.ageing import Instalment, Invoice, age, age_customer, bucket_of, open_instalments
 
 D = Decimal
 PLAN = [
@@ -74,3 +74,47 @@ def test_open_amounts_add_up(amounts, allocated_share, credited_share) -> None:
     opened = open_instalments(plan, allocated=allocated, credited=credited)
     assert sum((a for _, a in opened), D(0)) == gross - allocated - credited
     assert all(D(0) <= a <= i.amount for i, a in opened)
+
+
+def test_a_customer_in_credit_has_no_ageing() -> None:
+    invoice = Invoice(PLAN, allocated=D("0"), credited=D("0"))
+    aged = age_customer([invoice], closing=D("-5.00"), on=date(2026, 4, 15))
+    assert set(aged.values()) == {D("0.00")}
+
+
+def test_spare_credit_pays_the_oldest_open_instalments_and_the_rest_is_current() -> None:
+    invoice = Invoice(PLAN, allocated=D("0"), credited=D("0"))
+    # 339.00 open, 189.00 owed: 150.00 of unallocated payments pays the oldest first.
+    aged = age_customer([invoice], closing=D("189.00"), on=date(2026, 4, 15))
+    assert aged == {
+        "current": D("0.00"),
+        "d1_30": D("139.00"),
+        "d31_60": D("50.00"),
+        "d61_90": D("0.00"),
+        "over_90": D("0.00"),
+    }
+    # Owing more than any open instalment explains: the difference is current.
+    more = age_customer([invoice], closing=D("400.00"), on=date(2026, 4, 15))
+    assert more["current"] == D("61.00") and sum(more.values()) == D("400.00")
+
+
+@given(
+    invoices=st.lists(st.tuples(st.lists(cents, min_size=1, max_size=3), cents, cents), max_size=4),
+    closing=st.integers(min_value=-(10**6), max_value=10**8).map(lambda c: D(c) / 100),
+)
+def test_a_customers_buckets_add_up_to_its_closing_balance(invoices, closing) -> None:
+    on = date(2026, 6, 30)
+    aged = age_customer(
+        (
+            Invoice(
+                [Instalment(date(2026, 1, 1) + timedelta(days=40 * i), a) for i, a in enumerate(p)],
+                allocated=allocated,
+                credited=credited,
+            )
+            for p, allocated, credited in invoices
+        ),
+        closing=closing,
+        on=on,
+    )
+    assert sum(aged.values(), D(0)) == max(closing, D(0))
+    assert all(amount >= 0 for amount in aged.values())

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from decimal import Decimal
 
 from services.analytics.handlers import Batch, _on_submitted
 from shared.events.envelope import Event
-from shared.events.orders import OrderFacts, OrderSubmitted
-from shared.ids import new_id
+from shared.events.orders import OrderSubmitted
+from tests.support.documents import order_facts
 
 
 def submitted(*, at: datetime, business_date: date | None) -> Event:
-    facts = OrderFacts(
-        order_id=new_id(),
-        number="SO-1",
-        customer_id=new_id(),
-        customer_name="c",
-        region=None,
-        segment=None,
-        channel="pos",
-        salesperson=None,
-        created_by="pos",
-        lines=[],
-        net=Decimal("0.00"),
-        tax=Decimal("0.00"),
-        gross=Decimal("0.00"),
-    )
+    facts = order_facts()
     payload = OrderSubmitted(
         order=facts, submitted_at=at, approvals_required=0, business_date=business_date
     )

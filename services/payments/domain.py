@@ -1,0 +1,164 @@
+"""The rules of payments as plain Python, free of I/O: allocation statuses and the moves
+between them, whether an allocation may be made and whether it applies at once, how a
+refund splits between unapplied credit and released allocations, and which allocations a
+release takes, newest first.
+
+    pending ──(order confirmed)──► applied
+       │                             │
+       └──────────► released ◄───────┘   (refund, order cancelled or rejected, credit note)
+
+A payment's amount = allocated + unapplied + refunded, where `allocated` counts applied and
+pending allocations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol, TypeVar
+from uuid import UUID
+
+from shared.errors import Conflict
+
+ZERO = Decimal("0.00")
+
+T = TypeVar("T")
+
+
+class AllocationStatus(StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    RELEASED = "released"
+
+
+A = AllocationStatus
+
+TRANSITIONS: dict[AllocationStatus, frozenset[AllocationStatus]] = {
+    A.PENDING: frozenset({A.APPLIED, A.RELEASED}),
+    A.APPLIED: frozenset({A.RELEASED}),
+    A.RELEASED: frozenset(),
+}
+
+LIVE = (A.PENDING, A.APPLIED)
+"""Statuses of an allocation that still holds part of its payment."""
+
+INVOICED = ("confirmed", "fulfilled")
+"""Order statuses in which an allocation applies to the order's invoice."""
+
+ENDED = ("cancelled", "rejected")
+"""Order statuses that take no allocation."""
+
+
+class OverAllocation(Conflict):
+    title = "Over-allocation"
+
+
+class OverRefund(Conflict):
+    title = "Over-refund"
+
+
+class KnownOrderTerms(Protocol):
+    """What payments knows of an order to judge an allocation to it."""
+
+    @property
+    def customer_id(self) -> UUID: ...
+
+    @property
+    def number(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def open_amount(self) -> Decimal: ...
+
+
+def check_allocation(
+    order: KnownOrderTerms, customer_id: UUID, amount: Decimal, field: str
+) -> None:
+    """The rules an allocation to a known order must pass (409 otherwise)."""
+    if order.customer_id != customer_id:
+        raise Conflict(f"{field}: order {order.number} belongs to another customer", field=field)
+    if order.status in ENDED:
+        raise Conflict(f"{field}: order {order.number} is {order.status}", field=field)
+    if order.status in INVOICED and amount > order.open_amount:
+        raise OverAllocation(
+            f"{field}: {amount} exceeds the {order.open_amount} still open on order {order.number}",
+            field=field,
+            open_amount=str(order.open_amount),
+        )
+
+
+def allocation_status(
+    order: KnownOrderTerms | None, customer_id: UUID, amount: Decimal, field: str
+) -> AllocationStatus:
+    """A new allocation applies at once to an invoiced order and waits (pending) for an order
+    not yet known or not yet confirmed; one the rules refuse raises (409)."""
+    if order is None:
+        return A.PENDING
+    check_allocation(order, customer_id, amount, field)
+    return A.APPLIED if order.status in INVOICED else A.PENDING
+
+
+def check_unapplied_covers(total: Decimal, *, unapplied: Decimal, name: str) -> None:
+    """Allocations together may take at most the payment's unapplied credit (409)."""
+    if total > unapplied:
+        raise OverAllocation(
+            f"allocations total {total}; {name} has {unapplied} unapplied",
+            unapplied=str(unapplied),
+        )
+
+
+def unapplied(*, amount: Decimal, refunded: Decimal, allocated: Decimal) -> Decimal:
+    """What of a payment is neither allocated nor refunded."""
+    return amount - refunded - allocated
+
+
+def allocated(allocations: Iterable[tuple[str, Decimal]]) -> Decimal:
+    """The sum of the live allocations among (status, amount) pairs."""
+    return sum((amount for status, amount in allocations if status in LIVE), ZERO)
+
+
+@dataclass(frozen=True)
+class RefundSplit:
+    """Where a refund's money comes from: unapplied credit first, then released allocations."""
+
+    from_unapplied: Decimal
+    to_release: Decimal
+
+
+def split_refund(
+    *,
+    amount: Decimal,
+    payment_amount: Decimal,
+    refunded: Decimal,
+    unapplied: Decimal,
+    number: str,
+) -> RefundSplit:
+    """Split a refund of `amount`; more than the payment has left to refund is 409."""
+    refundable = payment_amount - refunded
+    if amount > refundable:
+        raise OverRefund(
+            f"refund {amount} exceeds what is refundable on {number}: {refundable}",
+            refundable=str(refundable),
+        )
+    from_unapplied = min(unapplied, amount)
+    return RefundSplit(from_unapplied=from_unapplied, to_release=amount - from_unapplied)
+
+
+def take_newest(
+    newest_first: Iterable[T], amount: Decimal, *, amount_of: Callable[[T], Decimal]
+) -> list[tuple[T, Decimal]]:
+    """The parts of `amount` taken from items in the order given (newest first): each item
+    whole until the last, which gives only what is still needed."""
+    parts: list[tuple[T, Decimal]] = []
+    remaining = amount
+    for item in newest_first:
+        if remaining <= ZERO:
+            break
+        part = min(amount_of(item), remaining)
+        parts.append((item, part))
+        remaining -= part
+    return parts

@@ -1,0 +1,145 @@
+"""What the API accepts (SPEC §9), in one place: the bounds of quantities and amounts, text
+without NUL, periods and dates within the years the books can hold, integers a column can
+hold, and decimals sent as JSON strings.
+
+Why these bounds are enough downstream: an amount of one document is at most
+1,000,000,000.00, and the narrowest money column a sum of them reaches is NUMERIC(18, 2)
+(up to 9,999,999,999,999,999.99), so a per-customer, per-period or per-account sum would
+need ten million maximal documents to overflow; a quantity is at most 1,000,000 and a line
+or an order is refused before its amount passes the amount bound. Unit sums
+(NUMERIC(18, 3)) take a billion maximal lines. tests/test_strict_input.py holds every
+NUMERIC column of the migrated schemas to at least a million maximal documents.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
+
+from shared.money import Money, Quantity, Rate
+from shared.periods import Period
+
+MAX_QUANTITY = Decimal("1000000")
+"""The most units of a product one line may carry (at most three decimals)."""
+MAX_AMOUNT = Decimal("1000000000.00")
+"""The most one unit price, discount, line, order, instalment, payment, allocation, refund,
+write-off or target may amount to."""
+MIN_YEAR = Period.FIRST_YEAR
+MAX_YEAR = Period.LAST_YEAR
+INT32_MAX = 2**31 - 1
+"""The largest integer a query parameter may carry (versions and counts are int4 columns)."""
+
+PERIOD_PATTERN = r"^2[0-9]{3}-(0[1-9]|1[0-2])$"
+"""YYYY-MM with ASCII digits in the years the books hold ([0-9], never \\d: in the schema
+validator \\d matches any script's digits)."""
+_PERIOD = re.compile(PERIOD_PATTERN)
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; refuse it here rather than fail in the driver."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> Any:
+    """A text field of at most `max_length` characters without NUL."""
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        AfterValidator(no_nul),
+    ]
+
+
+def _year_in_range(year: int) -> bool:
+    return MIN_YEAR <= year <= MAX_YEAR
+
+
+def _check_date(value: date) -> date:
+    if not _year_in_range(value.year):
+        raise ValueError(f"must be a date in the years {MIN_YEAR} to {MAX_YEAR}")
+    return value
+
+
+def _check_moment(value: datetime) -> datetime:
+    # Both the time as written and its UTC instant: 0001-01-01T00:00:00+14:00 is year 0 in UTC.
+    years = {value.year}
+    if value.tzinfo is not None and value.utcoffset() is not None:
+        years.add((value.replace(tzinfo=None) - value.utcoffset()).year)  # type: ignore[operator]
+    if not all(_year_in_range(y) for y in years):
+        raise ValueError(f"must be a time in the years {MIN_YEAR} to {MAX_YEAR}")
+    return value
+
+
+def _before_moment(raw: Any) -> Any:
+    # datetime.min with an offset cannot even be turned into UTC; say so as a range error.
+    if isinstance(raw, str) and raw[:4].isascii() and raw[:4].isdigit():
+        if not _year_in_range(int(raw[:4])):
+            raise ValueError(f"must be a time in the years {MIN_YEAR} to {MAX_YEAR}")
+    return raw
+
+
+_IN_YEARS = r"^2[0-9]{3}-"  # what the schema can say of 2000-2999
+
+BusinessDate = Annotated[
+    date,
+    AfterValidator(_check_date),
+    WithJsonSchema({"type": "string", "format": "date", "pattern": _IN_YEARS}),
+]
+"""A calendar date in the years the books hold."""
+Moment = Annotated[
+    datetime,
+    BeforeValidator(_before_moment),
+    AfterValidator(_check_moment),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _IN_YEARS}),
+]
+"""A point in time in the years the books hold."""
+
+
+def is_period(value: str) -> bool:
+    return bool(_PERIOD.match(value))
+
+
+def _check_period(value: str) -> str:
+    if not is_period(value):
+        raise ValueError(
+            f"must be a month written YYYY-MM (ASCII digits) in the years {MIN_YEAR} to {MAX_YEAR}"
+        )
+    return value
+
+
+PeriodText = Annotated[
+    str,
+    AfterValidator(_check_period),
+    WithJsonSchema({"type": "string", "pattern": PERIOD_PATTERN, "examples": ["2026-11"]}),
+]
+"""An accounting month as a request writes it, YYYY-MM (`Period.parse` reads it)."""
+
+
+def _strict_decimal(raw: Any) -> Any:
+    # A JSON number has already lost what the client meant (12.34 may arrive as
+    # 12.339999...); amounts travel as strings. Decimal is what the code itself passes.
+    if isinstance(raw, bool | int | float):
+        raise ValueError('must be a decimal string such as "12.50", not a JSON number')
+    return raw
+
+
+_STRICT = BeforeValidator(_strict_decimal)
+
+Amount = Annotated[Money, _STRICT, Field(ge=0, le=MAX_AMOUNT)]
+"""An amount in a request body: a string, 0 to 1,000,000,000.00."""
+PositiveAmount = Annotated[Money, _STRICT, Field(gt=0, le=MAX_AMOUNT)]
+"""An amount in a request body that must be more than zero."""
+PositiveQuantity = Annotated[Quantity, _STRICT, Field(gt=0, le=MAX_QUANTITY)]
+"""A quantity in a request body: a string, more than 0 and at most 1,000,000."""
+TaxRate = Annotated[Rate, _STRICT, Field(ge=0, le=1)]
+"""A rate in a request body: a string from 0 to 1."""
+StrictMoney = Annotated[Money, _STRICT]
+"""An amount in a request body with bounds of its own."""
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+"""An ISO 4217 currency code."""

@@ -1,0 +1,480 @@
+"""SPEC §9 at the door of every service: bounds, periods and dates, NUL, integer ranges,
+strict JSON and query strings. What would not fit downstream is 422, never a 500 nor an
+event a consumer cannot apply; what is accepted at the bounds reaches every consumer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.registry import all_modules
+from shared.config import Settings
+from shared.db import Database
+from shared.limits import MAX_AMOUNT, MAX_QUANTITY
+from tests.conftest import AppClient, auth, serving
+from tests.orders.factories import (
+    FINANCE,
+    POS,
+    SALES,
+    assert_problem,
+    make_customer,
+    make_order,
+    make_product,
+    ok,
+)
+from tests.support.waiting import eventually
+
+ADMIN = auth("admin", "root")
+ANALYST = auth("analyst", "ana")
+MAX = str(MAX_AMOUNT)
+
+
+@pytest.fixture(scope="module")
+async def client(
+    migrated: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    data_dir = tmp_path_factory.mktemp("strict")
+    async with serving(all_modules(), database_url=migrated, data_dir=data_dir) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def world(client: httpx.AsyncClient) -> dict[str, Any]:
+    customer = await make_customer(client)
+    order = await make_order(client, customer=customer, submit=True)
+    payment = ok(
+        await client.post(
+            "/v1/payments",
+            json={"customer_id": customer["id"], "amount": "10.00", "method": "cash"},
+            headers=POS,
+        ),
+        201,
+    )
+    return {"customer": customer, "order": order, "payment": payment}
+
+
+def fields_of(problem: dict[str, Any]) -> set[str]:
+    return {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
+
+
+def refused(response: httpx.Response, field: str, *words: str) -> dict[str, Any]:
+    """422 problem+json naming `field`, with every word in the detail."""
+    body = assert_problem(response, 422, field, *words)
+    assert field in fields_of(body), body
+    return body
+
+
+# Bounds -------------------------------------------------------------------------------------
+
+
+async def test_an_order_beyond_the_bounds_is_refused(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client)
+    cheap = await make_product(client, unit_price="1.00", tax_rate="0")
+    dear = await make_product(client, unit_price=MAX, tax_rate="0")
+    taxed = await make_product(client, unit_price="900000000.00", tax_rate="0.13")
+
+    def order(*lines: dict[str, Any]) -> dict[str, Any]:
+        return {"customer_id": customer["id"], "channel": "pos", "lines": list(lines)}
+
+    huge = {"sku": cheap["sku"], "quantity": "1000000", "unit_price": MAX}
+    cases = [
+        (order(*[huge] * 10), "lines.0", "at most 1000000000.00"),
+        (order({"sku": cheap["sku"], "quantity": "1000000.001"}), "lines.0.quantity", "1000000"),
+        (order({"sku": cheap["sku"], "quantity": "1", "unit_price": "1000000000.01"}),
+         "lines.0.unit_price", "1000000000.00"),
+        (order({"sku": cheap["sku"], "quantity": "1", "discount": "1000000000.01"}),
+         "lines.0.discount", "1000000000.00"),
+        (order({"sku": taxed["sku"], "quantity": "1"}), "lines.0", "with tax"),
+        (order({"sku": dear["sku"], "quantity": "1"}, {"sku": cheap["sku"], "quantity": "1"}),
+         "lines", "an order may come to at most 1000000000.00"),
+        (order({"sku": cheap["sku"], "quantity": 2}), "lines.0.quantity", "not a JSON number"),
+        (order({"sku": cheap["sku"], "quantity": "1", "unit_price": 1.5}),
+         "lines.0.unit_price", "not a JSON number"),
+    ]  # fmt: skip
+    for body, field, words in cases:
+        refused(await client.post("/v1/orders", json=body, headers=POS), field, words)
+    product = {"sku": "X-1", "name": "x", "unit_price": "1.00", "tax_rate": 0.13}
+    refused(await client.post("/v1/products", json=product, headers=SALES), "tax_rate")
+    product |= {"tax_rate": "0.13", "unit_price": "1000000000.01"}
+    refused(await client.post("/v1/products", json=product, headers=SALES), "unit_price")
+
+
+async def test_payments_refunds_and_targets_beyond_the_bounds_are_refused(
+    client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    customer, payment = world["customer"]["id"], world["payment"]["id"]
+
+    def pay(**changes: Any) -> dict[str, Any]:
+        return {"customer_id": customer, "amount": "1.00", "method": "cash", **changes}
+
+    for body, field in [
+        (pay(amount="9999999999999999.99"), "amount"),
+        (pay(amount="1000000000.01"), "amount"),
+        (pay(amount=12.34), "amount"),
+        (pay(amount=12), "amount"),
+        (pay(allocations=[{"order_id": world["order"]["id"], "amount": "1e10"}]),
+         "allocations.0.amount"),
+    ]:  # fmt: skip
+        refused(await client.post("/v1/payments", json=body, headers=POS), field)
+    refunds = f"/v1/payments/{payment}/refunds"
+    refused(await client.post(refunds, json={"amount": "1e12"}, headers=FINANCE), "amount")
+    refused(await client.post(refunds, json={"amount": 1}, headers=FINANCE), "amount")
+    allocations = f"/v1/payments/{payment}/allocations"
+    body = {"order_id": world["order"]["id"], "amount": "99999999999999.00"}
+    refused(await client.post(allocations, json=body, headers=POS), "amount")
+    for target, field in [
+        ({"amount": "1000000000.01"}, "targets.0.amount"),
+        ({"amount": 100}, "targets.0.amount"),
+        ({"salesperson": "x" * 101}, "targets.0.salesperson"),
+        ({"period": "0000-01"}, "targets.0.period"),
+    ]:
+        body = {"targets": [{"salesperson": "sally", "period": "2026-01", "amount": "1.00"}]}
+        body["targets"][0] |= target
+        refused(await client.put("/v1/analytics/targets", json=body, headers=FINANCE), field)
+
+
+async def test_figures_at_the_bounds_reach_every_consumer(client: httpx.AsyncClient) -> None:
+    """The largest order and payment accepted are applied by payments, closing and analytics:
+    no consumer is left retrying an overflow."""
+    customer = await make_customer(client)
+    product = await make_product(client, unit_price="1000.00", tax_rate="0")
+    line = {"sku": product["sku"], "quantity": "1000000"}  # 1,000,000 × 1000.00 = the bound
+    order = await make_order(client, customer=customer, lines=[line], submit=True)
+    assert order["gross"] == MAX
+    if order["status"] != "confirmed":  # held by an approval threshold: approve it
+        for approver in ("ann", "abe", "amy"):
+            answer = await client.post(
+                f"/v1/orders/{order['id']}/approve", headers=auth("approver", approver)
+            )
+            if answer.json().get("status") == "confirmed":
+                break
+    paid = {"customer_id": customer["id"], "amount": MAX, "method": "bank_transfer"}
+    paid["allocations"] = [{"order_id": order["id"], "amount": MAX}]
+    payment = ok(await client.post("/v1/payments", json=paid, headers=FINANCE), 201)
+    assert payment["amount"] == MAX
+
+    async def lifetime() -> dict[str, Any]:
+        answer = await client.get(
+            f"/v1/analytics/customers/{customer['id']}/lifetime", headers=ANALYST
+        )
+        return answer.json() if answer.status_code == 200 else {}
+
+    seen = await eventually(lifetime, lambda b: b.get("paid") == MAX, seconds=30)
+    assert Decimal(seen["gross"]) == MAX_AMOUNT
+
+    async def read_order() -> dict[str, Any]:
+        return ok(await client.get(f"/v1/orders/{order['id']}", headers=FINANCE))
+
+    settled = await eventually(read_order, lambda o: o["paid"] == MAX, seconds=30)
+    assert settled["outstanding"] == "0.00"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+
+
+async def test_every_figure_column_holds_a_million_documents_at_the_bounds(
+    migrated: str,
+) -> None:
+    """The bound argument of shared/limits.py, checked against the migrated schemas: every
+    NUMERIC column of every service (sums per customer, period, account, day) holds at
+    least a million documents of the largest amount, or a million lines of the most units."""
+    db = Database(migrated)
+    try:
+        async with db.sessions() as session:
+            columns = (
+                await session.execute(
+                    text(
+                        "SELECT table_schema, table_name, column_name, numeric_precision, "
+                        "numeric_scale FROM information_schema.columns WHERE data_type = "
+                        "'numeric' AND table_schema = ANY(:schemas)"
+                    ),
+                    {"schemas": ["orders", "payments", "closing", "analytics"]},
+                )
+            ).all()
+    finally:
+        await db.dispose()
+    assert len(columns) > 50
+    for schema, table, column, precision, scale in columns:
+        if precision is None:  # a view's column, or NUMERIC without a bound
+            continue
+        capacity = Decimal(10) ** (precision - scale)
+        largest = {2: MAX_AMOUNT, 3: MAX_QUANTITY}.get(scale)
+        if largest is None:  # a rate
+            assert scale == 4 and capacity >= 1, (schema, table, column)
+            continue
+        assert capacity >= largest * 10**6, (schema, table, column, precision, scale)
+
+
+async def test_a_target_of_the_longest_salesperson_is_kept_and_audited(
+    client: httpx.AsyncClient,
+) -> None:
+    name = "长" * 100  # the 73-100 character names once overflowed the audit's entity id
+    body = {"targets": [{"salesperson": name, "period": "2026-02", "amount": MAX}]}
+    saved = ok(await client.put("/v1/analytics/targets", json=body, headers=FINANCE))
+    assert [(t["salesperson"], t["target"]) for t in saved] == [(name, MAX)]
+    log = ok(
+        await client.get(
+            "/v1/analytics/audit", params={"entity": "target", "entity_id": "2026-02"},
+            headers=ADMIN,
+        )
+    )["items"]  # fmt: skip
+    assert {"salesperson": name, "amount": MAX} in [e["details"] for e in log]
+
+
+# Text, periods, dates and integers ------------------------------------------------------------
+
+
+async def test_nul_in_any_text_is_422(client: httpx.AsyncClient, world: dict[str, Any]) -> None:
+    customer, payment = world["customer"]["id"], world["payment"]["id"]
+    bodies = [
+        ("/v1/payments", {"customer_id": customer, "amount": "1.00", "method": "cash",
+                          "reference": "a\x00"}, POS, "reference"),
+        (f"/v1/payments/{payment}/refunds", {"amount": "1.00", "reason": "a\x00"}, FINANCE,
+         "reason"),
+        ("/v1/closing/periods/2024-01/reopen", {"reason": "why\x00"}, ADMIN, "reason"),
+    ]  # fmt: skip
+    for url, body, headers, field in bodies:
+        refused(await client.post(url, json=body, headers=headers), field, "NUL")
+    target = {"targets": [{"salesperson": "a\x00", "period": "2026-01", "amount": "1.00"}]}
+    refused(
+        await client.put("/v1/analytics/targets", json=target, headers=FINANCE),
+        "targets.0.salesperson",
+        "NUL",
+    )
+    span = {"from": "2026-01-01", "to": "2026-01-31"}
+    queries = [
+        *[(f"/v1/{service}/audit", {name: "a\x00"}, ADMIN)
+          for service in ("orders", "payments", "closing", "analytics")
+          for name in ("entity", "entity_id")],
+        *[("/v1/analytics/sales", span | {name: "a\x00"}, ANALYST)
+          for name in ("salesperson", "sku", "channel", "region", "category")],
+        ("/v1/orders", {"salesperson": "a\x00"}, SALES),
+    ]  # fmt: skip
+    for url, params, headers in queries:
+        name = next(k for k, v in params.items() if "\x00" in v)
+        refused(await client.get(url, params=params, headers=headers), name, "NUL")
+    # A cursor that decodes to text with NUL ("k\0a"): no key the API pages by holds one.
+    sales = span | {"group_by": "salesperson", "cursor": "awBh"}
+    refused(await client.get("/v1/analytics/sales", params=sales, headers=ANALYST), "cursor")
+    refused(await client.get("/v1/orders", params={"cursor": "AA"}, headers=SALES), "cursor")
+
+
+async def test_a_dispute_refuses_nul(client: httpx.AsyncClient) -> None:
+    statement = "01900000-0000-7000-8000-000000000000"
+    url = f"/v1/closing/statements/{statement}/dispute"
+    for body, field in [
+        ({"reason": "wrong\x00", "documents": ["INV-2026-000001"]}, "reason"),
+        ({"reason": "wrong", "documents": ["INV\x00"]}, "documents.0"),
+    ]:
+        refused(await client.post(url, json=body, headers=FINANCE), field, "NUL")
+
+
+PERIOD_URLS = [
+    ("post", "/v1/closing/periods/{p}/close", FINANCE),
+    ("get", "/v1/closing/periods/{p}", FINANCE),
+    ("get", "/v1/closing/periods/{p}/reconciliation", FINANCE),
+    ("get", "/v1/closing/periods/{p}/trial-balance", FINANCE),
+    ("get", "/v1/closing/periods/{p}/balances", FINANCE),
+    ("get", "/v1/closing/periods/{p}/verify", FINANCE),
+]
+
+
+@pytest.mark.parametrize("period", ["0000-01", "9999-12", "1999-12", "3000-01", "٢٠٢٦-11"])
+async def test_periods_outside_the_books_are_422(client: httpx.AsyncClient, period: str) -> None:
+    for method, url, headers in PERIOD_URLS:
+        answer = await client.request(method.upper(), url.format(p=period), headers=headers)
+        refused(answer, "period", "YYYY-MM")
+    for url, headers in [
+        ("/v1/orders", SALES),
+        ("/v1/payments", SALES),
+        ("/v1/closing/statements", FINANCE),
+        ("/v1/analytics/targets/attainment", ANALYST),
+    ]:
+        answer = await client.get(url, params={"period": period}, headers=headers)
+        refused(answer, "period", "YYYY-MM")
+
+
+async def test_dates_outside_the_books_are_422(
+    client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    customer = world["customer"]["id"]
+    for params in [
+        {"metric": "revenue", "interval": "month", "from": "9999-01-01", "to": "9999-12-31"},
+        {"metric": "revenue", "interval": "day", "from": "0001-01-01", "to": "9999-12-31"},
+    ]:
+        refused(await client.get("/v1/analytics/trend", params=params, headers=ANALYST), "from")
+    for url, params, field in [
+        ("/v1/analytics/ar-ageing", {"as_of": "9999-12-31"}, "as_of"),
+        ("/v1/analytics/sales", {"from": "0001-01-01", "to": "2026-01-01"}, "from"),
+        ("/v1/analytics/kpis", {"from": "2026-01-01", "to": "3000-01-01"}, "to"),
+        ("/v1/analytics/top", {"from": "1999-12-31"}, "from"),
+        (f"/v1/closing/customers/{customer}/statement",
+         {"from": "0001-01-01", "to": "2026-01-01"}, "from"),
+    ]:  # fmt: skip
+        refused(await client.get(url, params=params, headers=FINANCE), field, "2000 to 2999")
+    for received_at in ("0001-01-01T00:00:00+14:00", "1999-12-31T23:59:59Z"):
+        body = {"customer_id": customer, "amount": "1.00", "method": "cash"}
+        answer = await client.post("/v1/payments", json=body | {"received_at": received_at},
+                                   headers=POS)  # fmt: skip
+        refused(answer, "received_at", "2000 to 2999")
+    refund = {"amount": "1.00", "business_date": "0001-01-01"}
+    answer = await client.post(
+        f"/v1/payments/{world['payment']['id']}/refunds", json=refund, headers=FINANCE
+    )
+    refused(answer, "business_date", "2000 to 2999")
+    product = await make_product(client)
+    order = {"customer_id": customer, "channel": "pos", "business_date": "1999-12-31"}
+    order["lines"] = [{"sku": product["sku"], "quantity": "1"}]
+    refused(await client.post("/v1/orders", json=order, headers=POS), "business_date")
+
+
+async def test_integers_have_bounds(client: httpx.AsyncClient) -> None:
+    big = 2**31
+    for url, params, field in [
+        ("/v1/closing/periods/2024-01/versions/diff", {"from": big, "to": 1}, "from"),
+        ("/v1/closing/periods/2024-01/versions/diff", {"from": 1, "to": big}, "to"),
+        ("/v1/closing/periods/2024-01/balances", {"version": big}, "version"),
+        ("/v1/orders", {"limit": big}, "limit"),
+        ("/v1/analytics/top", {"limit": big}, "limit"),
+    ]:
+        refused(await client.get(url, params=params, headers=FINANCE), field, "less than")
+    answer = await client.get(
+        "/v1/closing/periods/2024-01/balances", params={"min_closing": "1e400"}, headers=FINANCE
+    )
+    refused(answer, "min_closing")
+
+
+# Strict requests ------------------------------------------------------------------------------
+
+
+async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> None:
+    for url, params, headers in [
+        ("/v1/orders", {"number": "SO-2026-000003"}, SALES),
+        ("/v1/payments", {"number": "PAY-2026-000001"}, SALES),
+        ("/v1/analytics/ar-ageing", {"from": "2026-01-01"}, ANALYST),
+        ("/v1/closing/periods", {"status": "open"}, FINANCE),
+        ("/v1/orders/audit", {"actor": "me"}, ADMIN),
+        ("/healthz", {"verbose": "1"}, {}),
+    ]:
+        name = next(iter(params))
+        body = refused(await client.get(url, params=params, headers=headers), name)
+        assert "unknown query parameter" in body["detail"]
+    # A page for browsers takes what a browser adds (a cache-buster) and ignores it.
+    answer = await client.get("/v1/analytics/dashboard", params={"v": "2"})
+    assert answer.status_code == 200
+    # Authentication and roles answer first: the caller learns nothing of the parameters.
+    assert (await client.get("/v1/orders", params={"number": "x"})).status_code == 401
+    answer = await client.get("/v1/orders/audit", params={"number": "x"}, headers=SALES)
+    assert answer.status_code == 403
+
+
+async def test_unreadable_bodies_are_the_malformed_json_problem(client: httpx.AsyncClient) -> None:
+    json_type = SALES | {"Content-Type": "application/json"}
+    for content in (
+        b'{"name": "\xff\xfe"}',  # not UTF-8
+        b"[" * 1000 + b"]" * 1000,
+        b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+        b'{"name": ',
+    ):
+        answer = await client.post("/v1/customers", content=content, headers=json_type)
+        body = refused(answer, "body", "malformed JSON")
+        assert body["errors"] == [{"field": "body", "message": body["detail"][len("body: ") :]}]
+
+
+async def test_405_names_the_allowed_methods(client: httpx.AsyncClient, world) -> None:
+    for method, url, allowed in [
+        ("DELETE", "/v1/orders", "GET, POST"),
+        ("DELETE", f"/v1/customers/{world['customer']['id']}", "GET, PATCH"),
+        ("GET", "/v1/analytics/targets", "PUT"),
+    ]:
+        answer = await client.request(method, url, headers=ADMIN)
+        assert_problem(answer, 405)
+        assert answer.headers["Allow"] == allowed
+
+
+async def test_date_times_read_back_with_their_offset(
+    client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    body = {"customer_id": world["customer"]["id"], "amount": "1.00", "method": "cash"}
+    for sent, instant in [
+        ("2026-01-02T08:30:00+08:00", "2026-01-02T00:30:00Z"),
+        ("2026-01-02T00:30:00", "2026-01-02T00:30:00Z"),  # no offset: UTC
+    ]:
+        payment = ok(
+            await client.post("/v1/payments", json=body | {"received_at": sent}, headers=POS), 201
+        )
+        assert payment["received_at"] == instant
+        again = ok(await client.get(f"/v1/payments/{payment['id']}", headers=SALES))
+        assert again["received_at"] == instant
+        assert again["created_at"].endswith("Z")
+
+
+# Messages -------------------------------------------------------------------------------------
+
+
+async def test_messages_a_person_reads(client: httpx.AsyncClient, world: dict[str, Any]) -> None:
+    product = await make_product(client)
+    line = {"sku": product["sku"], "quantity": "2000000"}
+    order = {"customer_id": world["customer"]["id"], "channel": "pos", "lines": [line]}
+    body = refused(await client.post("/v1/orders", json=order, headers=POS), "lines.0.quantity")
+    assert "1000000" in body["detail"] and "Decimal" not in body["detail"]
+    body = refused(
+        await client.post("/v1/customers", json={"name": "a\x00"}, headers=SALES), "name"
+    )
+    assert "Value error" not in body["detail"]
+    assert all("Value error" not in e["message"] for e in body["errors"])
+
+    order = await make_order(client, quantity="3", submit=True)
+    url = f"/v1/orders/{order['id']}/returns"
+    sku = order["lines"][0]["sku"]
+    ok(await client.post(url, json={"lines": [{"sku": sku, "quantity": "1"}]}, headers=POS), 201)
+    too_many = await client.post(url, json={"lines": [{"sku": sku, "quantity": "5"}]}, headers=POS)
+    problem = assert_problem(too_many, 409, "5 of", "only 2 can still be returned")
+    assert problem["returnable"] == "2"
+
+
+async def test_audit_records_amounts_as_decimal_strings(
+    client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    answer = await client.get(
+        "/v1/payments/audit", params={"entity_id": world["payment"]["id"]}, headers=ADMIN
+    )
+    entries = ok(answer)["items"]
+    assert [e["details"]["amount"] for e in entries] == ["10.00"]
+
+
+async def test_csv_booleans_are_true_and_false(
+    client: httpx.AsyncClient, world: dict[str, Any]
+) -> None:
+    params = {"metric": "revenue", "interval": "month", "from": "2026-01-01", "to": "2026-03-31"}
+    answer = await client.get(
+        "/v1/analytics/trend",
+        params=params | {"forecast": 2},
+        headers=ANALYST | {"Accept": "text/csv"},
+    )
+    assert answer.status_code == 200, answer.text
+    forecast = [row.rsplit(",", 1)[-1].strip() for row in answer.text.splitlines()[1:]]
+    assert set(forecast) == {"true", "false"}, answer.text
+
+
+async def test_a_payment_whose_business_date_falls_before_2000_is_refused(
+    app_client: AppClient, settings: Settings
+) -> None:
+    """In a business time zone behind UTC, 2000-01-01T03:00Z is still 1999: that date no
+    period the close can reach would hold, so it is refused like year 1."""
+    west = settings.model_copy(update={"timezone": "America/New_York"})
+    async with app_client(settings_override=west) as client:
+        customer = await make_customer(client)
+        body = {"customer_id": customer["id"], "amount": "1.00", "method": "cash"}
+        answer = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T03:00:00Z"}, headers=POS
+        )
+        refused(answer, "received_at", "1999-12-31", "business time zone")
+        accepted = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T12:00:00Z"}, headers=POS
+        )
+        assert ok(accepted, 201)["business_date"] == "2000-01-01"
