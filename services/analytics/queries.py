@@ -480,9 +480,9 @@ async def ageing(
     Allocated payments pay an invoice's oldest instalments first, credit notes and
     cancellations take back its newest (shared/ageing.py is the reference). The consumer
     keeps what is open of each instalment now in `open_now`, which a day on or after the
-    newest change reads, and what each day changed of it in `open_changes`, which an earlier
-    day sums up to that day."""
-    newest = (await session.execute(select(func.max(OpenByDay.day)))).scalar()  # type: ignore[arg-type]
+    newest receivable move reads (nothing changed since), and what each day changed of it in
+    `open_changes`, which an earlier day sums up to that day."""
+    newest = (await session.execute(select(func.max(M.day)))).scalar()
     if newest is None or as_of_date >= newest:
         c = OpenNow.__table__.c  # type: ignore[attr-defined]
         query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))
