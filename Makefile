@@ -11,9 +11,11 @@ CHROMIUM := /usr/bin/chromium
 NGINX := /usr/sbin/nginx
 # The README's examples, which a test runs as written, keep ids with jq.
 JQ := /usr/bin/jq
+# The order-entry benchmark drives HTTP load with Debian's wrk.
+WRK := /usr/bin/wrk
 ARGS ?=
 
-.PHONY: run test lint format bench clean env
+.PHONY: run test lint typecheck format bench clean env
 
 run: $(STAMP)
 	$(BIN)/salesbook run $(ARGS)
@@ -21,15 +23,19 @@ run: $(STAMP)
 test: $(STAMP) $(CHROMIUM) $(NGINX) $(JQ)
 	$(BIN)/pytest $(ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy with the settings in pyproject.toml: every function of services/ and shared/ typed.
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP)
+bench: $(STAMP) $(WRK)
 	$(BIN)/python -m bench $(ARGS)
 
 $(STAMP): pyproject.toml
@@ -69,6 +75,16 @@ $(JQ):
 		  echo "Install Debian's jq package as root (apt-get install jq)."; exit 1; }
 	@test -x $(JQ) || { echo "apt-get installed jq but not $(JQ)"; exit 1; }
 
+# Only when missing, like Chromium: the order-entry benchmark stops without it.
+$(WRK):
+	@echo "Installing wrk for the order-entry benchmark"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y wrk || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } || \
+		{ echo "Could not install wrk: the order-entry benchmark needs $(WRK)."; \
+		  echo "Install Debian's wrk package as root (apt-get install wrk)."; exit 1; }
+	@test -x $(WRK) || { echo "apt-get installed wrk but not $(WRK)"; exit 1; }
+
 # The secrets docker-compose.yml reads, generated once into .env (ignored by git and
 # docker); values already there are kept, so running it again changes nothing.
 env:
@@ -76,5 +92,5 @@ env:
 
 # Removes the environment and caches, never the data folder (.salesbook): that is the ledger.
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

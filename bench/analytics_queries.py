@@ -302,7 +302,7 @@ async def load(url: str, lines: int, consumers: int) -> float:
     return time.perf_counter() - started
 
 
-ENDPOINTS = [
+ENDPOINTS: list[tuple[str, str, dict[str, str | int]]] = [
     ("sales by day", "/v1/analytics/sales", {"from": "2025-01-01", "to": "2025-12-31"}),
     (
         "sales by month, filtered",
@@ -392,7 +392,7 @@ async def baselines(url: str, repeats: int) -> dict[str, float]:
 @asynccontextmanager
 async def analytics_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the analytics service on `url`, in this process, signed in as an analyst."""
-    settings = Settings(secret_key=SECRET, data_dir=Path(tempfile.mkdtemp()), _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(secret_key=SECRET, data_dir=Path(tempfile.mkdtemp()), _env_file=None)
     app = create_app(
         [service_module("analytics")], settings=settings, database_url=url, run_workers=False
     )

@@ -138,7 +138,10 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
     rng = random.Random(2025)
     people = [str(new_id()) for _ in range(customers)]
     conn = await asyncpg.connect(url)
-    totals = {"invoice": [0, Decimal(0)], "payment": [0, Decimal(0)]}
+    totals: dict[str, tuple[int, Decimal]] = {
+        "invoice": (0, Decimal(0)),
+        "payment": (0, Decimal(0)),
+    }
     try:
         for kind, table, build in (
             ("invoice", "orders", _invoice),
@@ -152,8 +155,8 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
                     rng.randint(1, 28),
                     rng.randint(100, 500_000),
                 )
-                totals[kind][0] += 1
-                totals[kind][1] += amount
+                count, total = totals[kind]
+                totals[kind] = (count + 1, total + amount)
                 chunk.append(row)
                 if len(chunk) == 50_000 or i == invoices - 1:
                     await conn.copy_records_to_table(
@@ -165,7 +168,7 @@ async def generate(url: str, *, invoices: int, customers: int) -> dict[str, tupl
                     chunk = []
     finally:
         await conn.close()
-    return {k: (n, a) for k, (n, a) in totals.items()}
+    return totals
 
 
 NAIVE_SQL = """
@@ -264,6 +267,7 @@ async def measure(url: str, invoices: int, customers: int) -> None:
     async with db.transaction() as session:
         period = await closing.lock_period(session, PERIOD)
         assert period.status == "closed", period.status
+        assert period.totals is not None and period.hash is not None
         print(
             f"period {PERIOD} closed: {period.totals['customers']:,} customers, "
             f"closing total {period.totals['closing']}, hash {period.hash[:16]}…",

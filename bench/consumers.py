@@ -61,6 +61,7 @@ def events(total: int) -> Iterator[Event]:
                 "reference": None,
                 "allocations": [],
             }
+            assert event.business_date is not None  # an allocation is dated
             yield _event("payment.received", "payments", event.key, event.business_date, received)
             made += 1
         yield event

@@ -159,7 +159,9 @@ def redirect(db: Database, model: ReadModel) -> None:
     pattern = re.compile(rf'(?<![\w."]){model.schema}\.({names})\b')
     replacement = rf"{model.shadow}.\1"
 
-    def rewrite(conn, cursor, statement, parameters, context, executemany):
+    def rewrite(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> tuple[str, Any]:
         if not statement.startswith(LIVE):
             statement = pattern.sub(replacement, statement)
         return statement, parameters

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -82,7 +83,7 @@ def decode_token(token: str, *, secret: str) -> Actor:
     except jwt.PyJWTError:
         raise Unauthorized("the token is not valid") from None
     try:
-        role = Role(claims.get("role"))
+        role = Role(str(claims.get("role")))
     except ValueError:
         raise Unauthorized("the token carries an unknown role") from None
     try:
@@ -105,7 +106,7 @@ async def current_actor(
     return actor
 
 
-def require(*roles: Role):
+def require(*roles: Role) -> Callable[..., Awaitable[Actor]]:
     """A dependency admitting the given roles; admin is always admitted."""
     allowed = {*roles, Role.ADMIN}
 
@@ -115,7 +116,7 @@ def require(*roles: Role):
             raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
         return actor
 
-    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]  # read by shared/openapi.py
     return dependency
 
 

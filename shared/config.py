@@ -54,10 +54,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     db_pool_size: int = Field(
-        default=10, ge=1, description="Connections an HTTP process keeps open to PostgreSQL."
+        default=20,
+        ge=1,
+        description="Connections a process keeps open to PostgreSQL for HTTP requests; a "
+        "request finding them all busy waits for one (up to 30 s, then 503).",
     )
     db_max_overflow: int = Field(
-        default=20, ge=0, description="Connections opened beyond db_pool_size under load."
+        default=0,
+        ge=0,
+        description="Connections opened beyond db_pool_size under load and closed as soon as "
+        "they come back: each costs a connect and its authentication, so none by default.",
     )
     consumer_pool_size: int | None = Field(
         default=None,

@@ -92,7 +92,7 @@ async def idempotent(
     await session.execute(
         table.update()
         .where(table.c.subject == actor.subject, table.c.endpoint == endpoint, table.c.key == key)
-        .values(status_code=answer.status_code, response=json.loads(answer.body))
+        .values(status_code=answer.status_code, response=json.loads(bytes(answer.body)))
     )
     return answer
 
@@ -100,4 +100,5 @@ async def idempotent(
 def _answer(created: BaseModel | JSONResponse, status_code: int) -> JSONResponse:
     if isinstance(created, JSONResponse):
         return created
-    return JSONResponse(jsonable_encoder(created), status_code=status_code)
+    # What jsonable_encoder would give, without its walk over every nested value.
+    return JSONResponse(created.model_dump(mode="json", by_alias=True), status_code=status_code)

@@ -46,13 +46,13 @@ def no_nul(value: str) -> str:
     return value
 
 
-def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> Any:
-    """A text field of at most `max_length` characters without NUL."""
-    return Annotated[
-        str,
+def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[Any, ...]:
+    """The rules of a text field of at most `max_length` characters without NUL, for
+    `Annotated[str, *text(...)]`: a type the checker reads as str."""
+    return (
         StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
         AfterValidator(no_nul),
-    ]
+    )
 
 
 def _year_in_range(year: int) -> bool:
@@ -68,8 +68,9 @@ def _check_date(value: date) -> date:
 def _check_moment(value: datetime) -> datetime:
     # Both the time as written and its UTC instant: 0001-01-01T00:00:00+14:00 is year 0 in UTC.
     years = {value.year}
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        years.add((value.replace(tzinfo=None) - value.utcoffset()).year)  # type: ignore[operator]
+    offset = value.utcoffset()
+    if offset is not None:
+        years.add((value.replace(tzinfo=None) - offset).year)
     if not all(_year_in_range(y) for y in years):
         raise ValueError(f"must be a time in the years {MIN_YEAR} to {MAX_YEAR}")
     return value

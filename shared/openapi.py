@@ -50,6 +50,11 @@ def conflict(description: str) -> dict[int | str, dict[str, Any]]:
     return {409: {"description": description}}
 
 
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+"""For `responses=` of a report that answers CSV rows to `Accept: text/csv`."""
+
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 _DESCRIPTIONS = {
@@ -87,7 +92,7 @@ def install_openapi(app: FastAPI) -> None:
             app.openapi_schema = document(app)
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # how FastAPI lets a document be replaced
 
 
 def document(app: FastAPI) -> dict[str, Any]:
@@ -110,7 +115,7 @@ def document(app: FastAPI) -> dict[str, Any]:
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = schema["paths"][route.path_format].get(method.lower())
             if operation is not None:
                 _describe(operation, route)

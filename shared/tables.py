@@ -140,3 +140,10 @@ AUDIT_APPEND_ONLY_SQL = (
         FOR EACH ROW EXECUTE FUNCTION {schema}.audit_log_append_only()
     """,
 )
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model, typed (SQLModel sets `__table__` but declares no type)."""
+    table = model.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass
+    assert isinstance(table, Table)
+    return table

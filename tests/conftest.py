@@ -71,7 +71,7 @@ def settings(tmp_path) -> Settings:
         secret_key=TEST_SECRET,
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
@@ -122,26 +122,32 @@ def auth(role: Role | str, subject: str = "tester") -> dict[str, str]:
     return {"Authorization": f"Bearer {token(role, subject)}"}
 
 
-AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+class AppHttpClient(httpx.AsyncClient):
+    """A client of one app, which it keeps at hand (tests override its dependencies)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        self.app = app
+
+
+AppClient = Callable[..., AbstractAsyncContextManager[AppHttpClient]]
 
 
 @asynccontextmanager
 async def serving(
     modules: list[ServiceModule], *, database_url: str, data_dir: Path
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[AppHttpClient]:
     """An app of `modules` with its consumers running, for a module or session of tests that
     share it (each works on customers and documents of its own)."""
     settings = Settings(
         secret_key=TEST_SECRET,
         data_dir=data_dir,
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app(modules, settings=settings, database_url=database_url)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.app = app  # type: ignore[attr-defined]
+        async with AppHttpClient(app) as client:
             yield client
 
 
@@ -158,7 +164,7 @@ def app_client(
         run_workers: bool = True,
         settings_override: Settings | None = None,
         database_url: str | None = None,
-    ) -> AsyncIterator[httpx.AsyncClient]:
+    ) -> AsyncIterator[AppHttpClient]:
         url = database_url or migrated
         chosen = settings_override or settings
         if transport == "kafka":
@@ -172,9 +178,7 @@ def app_client(
         async with app.router.lifespan_context(app):
             if transport == "kafka":
                 await _kafka_workers_ready(app)
-            asgi = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
-                client.app = app  # type: ignore[attr-defined]
+            async with AppHttpClient(app) as client:
                 yield client
 
     return start

@@ -58,7 +58,7 @@ async def world(client: httpx.AsyncClient) -> dict[str, Any]:
     return {"customer": customer, "order": order, "payment": payment}
 
 
-def fields_of(problem: dict[str, Any]) -> set[str]:
+def fields_of(problem: dict[str, Any]) -> set[str | None]:
     return {e["field"] for e in problem.get("errors", [])} | {problem.get("field")}
 
 

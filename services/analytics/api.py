@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
@@ -36,6 +37,7 @@ from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
 from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
+from shared.openapi import CSV_ANSWER
 from shared.pagination import cursor_uuid, cut_page, decode_cursor
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -44,7 +46,7 @@ router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 Session = Depends(request_session, scope="function")
 READERS = Depends(require(Role.ANALYST, Role.FINANCE))
 MAX_ROWS = 10000
-Dimension = text(max_length=100)
+Dimension = Annotated[str, *text(max_length=100)]
 """A filter on a dimension analytics keeps (its columns hold 100 characters)."""
 TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
 
@@ -60,7 +62,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -
 
 
 def _list_answer(
-    request: Request, report: BaseModel, rows: list[BaseModel], columns: list[str], name: str
+    request: Request, report: BaseModel, rows: Sequence[BaseModel], columns: list[str], name: str
 ) -> BaseModel | Response:
     """The report as JSON, or its rows as CSV when the client asks for text/csv."""
     if wants_csv(request):
@@ -71,7 +73,7 @@ def _list_answer(
 def _paged_answer(
     request: Request,
     report: BaseModel,
-    rows: list[BaseModel],
+    rows: Sequence[BaseModel],
     columns: list[str],
     name: str,
     next_cursor: str | None,
@@ -93,7 +95,9 @@ def sales_key_after(cursor: str | None) -> str | None:
     return marked[1:]
 
 
-@router.get("/sales", response_model=SalesReport, response_model_by_alias=True)
+@router.get(
+    "/sales", response_model=SalesReport, response_model_by_alias=True, responses=CSV_ANSWER
+)
 async def sales(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -148,7 +152,7 @@ async def sales(
     )
 
 
-@router.get("/kpis", response_model=Kpis, response_model_by_alias=True)
+@router.get("/kpis", response_model=Kpis, response_model_by_alias=True, responses=CSV_ANSWER)
 async def kpis(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -181,7 +185,7 @@ async def customer_lifetime(
     return Lifetime(as_of=await queries.as_of(session), **found)
 
 
-@router.get("/top", response_model=TopReport)
+@router.get("/top", response_model=TopReport, responses=CSV_ANSWER)
 async def top(
     request: Request,
     dimension: str = Query("product"),
@@ -214,7 +218,7 @@ async def top(
     return _list_answer(request, report, rows, list(TopRow.model_fields), "top.csv")
 
 
-@router.get("/ar-ageing", response_model=AgeingReport)
+@router.get("/ar-ageing", response_model=AgeingReport, responses=CSV_ANSWER)
 async def ar_ageing(
     request: Request,
     as_of: Annotated[
@@ -247,7 +251,7 @@ async def ar_ageing(
     return _paged_answer(request, report, rows, columns, "ar-ageing.csv", next_cursor)
 
 
-@router.get("/trend", response_model=TrendReport)
+@router.get("/trend", response_model=TrendReport, responses=CSV_ANSWER)
 async def trend_report(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -304,7 +308,7 @@ async def put_targets(
     return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
 
 
-@router.get("/targets/attainment", response_model=Attainment)
+@router.get("/targets/attainment", response_model=Attainment, responses=CSV_ANSWER)
 async def attainment(
     request: Request,
     period: Annotated[PeriodText, Query(description="YYYY-MM")],

@@ -54,6 +54,7 @@ from shared.events.payments import (
 )
 from shared.messaging.consumer import Subscription
 from shared.periods import business_date_of
+from shared.tables import table_of
 
 SALES_KEY = ("day", "sku", "category", "customer_id", "region", "segment", "channel", "salesperson")
 SALES_SUMS = (
@@ -154,7 +155,7 @@ async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event
     if not wanted:
         return
     rows = await session.execute(
-        select(Invoice.__table__).where(Invoice.__table__.c.order_id.in_(wanted))
+        select(table_of(Invoice)).where(table_of(Invoice).c.order_id.in_(wanted))
     )
     for row in rows.mappings():
         batch.invoices[row["order_id"]] = {c: row[c] for c in INVOICE_COLUMNS}
@@ -187,7 +188,7 @@ def _on_confirmed(batch: Batch, event: Event) -> None:
     batch.funnel[day]["confirmed"] += 1
     batch.customer_days[(order.customer_id, day)] += 1
     _touch_customer(batch, order.customer_id, day)
-    invoice = {
+    invoice: dict[str, Any] = {
         "order_id": order.order_id,
         "customer_id": order.customer_id,
         "region": _dim(order.region),
@@ -399,23 +400,23 @@ async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     invoice_updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INVOICE_COLUMNS if c != "order_id")
     await insert_rows(
         session,
-        Invoice.__table__,  # type: ignore[arg-type]
+        table_of(Invoice),
         [batch.invoices[oid] for oid in sorted(batch.invoices)],
         suffix=f"ON CONFLICT (order_id) DO UPDATE SET {invoice_updates}",
     )
     await insert_rows(
         session,
-        InvoiceInstalment.__table__,  # type: ignore[arg-type]
+        table_of(InvoiceInstalment),
         batch.instalments,
         suffix="ON CONFLICT DO NOTHING",
     )
-    await insert_rows(session, ReceivableMove.__table__, batch.moves)  # type: ignore[arg-type]
+    await insert_rows(session, table_of(ReceivableMove), batch.moves)
     touched = {*batch.customers, *(cid for cid, _ in batch.customer_days)}
     before = await customer_counts.firsts(session, touched)
     await _flush_customer_activity(session, batch)
     await insert_rows(
         session,
-        CustomerFacts.__table__,  # type: ignore[arg-type]
+        table_of(CustomerFacts),
         [
             {
                 "customer_id": cid,
@@ -437,13 +438,13 @@ async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     await _flush_open_amounts(session, batch)
     await insert_rows(
         session,
-        DailyPayments.__table__,  # type: ignore[arg-type]
+        table_of(DailyPayments),
         [{"day": day} | batch.payments[day] for day in sorted(batch.payments)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(PAYMENT_SUMS)}",
     )
     await insert_rows(
         session,
-        DailyFunnel.__table__,  # type: ignore[arg-type]
+        table_of(DailyFunnel),
         [{"day": day} | batch.funnel[day] for day in sorted(batch.funnel)],
         suffix=f"ON CONFLICT (day) DO UPDATE SET {add_to(('submitted', 'confirmed'))}",
     )
@@ -451,7 +452,7 @@ async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
     if batch.newest is not None:
         await insert_rows(
             session,
-            Freshness.__table__,  # type: ignore[arg-type]
+            table_of(Freshness),
             [{"id": 1, "as_of": batch.newest}],
             suffix="ON CONFLICT (id) DO UPDATE SET as_of = GREATEST(cur.as_of, EXCLUDED.as_of)",
         )
@@ -546,7 +547,7 @@ async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
         by_day[(move["day"], move["kind"])] += move["amount"]
     await insert_rows(
         session,
-        ReceivablesByDay.__table__,  # type: ignore[arg-type]
+        table_of(ReceivablesByDay),
         [
             {"day": day, "kind": kind, "amount": amount}
             for (day, kind), amount in sorted(by_day.items())

@@ -55,12 +55,13 @@ from services.analytics.models import (
     ReceivablesByDay,
 )
 from shared.periods import Period
+from shared.tables import table_of
 
-S = DailySales.__table__.c  # type: ignore[attr-defined]
-M = ReceivableMove.__table__.c  # type: ignore[attr-defined]
-C = CustomerFacts.__table__.c  # type: ignore[attr-defined]
-F = DailyFunnel.__table__.c  # type: ignore[attr-defined]
-R = ReceivablesByDay.__table__.c  # type: ignore[attr-defined]
+S = table_of(DailySales).c
+M = table_of(ReceivableMove).c
+C = table_of(CustomerFacts).c
+F = table_of(DailyFunnel).c
+R = table_of(ReceivablesByDay).c
 TOTALS = ROLLUPS[0].table.c
 
 GROUPS = (
@@ -124,7 +125,7 @@ def _smallest_rollup(dimensions: set[str], *, monthly: bool) -> Table | None:
     for rollup in ROLLUPS:
         if rollup.monthly == monthly and dimensions <= set(rollup.dimensions):
             return rollup.table
-    return None if monthly else DailySales.__table__  # type: ignore[return-value]
+    return None if monthly else table_of(DailySales)
 
 
 def _whole_months(start: date, end: date) -> tuple[date, date] | None:
@@ -169,6 +170,7 @@ def sales_rows(*, group_by: str, filters: dict[str, Any], start: date, end: date
     if group_by not in (*DAILY_GROUPS, "month"):
         dimensions.add(GROUP_COLUMNS.get(group_by, group_by))
     daily = _smallest_rollup(dimensions, monthly=False)
+    assert daily is not None  # daily_sales holds every dimension
     monthly = None if group_by in DAILY_GROUPS else _smallest_rollup(dimensions, monthly=True)
     parts = _by_grain(start, end, daily=daily, monthly=monthly)
     columns = ("day", *sorted(dimensions), *SALES_MEASURES)
@@ -180,7 +182,7 @@ def sales_rows(*, group_by: str, filters: dict[str, Any], start: date, end: date
 
 
 async def as_of(session: AsyncSession) -> datetime | None:
-    return (await session.execute(select(Freshness.__table__.c.as_of))).scalar()  # type: ignore[attr-defined]
+    return (await session.execute(select(table_of(Freshness).c.as_of))).scalar()
 
 
 async def sales(
@@ -402,7 +404,7 @@ async def _receivables(session: AsyncSession, *, start: date, end: date) -> dict
 async def lifetime(session: AsyncSession, customer_id: UUID) -> dict[str, Any] | None:
     """A customer's whole history, or None for a customer analytics has never seen."""
     facts = (
-        (await session.execute(select(CustomerFacts.__table__).where(C.customer_id == customer_id)))  # type: ignore[call-overload]
+        (await session.execute(select(table_of(CustomerFacts)).where(C.customer_id == customer_id)))
         .mappings()
         .first()
     )
@@ -484,10 +486,10 @@ async def ageing(
     `open_changes`, which an earlier day sums up to that day."""
     newest = (await session.execute(select(func.max(M.day)))).scalar()
     if newest is None or as_of_date >= newest:
-        c = OpenNow.__table__.c  # type: ignore[attr-defined]
+        c = table_of(OpenNow).c
         query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))
     else:
-        c = OpenChange.__table__.c  # type: ignore[attr-defined]
+        c = table_of(OpenChange).c
         query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount)).where(
             c.day <= as_of_date
         )
@@ -504,7 +506,7 @@ async def ageing(
 
 async def ageing_totals(session: AsyncSession, *, as_of_date: date) -> dict[str, Decimal]:
     """The ageing of every customer together at the end of a day."""
-    c = OpenByDay.__table__.c  # type: ignore[attr-defined]
+    c = table_of(OpenByDay).c
     query = select(*_aged(as_of_date, c.due_date, c.amount)).where(c.day <= as_of_date)
     return dict((await session.execute(query)).mappings().one())
 

@@ -127,7 +127,7 @@ class TrendReport(Fresh):
     points: list[TrendPoint]
 
 
-Salesperson = text(strip=True, min_length=1, max_length=100)
+Salesperson = Annotated[str, *text(strip=True, min_length=1, max_length=100)]
 
 
 class TargetIn(BaseModel):

@@ -16,8 +16,9 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.bulk import insert_rows
 from shared.periods import Period
+from shared.tables import table_of
 
-T = Target.__table__.c  # type: ignore[attr-defined]
+T = table_of(Target).c
 
 
 async def set_targets(
@@ -28,7 +29,7 @@ async def set_targets(
     now = datetime.now(UTC)
     await insert_rows(
         session,
-        Target.__table__,  # type: ignore[arg-type]
+        table_of(Target),
         [
             {
                 "salesperson": t.salesperson,

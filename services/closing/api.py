@@ -34,7 +34,7 @@ from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
 from shared.limits import INT32_MAX, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
-from shared.openapi import conflict
+from shared.openapi import CSV_ANSWER, conflict
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
 
 router = APIRouter(prefix="/closing", tags=["closing"])
@@ -128,7 +128,10 @@ BALANCE_COLUMNS = (
 @router.get(
     "/periods/{period}/balances",
     response_model=Page[BalanceRow],
-    responses=conflict("The period is not closed: its balances exist once it is"),
+    responses={
+        **CSV_ANSWER,
+        **conflict("The period is not closed: its balances exist once it is"),
+    },
 )
 async def period_balances(
     period: PeriodPath,
@@ -230,7 +233,11 @@ STATEMENT_COLUMNS = (
 )
 
 
-@router.get("/customers/{customer_id}/statement", response_model=CustomerStatement)
+@router.get(
+    "/customers/{customer_id}/statement",
+    response_model=CustomerStatement,
+    responses=CSV_ANSWER,
+)
 async def customer_statement(
     customer_id: UUID,
     request: Request,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -23,6 +24,6 @@ def module() -> ServiceModule:
     )
 
 
-def app(**options: object) -> FastAPI:
+def app(**options: Any) -> FastAPI:
     """The closing service on its own, for a distributed deployment."""
-    return create_app([module()], title="Salesbook closing", **options)  # type: ignore[arg-type]
+    return create_app([module()], title="Salesbook closing", **options)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.closing.domain import posting_of
 from services.closing.ledger import (
@@ -110,7 +111,7 @@ class ReplayBook(PeriodBook):
 
 async def replay_book(session: AsyncSession) -> ReplayBook:
     rows = await session.execute(
-        select(Period.period, Period.close_id).where(Period.status == "closed")
+        select(col(Period.period), col(Period.close_id)).where(col(Period.status) == "closed")
     )
     return ReplayBook({period: str(close_id) for period, close_id in rows.all()})
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.closing.domain import (
     ACTIVITY_COLUMNS,
@@ -45,6 +46,7 @@ from shared.events.payments import (
     PaymentAllocated,
 )
 from shared.money import money_str
+from shared.tables import table_of
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Batch:
 
 
 async def load_book(session: AsyncSession) -> PeriodBook:
-    rows = await session.execute(select(Period.period, Period.status))
+    rows = await session.execute(select(col(Period.period), col(Period.status)))
     return PeriodBook({p: s for p, s in rows.all()})
 
 
@@ -229,11 +231,11 @@ def _movement(
 async def flush(session: AsyncSession, batch: Batch) -> None:
     """Write a batch's journal entries and move the running aggregates."""
     await insert_rows(
-        session, LedgerEntry.__table__, batch.entries, suffix="ON CONFLICT DO NOTHING"
+        session, table_of(LedgerEntry), batch.entries, suffix="ON CONFLICT DO NOTHING"
     )
     await insert_rows(
         session,
-        AccountTotal.__table__,
+        table_of(AccountTotal),
         [
             {"period": p, "account": a, "debit": d, "credit": c}
             for (p, a), (d, c) in batch.accounts.items()
@@ -242,22 +244,22 @@ async def flush(session: AsyncSession, batch: Batch) -> None:
     )
     await insert_rows(
         session,
-        CustomerActivity.__table__,
+        table_of(CustomerActivity),
         [{"period": p, "customer_id": c, **v} for (p, c), v in batch.activity.items()],
         suffix=f"ON CONFLICT (period, customer_id) DO UPDATE SET {add_to(ACTIVITY_COLUMNS)}",
     )
     await insert_rows(
         session,
-        DocumentTotal.__table__,
+        table_of(DocumentTotal),
         [
             {"period": p, "kind": k, "count": n, "amount": a}
             for (p, k), (n, a) in batch.documents.items()
         ],
         suffix=f"ON CONFLICT (period, kind) DO UPDATE SET {add_to(('count', 'amount'))}",
     )
-    await insert_rows(session, Invoice.__table__, batch.invoices, suffix="ON CONFLICT DO NOTHING")
+    await insert_rows(session, table_of(Invoice), batch.invoices, suffix="ON CONFLICT DO NOTHING")
     await insert_rows(
-        session, InvoiceInstalment.__table__, batch.instalments, suffix="ON CONFLICT DO NOTHING"
+        session, table_of(InvoiceInstalment), batch.instalments, suffix="ON CONFLICT DO NOTHING"
     )
-    await insert_rows(session, InvoiceMovement.__table__, batch.movements)
-    await insert_rows(session, ReconciliationException.__table__, batch.exceptions)
+    await insert_rows(session, table_of(InvoiceMovement), batch.movements)
+    await insert_rows(session, table_of(ReconciliationException), batch.exceptions)

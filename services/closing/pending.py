@@ -27,6 +27,7 @@ from shared.events.payments import (
     PaymentReceived,
 )
 from shared.money import money_str
+from shared.tables import table_of
 
 
 @dataclass
@@ -82,7 +83,7 @@ def track(changes: PendingChanges, event: Event, payload: EventPayload) -> None:
 async def flush_pending(session: AsyncSession, changes: PendingChanges) -> None:
     await insert_rows(
         session,
-        PendingAllocation.__table__,
+        table_of(PendingAllocation),
         list(changes.added.values()),
         suffix="ON CONFLICT DO NOTHING",
     )

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.closing.domain import compare
 from services.closing.hashing import BALANCE_FIELDS, period_hash
@@ -72,7 +73,7 @@ async def period_public(
 
 async def list_periods(session: AsyncSession) -> list[Period]:
     known = {p.period: p for p in (await session.execute(select(Period))).scalars()}
-    active = await session.execute(select(CustomerActivity.period).distinct())
+    active = await session.execute(select(col(CustomerActivity.period)).distinct())
     for period in active.scalars():
         known.setdefault(period, Period(period=period, status="open", version=0, control_totals={}))
     return [known[p] for p in sorted(known)]
@@ -122,24 +123,24 @@ async def balances(
     version = await closed_version(session, period, version)
     query = (
         select(ClosedBalance)
-        .where(ClosedBalance.period == period, ClosedBalance.version == version)
-        .order_by(ClosedBalance.customer_id)
+        .where(col(ClosedBalance.period) == period, col(ClosedBalance.version) == version)
+        .order_by(col(ClosedBalance.customer_id))
         .limit(limit + 1)
     )
     if customer_id:
-        query = query.where(ClosedBalance.customer_id == customer_id)
+        query = query.where(col(ClosedBalance.customer_id) == customer_id)
     if min_closing is not None:
-        query = query.where(ClosedBalance.closing >= min_closing)
+        query = query.where(col(ClosedBalance.closing) >= min_closing)
     if overdue_only:
         query = query.where(
-            ClosedBalance.d1_30
-            + ClosedBalance.d31_60
-            + ClosedBalance.d61_90
-            + ClosedBalance.over_90
+            col(ClosedBalance.d1_30)
+            + col(ClosedBalance.d31_60)
+            + col(ClosedBalance.d61_90)
+            + col(ClosedBalance.over_90)
             > 0
         )
     if after:
-        query = query.where(ClosedBalance.customer_id > after)
+        query = query.where(col(ClosedBalance.customer_id) > after)
     return list((await session.execute(query)).scalars())
 
 
@@ -180,8 +181,8 @@ async def reconciliation(
     recorded = (
         await session.execute(
             select(ReconciliationException)
-            .where(ReconciliationException.period == period)
-            .order_by(ReconciliationException.id)
+            .where(col(ReconciliationException.period) == period)
+            .order_by(col(ReconciliationException.id))
         )
     ).scalars()
     report: dict[str, list[dict[str, Any]]] = {
@@ -238,13 +239,13 @@ async def reconciliation(
         )
     if row.status == "closed":
         credit = await session.execute(
-            select(ClosedBalance.customer_id, ClosedBalance.closing)
+            select(col(ClosedBalance.customer_id), col(ClosedBalance.closing))
             .where(
-                ClosedBalance.period == period,
-                ClosedBalance.version == row.version,
-                ClosedBalance.closing < 0,
+                col(ClosedBalance.period) == period,
+                col(ClosedBalance.version) == row.version,
+                col(ClosedBalance.closing) < 0,
             )
-            .order_by(ClosedBalance.customer_id)
+            .order_by(col(ClosedBalance.customer_id))
         )
         report["credit_balances"] = [
             {"customer_id": c, "closing": money_str(amount)} for c, amount in credit
@@ -325,7 +326,7 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
         (
             await session.execute(
                 select(ClosedBalance).where(
-                    ClosedBalance.period == period, ClosedBalance.version == row.version
+                    col(ClosedBalance.period) == period, col(ClosedBalance.version) == row.version
                 )
             )
         ).scalars()
@@ -365,8 +366,8 @@ async def verify(session: AsyncSession, period: str) -> dict[str, Any]:
             for b in (
                 await session.execute(
                     select(ClosedBalance).where(
-                        ClosedBalance.period == previous.period,
-                        ClosedBalance.version == previous.version,
+                        col(ClosedBalance.period) == previous.period,
+                        col(ClosedBalance.version) == previous.version,
                     )
                 )
             ).scalars()
@@ -508,7 +509,7 @@ async def chained_to(
     return (
         await session.execute(
             select(PeriodVersion)
-            .where(PeriodVersion.period < period, PeriodVersion.hash == previous_hash)
+            .where(col(PeriodVersion.period) < period, col(PeriodVersion.hash) == previous_hash)
             .limit(1)
         )
     ).scalar_one_or_none()
@@ -518,8 +519,8 @@ async def closed_earlier_before(session: AsyncSession, *, period: str, moment: A
     """Whether some earlier period had been closed before `moment` (so a close at `moment`
     should have chained to it rather than starting a chain)."""
     found = await session.execute(
-        select(PeriodVersion.period)
-        .where(PeriodVersion.period < period, PeriodVersion.closed_at < moment)
+        select(col(PeriodVersion.period))
+        .where(col(PeriodVersion.period) < period, col(PeriodVersion.closed_at) < moment)
         .limit(1)
     )
     return found.first() is not None
@@ -531,8 +532,8 @@ async def versions(session: AsyncSession, period: str) -> list[VersionPublic]:
     rows = (
         await session.execute(
             select(PeriodVersion)
-            .where(PeriodVersion.period == period)
-            .order_by(PeriodVersion.version)
+            .where(col(PeriodVersion.period) == period)
+            .order_by(col(PeriodVersion.version))
         )
     ).scalars()
     return [
@@ -548,11 +549,11 @@ async def statements(
     session: AsyncSession, *, status: str | None, period: str | None, customer_id: UUID | None
 ) -> list[Statement]:
     """Statements sent for confirmation, by id, filtered by status, period and customer."""
-    query = select(Statement).order_by(Statement.id)
+    query = select(Statement).order_by(col(Statement.id))
     if status:
-        query = query.where(Statement.status == status)
+        query = query.where(col(Statement.status) == status)
     if period:
-        query = query.where(Statement.period == period)
+        query = query.where(col(Statement.period) == period)
     if customer_id:
-        query = query.where(Statement.customer_id == customer_id)
+        query = query.where(col(Statement.customer_id) == customer_id)
     return list((await session.execute(query)).scalars())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.limits import PeriodText, text
 from shared.money import Money
 
-Reason = text(min_length=3, max_length=1000)
-Note = text(max_length=1000)
-DocumentNumber = text(min_length=1, max_length=80)
+Reason = Annotated[str, *text(min_length=3, max_length=1000)]
+Note = Annotated[str, *text(max_length=1000)]
+DocumentNumber = Annotated[str, *text(min_length=1, max_length=80)]
 
 
 class _Input(BaseModel):

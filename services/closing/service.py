@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.closing.balances import write_closed_balances
 from services.closing.domain import MOVES, PeriodOutOfOrder, check_begun, compare, may
@@ -66,7 +67,7 @@ async def lock_period(session: AsyncSession, period: str) -> Period:
     return (
         await session.execute(
             select(Period)
-            .where(Period.period == period)
+            .where(col(Period.period) == period)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -152,8 +153,8 @@ async def on_cutoff(session: AsyncSession, cutoff: PeriodCutoff) -> None:
 
 async def document_totals(session: AsyncSession, period: str) -> dict[str, dict[str, Any]]:
     rows = await session.execute(
-        select(DocumentTotal.kind, DocumentTotal.count, DocumentTotal.amount).where(
-            DocumentTotal.period == period
+        select(col(DocumentTotal.kind), col(DocumentTotal.count), col(DocumentTotal.amount)).where(
+            col(DocumentTotal.period) == period
         )
     )
     return {kind: {"count": count, "amount": money_str(amount)} for kind, count, amount in rows}
@@ -190,8 +191,8 @@ async def previous_closed(session: AsyncSession, period: str) -> Period | None:
     return (
         await session.execute(
             select(Period)
-            .where(Period.period < period, Period.status == P.CLOSED)
-            .order_by(Period.period.desc())  # type: ignore[attr-defined]
+            .where(col(Period.period) < period, col(Period.status) == P.CLOSED)
+            .order_by(col(Period.period).desc())
             .limit(1)
         )
     ).scalar_one_or_none()
@@ -318,7 +319,7 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
     now = datetime.now(UTC)
     await session.execute(
         update(PeriodVersion)
-        .where(PeriodVersion.period == period, PeriodVersion.version == row.version)
+        .where(col(PeriodVersion.period) == period, col(PeriodVersion.version) == row.version)
         .values(reopened_at=now, reopened_by=actor.subject, reopen_reason=reason)
     )
     row.status = P.OPEN
@@ -327,7 +328,7 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
     row.control_totals = {}
     await session.execute(
         update(Period)
-        .where(Period.period > period, Period.status.in_(MOVES["stale"][0]))  # type: ignore[attr-defined]
+        .where(col(Period.period) > period, col(Period.status).in_(MOVES["stale"][0]))
         .values(status=P.STALE)
     )
     emit(
@@ -356,11 +357,13 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
 
 async def closing_periods(session: AsyncSession) -> list[str]:
     rows = await session.execute(
-        select(Period.period).where(Period.status == P.CLOSING).order_by(Period.period)
+        select(col(Period.period))
+        .where(col(Period.status) == P.CLOSING)
+        .order_by(col(Period.period))
     )
     return list(rows.scalars())
 
 
 async def activity_periods(session: AsyncSession) -> list[str]:
-    rows = await session.execute(select(CustomerActivity.period).distinct())
+    rows = await session.execute(select(col(CustomerActivity.period)).distinct())
     return list(rows.scalars())

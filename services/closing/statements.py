@@ -8,6 +8,7 @@ from uuid import UUID
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.closing.models import SCHEMA, ClosedBalance, LedgerEntry, Period, Statement
 from services.closing.schemas import CustomerStatement, StatementLine
@@ -29,8 +30,9 @@ async def customer_statement(
         raise InvalidInput("to", "must not be before from")
     opening = (
         await session.execute(
-            select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                LedgerEntry.customer_id == customer_id, LedgerEntry.posting_date < date_from
+            select(func.coalesce(func.sum(col(LedgerEntry.amount)), 0)).where(
+                col(LedgerEntry.customer_id) == customer_id,
+                col(LedgerEntry.posting_date) < date_from,
             )
         )
     ).scalar_one()
@@ -38,11 +40,11 @@ async def customer_statement(
         await session.execute(
             select(LedgerEntry)
             .where(
-                LedgerEntry.customer_id == customer_id,
-                LedgerEntry.posting_date >= date_from,
-                LedgerEntry.posting_date <= date_to,
+                col(LedgerEntry.customer_id) == customer_id,
+                col(LedgerEntry.posting_date) >= date_from,
+                col(LedgerEntry.posting_date) <= date_to,
             )
-            .order_by(LedgerEntry.posting_date, LedgerEntry.id)
+            .order_by(col(LedgerEntry.posting_date), col(LedgerEntry.id))
         )
     ).scalars()
     balance = Decimal(opening)

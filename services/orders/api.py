@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.orders import customers, products, queries, returns, service
-from services.orders.domain import Channel, OrderStatus
+from services.orders.domain import Channel, CreditHold, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
     CreditNotePublic,
@@ -52,7 +52,8 @@ OptionalReason = Annotated[Reason | None, Body()]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN)]
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
+    # async: FastAPI runs a plain def dependency in its thread pool, a thread hop a request.
     return request.app.state.settings
 
 
@@ -186,14 +187,13 @@ async def update_product(
 # Orders ------------------------------------------------------------------------------------
 
 
-def _held(submission: service.Submission, view: OrderPublic) -> JSONResponse:
+def _held(hold: CreditHold | None, view: OrderPublic) -> JSONResponse:
     """The 409 of an order held by the credit limit: committed, but not confirmed."""
-    hold = submission.credit_hold
     assert hold is not None
     return problem(
         409,
         "Credit limit exceeded",
-        hold.explain(submission.order.number, submission.order.id),
+        hold.explain(view.number, view.id),
         order_id=str(view.id),
         order_number=view.number,
         order_status=view.status.value,
@@ -228,18 +228,12 @@ async def create_order(
     """
 
     async def create() -> OrderPublic | JSONResponse:
-        order = await service.create_order(
+        entered = await service.enter_order(
             session=session, data=data, actor=actor, settings=settings
         )
-        if data.submit:
-            submission = await service.submit(
-                session=session, order_id=order.id, actor=actor, settings=settings
-            )
-            view = await queries.order_view(session, submission.order, settings=settings)
-            if submission.held:
-                return _held(submission, view)
-            return view
-        return await queries.order_view(session, order, settings=settings)
+        if entered.held:
+            return _held(entered.credit_hold, entered.view)
+        return entered.view
 
     return await idempotent(
         session,
@@ -305,7 +299,7 @@ async def submit_order(
         session=session, order_id=order_id, actor=actor, settings=settings
     )
     view = await queries.order_view(session, submission.order, settings=settings)
-    return _held(submission, view) if submission.held else view
+    return _held(submission.credit_hold, view) if submission.held else view
 
 
 @router.post(
@@ -417,10 +411,10 @@ async def return_order_lines(
     """Return quantities of a confirmed or fulfilled order's lines: issues a credit note."""
 
     async def create() -> CreditNotePublic:
-        note = await returns.create_return(
+        note, lines = await returns.create_return(
             session=session, order_id=order_id, data=data, actor=actor, settings=settings
         )
-        return await queries.credit_note_view(session, note)
+        return queries.credit_note_public(note, lines)
 
     return await idempotent(
         session,

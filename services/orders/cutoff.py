@@ -18,6 +18,7 @@ from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
 from shared.cutoff import cutoff_subscription
 from shared.events.closing import ControlTotal
 from shared.periods import Period
+from shared.tables import table_of
 
 
 def _documents() -> list[tuple[str, Any, Any, ColumnElement[bool]]]:
@@ -76,7 +77,7 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
 
 subscription = cutoff_subscription(
     schema=SCHEMA,
-    locks=PeriodLock.__table__,  # type: ignore[attr-defined]
+    locks=table_of(PeriodLock),
     totals_of=control_totals,
     periods_before=periods_before,
 )

@@ -133,7 +133,7 @@ def _view(
         approvals_required=order.approvals_required,
         approvals=[ApprovalPublic.model_validate(a, from_attributes=True) for a in approvals],
         credit_hold=order.credit_hold,
-        credit_notes=[_credit_note(note, nl) for note, nl in notes],
+        credit_notes=[credit_note_public(note, nl) for note, nl in notes],
         history=[HistoryEntry.model_validate(h, from_attributes=True) for h in history],
         created_by=order.created_by,
         created_at=order.created_at,
@@ -141,7 +141,7 @@ def _view(
     )
 
 
-def _credit_note(note: CreditNote, lines: list[CreditNoteLine]) -> CreditNotePublic:
+def credit_note_public(note: CreditNote, lines: list[CreditNoteLine]) -> CreditNotePublic:
     return CreditNotePublic(
         id=note.id,
         number=note.number,
@@ -156,15 +156,6 @@ def _credit_note(note: CreditNote, lines: list[CreditNoteLine]) -> CreditNotePub
         created_by=note.created_by,
         created_at=note.created_at,
     )
-
-
-async def credit_note_view(session: AsyncSession, note: CreditNote) -> CreditNotePublic:
-    """The public form of one credit note."""
-    await session.flush()
-    lines = await _grouped(
-        session, CreditNoteLine, CreditNoteLine.credit_note_id, [note.id], CreditNoteLine.line_no
-    )
-    return _credit_note(note, lines[note.id])
 
 
 def _period(day: date | None) -> str | None:

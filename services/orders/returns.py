@@ -30,6 +30,7 @@ from shared.auth import Actor
 from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput
 from shared.events import orders as events
+from shared.ids import new_id
 from shared.messaging.outbox import emit
 from shared.money import plain
 from shared.numbering import next_number
@@ -42,8 +43,9 @@ async def create_return(
     data: ReturnCreate,
     actor: Actor,
     settings: Settings,
-) -> CreditNote:
-    """Take back quantities of an order's lines and issue the credit note for them."""
+) -> tuple[CreditNote, list[CreditNoteLine]]:
+    """Take back quantities of an order's lines and issue the credit note for them; returns
+    the note and its lines as written."""
     order = await lock_order(session, order_id)
     if not can_be_returned(order.status):
         raise IllegalTransition(
@@ -70,19 +72,7 @@ async def create_return(
     )
     taking = _assign(lines, data)
 
-    note = CreditNote(
-        number=await next_number(session, schema=SCHEMA, prefix="CRN", year=day.year),
-        order_id=order.id,
-        customer_id=order.customer_id,
-        business_date=day,
-        net=Decimal(0),
-        tax=Decimal(0),
-        gross=Decimal(0),
-        reason=data.reason,
-        created_by=actor.subject,
-    )
-    session.add(note)
-    await session.flush()
+    note_id = new_id()
     note_lines: list[CreditNoteLine] = []
     for line in lines:
         quantity = taking.get(line.line_no)
@@ -102,7 +92,7 @@ async def create_return(
         line.returned_tax += amounts.tax
         note_lines.append(
             CreditNoteLine(
-                credit_note_id=note.id,
+                credit_note_id=note_id,
                 line_no=line.line_no,
                 sku=line.sku,
                 quantity=quantity,
@@ -111,13 +101,28 @@ async def create_return(
                 gross=amounts.gross,
             )
         )
-    session.add_all(note_lines)
     total = totals(note_lines)
-    note.net, note.tax, note.gross = total.net, total.tax, total.gross
     order.credited_net += total.net
     order.credited_tax += total.tax
     order.credited += total.gross
     order.updated_at = utcnow()
+    # The number last, once nothing can refuse the return: its counter row stays locked
+    # until commit. The note is written in its final state.
+    note = CreditNote(
+        id=note_id,
+        number=await next_number(session, schema=SCHEMA, prefix="CRN", year=day.year),
+        order_id=order.id,
+        customer_id=order.customer_id,
+        business_date=day,
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+        reason=data.reason,
+        created_by=actor.subject,
+    )
+    session.add(note)
+    await session.flush()
+    session.add_all(note_lines)
     await session.flush()
 
     categories = {line.line_no: line.category for line in lines}
@@ -164,7 +169,7 @@ async def create_return(
             "reason": data.reason,
         },
     )
-    return note
+    return note, note_lines
 
 
 def _assign(lines: list[OrderLine], data: ReturnCreate) -> dict[int, Decimal]:

@@ -26,15 +26,15 @@ MAX_LINES = 200
 MAX_INSTALMENTS = 120
 MAX_LIMIT = Decimal("1000000000000000")
 
-Name = text(strip=True, min_length=1, max_length=200)
-Label = text(strip=True, max_length=100)
-Contact = text(strip=True, max_length=200)
-Note = text(max_length=2000)
+Name = Annotated[str, *text(strip=True, min_length=1, max_length=200)]
+Label = Annotated[str, *text(strip=True, max_length=100)]
+Contact = Annotated[str, *text(strip=True, max_length=200)]
+Note = Annotated[str, *text(max_length=2000)]
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Sku = Annotated[str, StringConstraints(pattern=SKU_PATTERN)]
-Filter = text(max_length=200)
+Filter = Annotated[str, *text(max_length=200)]
 """A text filter of a list query."""
-Person = text(strip=True, min_length=1, max_length=100)
+Person = Annotated[str, *text(strip=True, min_length=1, max_length=100)]
 """A salesperson: as long as analytics keeps one (its dimension columns hold 100)."""
 
 Price = Amount

@@ -16,15 +16,28 @@ Credit limit: at submit, an order whose gross would push the customer's open rec
 been confirmed at once, it is held in `submitted` instead, needing one approval, and the
 caller is told so (409). An approver's approval is the override: the approvals an order
 needs (at least that one) confirm it, and the limit is not checked again then.
+
+Order entry (`enter_order`, POST /orders, with or without `submit`) takes a few round
+trips: one statement reads the customer and the products, taking the period's shared lock
+so the last statement's snapshot sees any lock the close committed meanwhile; with a credit
+limit and `submit`, a second sums the customer's open receivable under the customer's row
+lock. Everything else is decided in memory, and one last statement writes it all: the SO
+number (and the INV number of an order confirmed at once) from their gapless counters, the
+order in its final state, its lines, schedule, history and audit entries, and its events
+under the outbox's commit lock. The counter rows stay locked only for the rest of that
+statement and the commit. The answer is built from what was written, with no read back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
+from fastapi.encoders import jsonable_encoder
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -52,23 +65,32 @@ from services.orders.models import (
     Order,
     OrderLine,
     PeriodLock,
-    Product,
     StatusChange,
     utcnow,
 )
-from services.orders.schemas import OrderCreate, tidy
+from services.orders.schemas import (
+    HistoryEntry,
+    InstalmentPublic,
+    LinePublic,
+    OrderCreate,
+    OrderPublic,
+    tidy,
+)
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
-from shared.cutoff import hold_period
-from shared.db import lock_or_404
+from shared.cutoff import hold_period, period_lock_key
+from shared.db import driver_connection, lock_or_404
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
+from shared.events.envelope import Event
+from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
-from shared.messaging.outbox import emit
+from shared.messaging.outbox import NOTIFY_CHANNEL, emit, outbox_lock_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
+from shared.tables import table_of
 
 S = OrderStatus
 
@@ -103,131 +125,19 @@ async def document_date(
 async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
     """Refuse (409) a document dated into a locked period; hold the period open until commit."""
     period = str(Period.of(day))
-    if await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period):
-        raise PeriodLocked(
-            f"period {period} is closed to new documents (its month-end close has begun); "
-            f"{field} {day.isoformat()} cannot be used, date the document into a later period",
-            field=field,
-            period=period,
-        )
+    if await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period):
+        raise period_locked(day, field=field)
 
 
-async def create_order(
-    *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
-) -> Order:
-    """Price the lines server-side and record a draft order (`submit` is the caller's next step)."""
-    if data.currency is not None and data.currency != settings.currency:
-        raise InvalidInput("currency", f"only {settings.currency} is accepted")
-    customer = await session.get(Customer, data.customer_id)
-    if customer is None:
-        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
-    if data.business_date is not None:
-        await document_date(session, data.business_date, settings=settings, field="business_date")
-
-    skus = {line.sku for line in data.lines}
-    products = {
-        p.sku: p
-        for p in (
-            await session.execute(select(Product).where(col(Product.sku).in_(skus)))
-        ).scalars()
-    }
-    priced_lines: list[tuple[Product, PricedLine]] = []
-    for i, line in enumerate(data.lines):
-        product = products.get(line.sku)
-        if product is None:
-            raise InvalidInput(f"lines.{i}.sku", f"no product {line.sku}")
-        if not product.active:
-            raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
-        unit_price = product.unit_price if line.unit_price is None else line.unit_price
-        before_discount = line.quantity * unit_price
-        if before_discount > MAX_AMOUNT:
-            raise InvalidInput(
-                f"lines.{i}",
-                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
-                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
-            )
-        if line.discount > before_discount:
-            raise InvalidInput(
-                f"lines.{i}.discount",
-                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
-            )
-        priced = price_line(
-            quantity=line.quantity,
-            unit_price=unit_price,
-            discount=line.discount,
-            tax_rate=product.tax_rate,
-        )
-        if priced.gross > MAX_AMOUNT:
-            raise InvalidInput(
-                f"lines.{i}",
-                f"the line comes to {money_str(priced.gross)} with tax; "
-                f"a line may come to at most {money_str(MAX_AMOUNT)}",
-            )
-        priced_lines.append((product, priced))
-    total = totals(priced for _, priced in priced_lines)
-    if total.gross > MAX_AMOUNT:
-        raise InvalidInput(
-            "lines",
-            f"the order comes to {money_str(total.gross)}; "
-            f"an order may come to at most {money_str(MAX_AMOUNT)}",
-        )
-    if data.instalments:
-        scheduled = sum((i.amount for i in data.instalments), ZERO)
-        if scheduled != total.gross:
-            raise InvalidInput(
-                "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
-            )
-
-    number = await next_number(session, schema=SCHEMA, prefix="SO", year=today(settings.zone).year)
-    order = Order(
-        number=number,
-        customer_id=customer.id,
-        status=S.DRAFT,
-        channel=data.channel,
-        salesperson=data.salesperson,
-        note=data.note,
-        business_date=data.business_date,
-        net=total.net,
-        tax=total.tax,
-        gross=total.gross,
-        created_by=actor.subject,
+def period_locked(day: date, *, field: str) -> PeriodLocked:
+    """The 409 of a document dated into a period the month-end close has locked."""
+    period = str(Period.of(day))
+    return PeriodLocked(
+        f"period {period} is closed to new documents (its month-end close has begun); "
+        f"{field} {day.isoformat()} cannot be used, date the document into a later period",
+        field=field,
+        period=period,
     )
-    session.add(order)
-    await session.flush()
-    session.add_all(
-        OrderLine(
-            order_id=order.id,
-            line_no=n,
-            sku=product.sku,
-            name=product.name,
-            category=product.category,
-            quantity=priced.quantity,
-            unit_price=priced.unit_price,
-            discount=priced.discount,
-            tax_rate=priced.tax_rate,
-            net=priced.net,
-            tax=priced.tax,
-            gross=priced.gross,
-        )
-        for n, (product, priced) in enumerate(priced_lines, start=1)
-    )
-    schedule = sorted(data.instalments, key=lambda i: i.due_date)
-    session.add_all(
-        Instalment(order_id=order.id, seq=n, due_date=i.due_date, amount=i.amount)
-        for n, i in enumerate(schedule, start=1)
-    )
-    session.add(_history(order, None, S.DRAFT, actor, None))
-    await session.flush()
-    await record_audit(
-        session,
-        schema=SCHEMA,
-        actor=actor,
-        action="order.created",
-        entity="order",
-        entity_id=order.id,
-        details={"number": order.number, "gross": order.gross, "lines": len(priced_lines)},
-    )
-    return order
 
 
 async def submit(
@@ -587,3 +497,458 @@ async def _move(
         entity_id=order.id,
         details={"number": order.number, "from": from_status, "to": to.value, "reason": reason},
     )
+
+
+# Order entry ----------------------------------------------------------------------------
+# Where the SO number goes in what is decided before it is taken: replaced by the last
+# statement in history reasons and audit details (text this module writes, never a client's).
+NUMBER = "{number}"
+CONFIRMED_BELOW_THRESHOLD = "below the approval threshold"
+
+_READ = f"""
+WITH period AS (
+    SELECT count(*) FROM (
+        SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM unnest($1::text[]) AS k
+    ) AS locked
+)
+SELECT c.name, c.region, c.segment, c.payment_terms_days, c.credit_limit,
+       held.id IS NOT NULL AS customer_locked,
+       p.sku, p.name AS product_name, p.category, p.unit_price, p.tax_rate, p.active
+FROM period
+LEFT JOIN {SCHEMA}.customers AS c ON c.id = $2
+LEFT JOIN LATERAL (
+    SELECT id FROM {SCHEMA}.customers
+    WHERE id = c.id AND c.credit_limit IS NOT NULL AND $4
+    FOR UPDATE
+) AS held ON true
+LEFT JOIN {SCHEMA}.products AS p ON p.sku = ANY($3::text[])
+"""
+
+# In a statement of its own, after the row lock: its snapshot sees every order of the
+# customer committed before the lock was granted.
+_OPEN_RECEIVABLE = f"""
+SELECT c.credit_limit,
+       coalesce((SELECT sum(o.gross - o.credited - o.paid) FROM {SCHEMA}.orders AS o
+                 WHERE o.customer_id = c.id AND o.status IN ('confirmed', 'fulfilled')), 0)
+FROM {SCHEMA}.customers AS c WHERE c.id = $1
+"""
+
+_WRITE = f"""
+WITH so AS (
+    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last) VALUES ('SO', $2::int, 1)
+    ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
+    RETURNING 'SO-' || $2::int || '-' || lpad(d.last::text, 6, '0') AS number
+), inv AS (
+    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last)
+    SELECT 'INV', $3::int, 1 WHERE $3::int IS NOT NULL
+    ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
+    RETURNING 'INV-' || $3::int || '-' || lpad(d.last::text, 6, '0') AS number
+), o AS (
+    INSERT INTO {SCHEMA}.orders (
+        id, number, customer_id, status, channel, salesperson, note, business_date,
+        net, tax, gross, paid, credited_net, credited_tax, credited, approvals_required,
+        credit_hold, invoice_number, due_date, created_by, created_at, updated_at,
+        confirmed_at, cancelled_on, reversed_net, reversed_tax, reversed_gross)
+    SELECT $1::uuid, so.number, $4::uuid, $5::text, $6::text, $7::text, $8::text, $9::date,
+           $10::numeric, $11::numeric, $12::numeric, 0, 0, 0, 0, $13::int, $14::bool,
+           (SELECT number FROM inv), $15::date, $16::text, $17::timestamptz, $18::timestamptz,
+           $19::timestamptz, NULL, 0, 0, 0
+    FROM so
+    RETURNING number, invoice_number
+), lines AS (
+    INSERT INTO {SCHEMA}.order_lines (
+        order_id, line_no, sku, name, category, quantity, unit_price, discount, tax_rate,
+        net, tax, gross, returned_quantity, returned_net, returned_tax)
+    SELECT $1::uuid, l.*, 0, 0, 0 FROM unnest(
+        $20::int[], $21::text[], $22::text[], $23::text[], $24::numeric[], $25::numeric[],
+        $26::numeric[], $27::numeric[], $28::numeric[], $29::numeric[], $30::numeric[]) AS l
+), schedule AS (
+    INSERT INTO {SCHEMA}.order_instalments (order_id, seq, due_date, amount)
+    SELECT $1::uuid, i.* FROM unnest($31::int[], $32::date[], $33::numeric[]) AS i
+), history AS (
+    INSERT INTO {SCHEMA}.order_status_history (
+        id, order_id, at, actor, role, from_status, to_status, reason)
+    SELECT h.id, $1::uuid, h.at, $34::text, $35::text, h.from_status, h.to_status,
+           replace(h.reason, '{NUMBER}', o.number)
+    FROM o, unnest($36::uuid[], $37::timestamptz[], $38::text[], $39::text[], $40::text[])
+        AS h(id, at, from_status, to_status, reason)
+), audit AS (
+    INSERT INTO {SCHEMA}.audit_log (actor, role, action, entity, entity_id, details, request_id)
+    SELECT $34::text, $35::text, a.action, 'order', $1::uuid::text,
+           replace(a.details, '{NUMBER}', o.number)::jsonb, $41::text
+    FROM o, unnest($42::text[], $43::text[]) WITH ORDINALITY AS a(action, details, n)
+    ORDER BY a.n
+), outbox_lock AS (
+    SELECT pg_advisory_xact_lock(hashtext($44::text)) FROM o
+    WHERE cardinality($45::uuid[]) > 0
+), raised AS (
+    SELECT e.event_id, e.type, e.payload::jsonb AS payload, e.n
+    FROM unnest($45::uuid[], $46::text[], $47::text[]) WITH ORDINALITY
+        AS e(event_id, type, payload, n)
+), outbox AS (
+    -- Ids come from the outbox sequence once its lock is held: in commit order.
+    INSERT INTO {SCHEMA}.outbox (event_id, type, key, payload)
+    SELECT e.event_id, e.type, $48::text, CASE
+        WHEN e.payload -> 'data' ? 'invoice_number' THEN jsonb_set(
+            jsonb_set(e.payload, '{{data,order,number}}', to_jsonb(o.number)),
+            '{{data,invoice_number}}', to_jsonb(o.invoice_number))
+        ELSE jsonb_set(e.payload, '{{data,order,number}}', to_jsonb(o.number)) END
+    FROM outbox_lock, o, raised AS e
+    ORDER BY e.n
+    RETURNING id
+), notified AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEMA}') FROM (SELECT 1 FROM outbox LIMIT 1) AS x
+)
+SELECT o.number, o.invoice_number,
+       $49::text IS NOT NULL AND EXISTS (
+           SELECT 1 FROM {SCHEMA}.period_locks WHERE period = $49::text) AS period_locked,
+       (SELECT count(*) FROM notified) AS notified
+FROM o
+"""
+
+
+@dataclass(frozen=True)
+class Entered:
+    """An order as order entry wrote it: its public form, and a credit hold if the limit
+    stopped a confirmation that would otherwise have happened now."""
+
+    view: OrderPublic
+    credit_hold: CreditHold | None
+    held: bool
+
+
+@dataclass
+class _Step:
+    from_status: OrderStatus | None
+    to: OrderStatus
+    reason: str | None
+    id: UUID = field(default_factory=new_id)
+    at: datetime = field(default_factory=utcnow)
+
+
+async def enter_order(
+    *, session: AsyncSession, data: OrderCreate, actor: Actor, settings: Settings
+) -> Entered:
+    """Record an order priced server-side, a draft or (with `submit`) submitted: confirmed
+    and invoiced at once below the first approval threshold and within the credit limit."""
+    if data.currency is not None and data.currency != settings.currency:
+        raise InvalidInput("currency", f"only {settings.currency} is accepted")
+    now_day = today(settings.zone)
+    if data.business_date is not None and data.business_date > now_day:
+        raise InvalidInput(
+            "business_date",
+            f"{data.business_date.isoformat()} is in the future; only earlier dates",
+        )
+    # The period the order may be dated into: held open (shared lock) until commit.
+    day = data.business_date or now_day
+    guarded = data.business_date is not None or data.submit
+    keys = [period_lock_key(SCHEMA, _period_of(day))] if guarded else []
+    skus = list(dict.fromkeys(line.sku for line in data.lines))
+
+    db = await driver_connection(session)
+    rows = await db.fetch(_READ, keys, data.customer_id, skus, data.submit)
+    customer = rows[0]
+    if customer["name"] is None:
+        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
+    products = {r["sku"]: r for r in rows if r["sku"] is not None}
+
+    priced: list[tuple[Any, PricedLine]] = []
+    for i, line in enumerate(data.lines):
+        product = products.get(line.sku)
+        if product is None:
+            raise InvalidInput(f"lines.{i}.sku", f"no product {line.sku}")
+        if not product["active"]:
+            raise InvalidInput(f"lines.{i}.sku", f"product {line.sku} is not active")
+        unit_price = product["unit_price"] if line.unit_price is None else line.unit_price
+        before_discount = line.quantity * unit_price
+        if before_discount > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"{plain(line.quantity)} × {money_str(unit_price)} comes to "
+                f"{money_str(before_discount)}; a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        if line.discount > before_discount:
+            raise InvalidInput(
+                f"lines.{i}.discount",
+                f"{money_str(line.discount)} exceeds the line amount {money_str(before_discount)}",
+            )
+        priced_line = price_line(
+            quantity=line.quantity,
+            unit_price=unit_price,
+            discount=line.discount,
+            tax_rate=product["tax_rate"],
+        )
+        if priced_line.gross > MAX_AMOUNT:
+            raise InvalidInput(
+                f"lines.{i}",
+                f"the line comes to {money_str(priced_line.gross)} with tax; "
+                f"a line may come to at most {money_str(MAX_AMOUNT)}",
+            )
+        priced.append((product, priced_line))
+    total = totals(p for _, p in priced)
+    if total.gross > MAX_AMOUNT:
+        raise InvalidInput(
+            "lines",
+            f"the order comes to {money_str(total.gross)}; "
+            f"an order may come to at most {money_str(MAX_AMOUNT)}",
+        )
+    if data.instalments:
+        scheduled = sum((i.amount for i in data.instalments), ZERO)
+        if scheduled != total.gross:
+            raise InvalidInput(
+                "instalments", f"sum to {scheduled} but the order's gross is {total.gross}"
+            )
+    schedule = sorted(data.instalments, key=lambda i: i.due_date)
+
+    order_id = new_id()
+    hold: CreditHold | None = None
+    required, held = 0, False
+    steps = [_Step(None, S.DRAFT, None)]
+    if data.submit:
+        if customer["customer_locked"]:
+            limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
+            hold = credit_hold(
+                credit_limit=limit,
+                open_receivable=round_money(Decimal(owed)),
+                order_gross=total.gross,
+            )
+        approvals = approvals_on_submit(
+            approvals_needed(total.gross, settings.approval_thresholds), hold
+        )
+        required, held = approvals.required, approvals.held
+        reason = hold.explain(NUMBER, order_id) if hold else None
+        steps.append(_Step(S.DRAFT, S.SUBMITTED, reason))
+        if required == 0:
+            steps.append(_Step(S.SUBMITTED, S.CONFIRMED, CONFIRMED_BELOW_THRESHOLD))
+    status = steps[-1].to
+    confirmed = status == S.CONFIRMED
+    confirmed_at = steps[-1].at if confirmed else None
+    due_date = day + timedelta(days=customer["payment_terms_days"]) if confirmed else None
+    business_date = day if confirmed else data.business_date
+    created_at = steps[0].at
+    updated_at = steps[-1].at
+
+    view_lines = [
+        LinePublic(
+            line_no=n,
+            sku=product["sku"],
+            name=product["product_name"],
+            category=product["category"],
+            quantity=tidy(p.quantity),
+            unit_price=p.unit_price,
+            discount=p.discount,
+            tax_rate=tidy(p.tax_rate),
+            net=p.net,
+            tax=p.tax,
+            gross=p.gross,
+            returned_quantity=Decimal("0"),
+        )
+        for n, (product, p) in enumerate(priced, start=1)
+    ]
+    request_id = session.info.get("request_id")
+    outbox = _events(
+        data=data,
+        order_id=order_id,
+        customer=customer,
+        actor=actor,
+        lines=view_lines,
+        total=total,
+        steps=steps,
+        required=required,
+        day=day,
+        due_date=due_date,
+        schedule=schedule,
+        request_id=request_id,
+    )
+    audit = _audit(steps, gross=total.gross, lines=len(priced))
+    written = await db.fetchrow(
+        _WRITE,
+        order_id,
+        now_day.year,
+        day.year if confirmed else None,
+        data.customer_id,
+        status.value,
+        data.channel.value,
+        data.salesperson,
+        data.note,
+        business_date,
+        total.net,
+        total.tax,
+        total.gross,
+        required,
+        hold is not None,
+        due_date,
+        actor.subject,
+        created_at,
+        updated_at,
+        confirmed_at,
+        [line.line_no for line in view_lines],
+        [line.sku for line in view_lines],
+        [line.name for line in view_lines],
+        [line.category for line in view_lines],
+        [p.quantity for _, p in priced],
+        [p.unit_price for _, p in priced],
+        [p.discount for _, p in priced],
+        [p.tax_rate for _, p in priced],
+        [p.net for _, p in priced],
+        [p.tax for _, p in priced],
+        [p.gross for _, p in priced],
+        list(range(1, len(schedule) + 1)),
+        [i.due_date for i in schedule],
+        [i.amount for i in schedule],
+        actor.subject,
+        actor.role.value,
+        [s.id for s in steps],
+        [s.at for s in steps],
+        [s.from_status.value if s.from_status else None for s in steps],
+        [s.to.value for s in steps],
+        [s.reason for s in steps],
+        request_id,
+        [action for action, _ in audit],
+        [details for _, details in audit],
+        outbox_lock_key(SCHEMA),
+        [e.event_id for e in outbox],
+        [e.type for e in outbox],
+        [e.model_dump_json() for e in outbox],
+        str(data.customer_id),
+        _period_of(day) if (confirmed or data.business_date is not None) else None,
+    )
+    number: str = written["number"]
+    if written["period_locked"]:
+        # Rolled back with the request: the numbers it took are given back.
+        raise period_locked(day, field="business_date")
+    view = OrderPublic(
+        id=order_id,
+        number=number,
+        customer_id=data.customer_id,
+        status=status,
+        channel=data.channel,
+        salesperson=data.salesperson,
+        note=data.note,
+        currency=settings.currency,
+        lines=view_lines,
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+        paid=ZERO,
+        credited=ZERO,
+        outstanding=total.gross if confirmed else ZERO,
+        business_date=business_date,
+        period=_period_of(business_date) if business_date else None,
+        invoice_number=written["invoice_number"],
+        due_date=due_date,
+        instalments=[InstalmentPublic(due_date=i.due_date, amount=i.amount) for i in schedule],
+        approvals_required=required,
+        approvals=[],
+        credit_hold=hold is not None,
+        credit_notes=[],
+        history=[
+            HistoryEntry(
+                at=s.at,
+                actor=actor.subject,
+                role=actor.role.value,
+                from_status=s.from_status,
+                to_status=s.to,
+                reason=s.reason.replace(NUMBER, number) if s.reason else None,
+            )
+            for s in steps
+        ],
+        created_by=actor.subject,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+    return Entered(view=view, credit_hold=hold, held=held)
+
+
+def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str, str]]:
+    """(action, details as JSON) of each step, as record_audit would write them."""
+    entries = [("order.created", {"number": NUMBER, "gross": gross, "lines": lines})]
+    for step in steps[1:]:
+        entries.append(
+            (
+                f"order.{step.to.value}",
+                {
+                    "number": NUMBER,
+                    "from": step.from_status.value if step.from_status else None,
+                    "to": step.to.value,
+                    "reason": step.reason,
+                },
+            )
+        )
+    return [(action, json.dumps(jsonable_encoder(details))) for action, details in entries]
+
+
+def _events(
+    *,
+    data: OrderCreate,
+    order_id: UUID,
+    customer: Any,
+    actor: Actor,
+    lines: list[LinePublic],
+    total: Any,
+    steps: list[_Step],
+    required: int,
+    day: date,
+    due_date: date | None,
+    schedule: list[Any],
+    request_id: str | None,
+) -> list[Event]:
+    """order.submitted and order.confirmed as the order reaches them, numbers left blank
+    for the last statement to fill in."""
+    if len(steps) < 2:
+        return []
+    facts = events.OrderFacts(
+        order_id=order_id,
+        number="",
+        customer_id=data.customer_id,
+        customer_name=customer["name"],
+        region=customer["region"],
+        segment=customer["segment"],
+        channel=data.channel.value,
+        salesperson=data.salesperson,
+        created_by=actor.subject,
+        # The public lines carry the same fields, quantities and rates already tidied.
+        lines=[events.OrderLine.model_validate(line, from_attributes=True) for line in lines],
+        net=total.net,
+        tax=total.tax,
+        gross=total.gross,
+    )
+    key = str(data.customer_id)
+    raised = [
+        Event.of(
+            events.OrderSubmitted(
+                order=facts,
+                submitted_at=steps[1].at,
+                approvals_required=required,
+                business_date=day,
+            ),
+            source=events.SOURCE,
+            key=key,
+            request_id=request_id,
+        )
+    ]
+    if len(steps) == 3 and due_date is not None:
+        raised.append(
+            Event.of(
+                events.OrderConfirmed(
+                    order=facts,
+                    invoice_number="",
+                    business_date=day,
+                    due_date=due_date,
+                    instalments=[
+                        events.Instalment(due_date=i.due_date, amount=i.amount) for i in schedule
+                    ]
+                    or [events.Instalment(due_date=due_date, amount=total.gross)],
+                    confirmed_at=steps[2].at,
+                ),
+                source=events.SOURCE,
+                key=key,
+                business_date=day,
+                request_id=request_id,
+            )
+        )
+    return raised
+
+
+def _period_of(day: date) -> str:
+    return str(Period.of(day))

@@ -60,9 +60,11 @@ async def receive_payment(
     settings = _settings(request)
 
     async def create() -> PaymentPublic:
-        payment = await service.receive(session=session, data=body, actor=actor, settings=settings)
-        await session.refresh(payment)
-        return await queries.to_public(session, payment, settings)
+        payment, allocations = await service.receive(
+            session=session, data=body, actor=actor, settings=settings
+        )
+        # From what was written (the server's created_at came back with each INSERT).
+        return queries.public_of(payment, allocations, [], settings)
 
     return await idempotent(
         session,

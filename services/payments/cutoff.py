@@ -6,10 +6,12 @@ from decimal import Decimal
 
 from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.payments.models import SCHEMA, Payment, PeriodLock, Refund
 from shared.cutoff import cutoff_subscription
 from shared.events.closing import ControlTotal
+from shared.tables import table_of
 
 
 async def control_totals(session: AsyncSession, period: str) -> dict[str, ControlTotal]:
@@ -18,8 +20,8 @@ async def control_totals(session: AsyncSession, period: str) -> dict[str, Contro
     for kind, table in (("payment", Payment), ("refund", Refund)):
         count, amount = (
             await session.execute(
-                select(func.count(), func.coalesce(func.sum(table.amount), 0)).where(
-                    table.period == period
+                select(func.count(), func.coalesce(func.sum(col(table.amount)), 0)).where(
+                    col(table.period) == period
                 )
             )
         ).one()
@@ -31,8 +33,8 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
     """The periods before `period` that hold payments or refunds."""
     rows = await session.execute(
         union(
-            select(Payment.period).where(Payment.period < period),
-            select(Refund.period).where(Refund.period < period),
+            select(col(Payment.period)).where(col(Payment.period) < period),
+            select(col(Refund.period)).where(col(Refund.period) < period),
         )
     )
     return list(rows.scalars())
@@ -40,7 +42,7 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
 
 subscription = cutoff_subscription(
     schema=SCHEMA,
-    locks=PeriodLock.__table__,  # type: ignore[attr-defined]
+    locks=table_of(PeriodLock),
     totals_of=control_totals,
     periods_before=periods_before,
 )

@@ -7,10 +7,11 @@ from datetime import date
 from decimal import Decimal
 from uuid import UUID
 
+from sqlalchemy import Select, select, text
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.payments import cutoff, replica
 from services.payments.domain import LIVE, ZERO, check_allocation, take_newest
@@ -35,6 +36,7 @@ from shared.events.orders import (
     OrderSubmitted,
 )
 from shared.messaging.consumer import BatchHandler, Subscription
+from shared.tables import table_of
 
 
 def subscriptions() -> list[Subscription]:
@@ -94,10 +96,10 @@ async def _with_allocations(session: AsyncSession, order_ids: list[UUID]) -> set
     if not order_ids:
         return set()
     rows = await session.execute(
-        select(Allocation.order_id)
+        select(col(Allocation.order_id))
         .where(
-            Allocation.order_id.in_(order_ids),  # type: ignore[attr-defined]
-            Allocation.status.in_(("pending", "applied")),  # type: ignore[attr-defined]
+            col(Allocation.order_id).in_(order_ids),
+            col(Allocation.status).in_(("pending", "applied")),
         )
         .distinct()
     )
@@ -155,7 +157,7 @@ def _order_id_of(event: Event) -> str:
 
 
 async def _upsert_customer(session: AsyncSession, customer_id: UUID, name: str) -> None:
-    table = KnownCustomer.__table__
+    table = table_of(KnownCustomer)
     await session.execute(
         insert(table)
         .values(customer_id=customer_id, name=name)
@@ -171,7 +173,7 @@ async def _upsert_order(
     gross: Decimal,
     status: str,
 ) -> None:
-    table = KnownOrder.__table__
+    table = table_of(KnownOrder)
     await session.execute(
         insert(table)
         .values(
@@ -195,11 +197,11 @@ async def _locked_allocations(
     """An order's allocations in the given states, read only after their payments are locked
     (a refund may release one meanwhile), with the payments and the order row locked too."""
 
-    def query():
+    def query() -> Select[Allocation]:
         return (
             select(Allocation)
-            .where(Allocation.order_id == order_id, Allocation.status.in_(statuses))  # type: ignore[attr-defined]
-            .order_by(Allocation.created_at, Allocation.id)
+            .where(col(Allocation.order_id) == order_id, col(Allocation.status).in_(statuses))
+            .order_by(col(Allocation.created_at), col(Allocation.id))
         )
 
     candidates = (await session.execute(query())).scalars().all()
@@ -215,8 +217,8 @@ async def _lock_payments(session: AsyncSession, payment_ids: set[UUID]) -> dict[
     rows = (
         await session.execute(
             select(Payment)
-            .where(Payment.id.in_(sorted(payment_ids)))  # type: ignore[attr-defined]
-            .order_by(Payment.id)
+            .where(col(Payment.id).in_(sorted(payment_ids)))
+            .order_by(col(Payment.id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Column, DateTime, Numeric, String, func
@@ -18,11 +19,11 @@ common = common_tables(SCHEMA)
 MONEY = Numeric(18, 2)
 
 
-def _money(**kw: object) -> object:
-    return Field(default=Decimal("0.00"), sa_type=MONEY, **kw)  # type: ignore[arg-type]
+def _money(**kw: Any) -> Any:
+    return Field(default=Decimal("0.00"), sa_type=MONEY, **kw)
 
 
-def _created_at() -> object:
+def _created_at() -> Any:
     return Field(
         default=None,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),

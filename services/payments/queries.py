@@ -6,6 +6,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.payments import domain
 from services.payments.models import Allocation, Payment, Refund
@@ -19,18 +20,28 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
         (
             await session.execute(
                 select(Allocation)
-                .where(Allocation.payment_id == payment.id)
-                .order_by(Allocation.created_at, Allocation.id)
+                .where(col(Allocation.payment_id) == payment.id)
+                .order_by(col(Allocation.created_at), col(Allocation.id))
             )
         ).scalars()
     )
-    # Derived from the allocation rows read here, so the totals always match the list.
-    allocated = domain.allocated((a.status, a.amount) for a in allocations)
     refunds = (
         await session.execute(
-            select(Refund).where(Refund.payment_id == payment.id).order_by(Refund.created_at)
+            select(Refund)
+            .where(col(Refund.payment_id) == payment.id)
+            .order_by(col(Refund.created_at))
         )
     ).scalars()
+    return public_of(payment, allocations, list(refunds), settings)
+
+
+def public_of(
+    payment: Payment, allocations: list[Allocation], refunds: list[Refund], settings: Settings
+) -> PaymentPublic:
+    """The public form of a payment with its allocations (in the order they were made) and
+    refunds."""
+    # Derived from the allocation rows, so the totals always match the list.
+    allocated = domain.allocated((a.status, a.amount) for a in allocations)
     return PaymentPublic(
         id=payment.id,
         number=payment.number,
@@ -50,7 +61,7 @@ async def to_public(session: AsyncSession, payment: Payment, settings: Settings)
         allocations=[AllocationPublic.model_validate(a, from_attributes=True) for a in allocations],
         refunds=[RefundPublic.model_validate(r, from_attributes=True) for r in refunds],
         created_by=payment.created_by,
-        created_at=payment.created_at,  # type: ignore[arg-type]
+        created_at=payment.created_at,
     )
 
 
@@ -64,15 +75,15 @@ async def list_payments(
     settings: Settings,
 ) -> Page[PaymentPublic]:
     """Payments, oldest first, filtered by customer, method and period."""
-    query = select(Payment).order_by(Payment.id).limit(page.limit + 1)
+    query = select(Payment).order_by(col(Payment.id)).limit(page.limit + 1)
     if customer_id:
-        query = query.where(Payment.customer_id == customer_id)
+        query = query.where(col(Payment.customer_id) == customer_id)
     if method:
-        query = query.where(Payment.method == method.value)
+        query = query.where(col(Payment.method) == method.value)
     if period:
-        query = query.where(Payment.period == period)
+        query = query.where(col(Payment.period) == period)
     if page.after:
-        query = query.where(Payment.id > cursor_uuid(page.after))
+        query = query.where(col(Payment.id) > cursor_uuid(page.after))
     rows = (await session.execute(query)).scalars().all()
     kept, cursor = cut_page(rows, limit=page.limit, key=lambda p: str(p.id))
     return Page[PaymentPublic](

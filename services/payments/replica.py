@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.payments.models import SCHEMA, KnownCustomer, KnownOrder
 from shared.bulk import insert_rows
 from shared.events.envelope import Event
-from shared.tables import common_tables
+from shared.tables import common_tables, table_of
 
 SUBSCRIPTION = "payments.orders"
 SOURCE = "orders"
@@ -122,13 +122,13 @@ async def project(session: AsyncSession, events: list[Event]) -> None:
     if customers:
         await insert_rows(
             session,
-            KnownCustomer.__table__,  # type: ignore[arg-type]
+            table_of(KnownCustomer),
             [{"customer_id": c, "name": n} for c, n in sorted(customers.items())],
             suffix="ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name",
         )
     if not orders:
         return
-    table = KnownOrder.__table__
+    table = table_of(KnownOrder)
     ids = sorted({order_id_of(e) for e in orders})
     held = set(
         (await session.execute(select(table.c.order_id).where(table.c.order_id.in_(ids))))
@@ -157,18 +157,18 @@ async def project(session: AsyncSession, events: list[Event]) -> None:
                     "applied": ZERO,
                 }
             continue
-        target = new.get(order_id)
-        if target is None and order_id in held:
-            target = changed.setdefault(order_id, _no_change())
-        if target is None:
+        row = new.get(order_id)
+        if row is None and order_id in held:
+            row = changed.setdefault(order_id, _no_change())
+        if row is None:
             continue
         if status is not None:
-            target["status"] = status
+            row["status"] = status
         elif event.type == "order.returned":
-            target["credited"] += Decimal(event.data["gross"])
+            row["credited"] += Decimal(event.data["gross"])
     await insert_rows(
         session,
-        table,  # type: ignore[arg-type]
+        table,
         [new[i] for i in sorted(new)],
         suffix="ON CONFLICT DO NOTHING",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Annotated
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,8 +22,8 @@ class Method(StrEnum):
     OTHER = "other"
 
 
-Reference = text(max_length=200)
-RefundReason = text(max_length=500)
+Reference = Annotated[str, *text(max_length=200)]
+RefundReason = Annotated[str, *text(max_length=500)]
 
 
 class _Input(BaseModel):

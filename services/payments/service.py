@@ -16,8 +16,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from services.payments import replica
 from services.payments.domain import (
@@ -58,6 +59,7 @@ from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
+from shared.tables import table_of
 
 
 class PaymentNotFound(NotFound):
@@ -66,14 +68,15 @@ class PaymentNotFound(NotFound):
 
 async def ensure_period_open(session: AsyncSession, period: str) -> None:
     """409 when the period is locked; otherwise hold its shared lock until commit."""
-    locked = await hold_period(session, schema=SCHEMA, locks=PeriodLock.__table__, period=period)
+    locked = await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period)
     ensure_open(period, locked)
 
 
 async def receive(
     *, session: AsyncSession, data: PaymentCreate, actor: Actor, settings: Settings
-) -> Payment:
-    """Record money received from a customer and apply the requested allocations."""
+) -> tuple[Payment, list[Allocation]]:
+    """Record money received from a customer and apply the requested allocations; returns
+    the payment and its allocations as written."""
     if data.currency is not None and data.currency != settings.currency:
         raise InvalidInput("currency", f"this deployment keeps its books in {settings.currency}")
     await _ensure_known_customer(session, data.customer_id, settings)
@@ -81,6 +84,8 @@ async def receive(
     received_at = data.received_at or now
     if received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
+    # As the database reads it back, so the answer built from what was written says the same.
+    received_at = received_at.astimezone(UTC)
     if received_at > now:
         raise InvalidInput("received_at", f"{received_at.isoformat()} is in the future")
     business_date = business_date_of(received_at, settings.zone)
@@ -92,8 +97,9 @@ async def receive(
         )
     period = str(Period.of(business_date))
     await ensure_period_open(session, period)
+    await guard_orders(session, {r.order_id for r in data.allocations})
     payment = Payment(
-        number=await next_number(session, schema=SCHEMA, prefix="PAY", year=business_date.year),
+        number="",  # taken last, below
         customer_id=data.customer_id,
         amount=data.amount,
         method=data.method.value,
@@ -104,14 +110,23 @@ async def receive(
         unapplied=data.amount,
         created_by=actor.subject,
     )
-    for order_id in sorted({r.order_id for r in data.allocations}):
-        await guard_order(session, order_id)
-    session.add(payment)
-    await session.flush()
-    # Named "this payment" in any refusal: the number taken above is rolled back with it.
-    allocations = await _allocate(
+    # Named "this payment" in any refusal: it has no number yet.
+    allocations = await _plan(
         session, payment, data.allocations, field="allocations", name="this payment"
     )
+    payment.allocated = sum((a.amount for a in allocations), ZERO)
+    payment.unapplied = unapplied(
+        amount=payment.amount, refunded=payment.refunded, allocated=payment.allocated
+    )
+    # The number's counter row stays locked until commit: taken once everything that may
+    # refuse the payment has passed, the payment is written in its final state.
+    payment.number = await next_number(
+        session, schema=SCHEMA, prefix="PAY", year=business_date.year
+    )
+    session.add(payment)
+    await session.flush()
+    session.add_all(allocations)
+    await session.flush()
     emit(
         session,
         PaymentReceived(
@@ -140,15 +155,14 @@ async def receive(
         entity_id=payment.id,
         details={"number": payment.number, "amount": payment.amount, "method": payment.method},
     )
-    return payment
+    return payment, allocations
 
 
 async def allocate(
     *, session: AsyncSession, payment_id: UUID, requests: list[AllocationRequest], actor: Actor
 ) -> Payment:
     """Apply part of a payment's unapplied credit to orders."""
-    for order_id in sorted({r.order_id for r in requests}):
-        await guard_order(session, order_id)
+    await guard_orders(session, {r.order_id for r in requests})
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
     _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
@@ -255,8 +269,10 @@ async def release_newest(
         (
             await session.execute(
                 select(Allocation)
-                .where(Allocation.payment_id == payment.id, Allocation.status != A.RELEASED)
-                .order_by(Allocation.created_at.desc(), Allocation.id.desc())  # type: ignore[union-attr]
+                .where(
+                    col(Allocation.payment_id) == payment.id, col(Allocation.status) != A.RELEASED
+                )
+                .order_by(col(Allocation.created_at).desc(), col(Allocation.id).desc())
             )
         )
         .scalars()
@@ -340,8 +356,8 @@ async def sync_totals(session: AsyncSession, payment: Payment) -> None:
     truth: allocated counts applied and pending allocations, unapplied is what remains."""
     allocated = (
         await session.execute(
-            select(func.coalesce(func.sum(Allocation.amount), 0)).where(
-                Allocation.payment_id == payment.id, Allocation.status != A.RELEASED
+            select(func.coalesce(func.sum(col(Allocation.amount)), 0)).where(
+                col(Allocation.payment_id) == payment.id, col(Allocation.status) != A.RELEASED
             )
         )
     ).scalar_one()
@@ -354,8 +370,25 @@ async def sync_totals(session: AsyncSession, payment: Payment) -> None:
 async def guard_order(session: AsyncSession, order_id: UUID) -> None:
     """Take the order's advisory lock until commit (see the lock order above)."""
     await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtext(f"salesbook.payments.order.{order_id}")))
+        select(func.pg_advisory_xact_lock(func.hashtext(_order_lock_key(order_id))))
     )
+
+
+async def guard_orders(session: AsyncSession, order_ids: set[UUID]) -> None:
+    """guard_order for each order, in id order, in one statement."""
+    if order_ids:
+        keys = [_order_lock_key(order_id) for order_id in sorted(order_ids)]
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtext(k)) "
+                "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS u(k, n) ORDER BY n"
+            ),
+            {"keys": keys},
+        )
+
+
+def _order_lock_key(order_id: UUID) -> str:
+    return f"salesbook.payments.order.{order_id}"
 
 
 async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID, KnownOrder]:
@@ -364,8 +397,8 @@ async def lock_orders(session: AsyncSession, order_ids: set[UUID]) -> dict[UUID,
     rows = (
         await session.execute(
             select(KnownOrder)
-            .where(KnownOrder.order_id.in_(sorted(order_ids)))  # type: ignore[attr-defined]
-            .order_by(KnownOrder.order_id)
+            .where(col(KnownOrder.order_id).in_(sorted(order_ids)))
+            .order_by(col(KnownOrder.order_id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )
@@ -379,11 +412,28 @@ async def _allocate(
     requests: list[AllocationRequest],
     *,
     field: str,
+) -> list[Allocation]:
+    """Allocate more of a payment already written to orders."""
+    await sync_totals(session, payment)
+    created = await _plan(session, payment, requests, field=field)
+    session.add_all(created)
+    await session.flush()
+    await sync_totals(session, payment)
+    return created
+
+
+async def _plan(
+    session: AsyncSession,
+    payment: Payment,
+    requests: list[AllocationRequest],
+    *,
+    field: str,
     name: str | None = None,
 ) -> list[Allocation]:
-    """Allocate to orders; `name` is how a refusal names the payment (its number if None)."""
+    """The allocations of `requests` out of the payment's unapplied credit, checked against
+    the replicated orders (locked; an applied allocation added to the order's `applied`);
+    `name` is how a refusal names the payment (its number if None)."""
     total = sum((r.amount for r in requests), ZERO)
-    await sync_totals(session, payment)
     check_unapplied_covers(total, unapplied=payment.unapplied, name=name or payment.number)
     orders = await lock_orders(session, {r.order_id for r in requests})
     created: list[Allocation] = []
@@ -392,17 +442,15 @@ async def _allocate(
         status = allocation_status(order, payment.customer_id, request.amount, f"{field}.{index}")
         if order is not None and status == A.APPLIED:
             order.applied += request.amount
-        allocation = Allocation(
-            payment_id=payment.id,
-            order_id=request.order_id,
-            customer_id=payment.customer_id,
-            amount=request.amount,
-            status=status,
+        created.append(
+            Allocation(
+                payment_id=payment.id,
+                order_id=request.order_id,
+                customer_id=payment.customer_id,
+                amount=request.amount,
+                status=status,
+            )
         )
-        session.add(allocation)
-        created.append(allocation)
-    await session.flush()
-    await sync_totals(session, payment)
     return created
 
 
@@ -453,7 +501,7 @@ def _state(allocation: Allocation) -> AllocationState:
         allocation_id=allocation.id,
         order_id=allocation.order_id,
         amount=allocation.amount,
-        status=allocation.status,  # type: ignore[arg-type]
+        status=allocation.status,
     )
 
 

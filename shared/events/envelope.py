@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -28,7 +29,7 @@ _REGISTRY: dict[str, type[EventPayload]] = {}
 P = TypeVar("P", bound=type[EventPayload])
 
 
-def payload_type(type_name: str, version: int = 1):
+def payload_type(type_name: str, version: int = 1) -> Callable[[P], P]:
     """Register a payload model under its event type name."""
 
     def register(cls: P) -> P:

@@ -25,7 +25,7 @@ from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.migrations import alembic_config
 from tests.analytics.world import ALL_TIME, END, START, World, build
-from tests.conftest import AppClient, auth, migrate_all
+from tests.conftest import AppClient, AppHttpClient, auth, migrate_all
 from tests.support.feed import publish
 from tests.support.waiting import eventually
 
@@ -54,7 +54,7 @@ async def world(db: str) -> tuple[World, list[Event]]:
 @pytest.fixture
 async def client(
     app_client: AppClient, db: str, world: tuple[World, list[Event]]
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[AppHttpClient]:
     w, events = world
     newest = max(e.occurred_at for e in events)
     async with app_client([service_module("analytics")], database_url=db) as c:
@@ -311,7 +311,7 @@ async def test_top(
     span: tuple[date, date],
 ) -> None:
     w = world[0]
-    params = {"dimension": dimension, "limit": 2}
+    params: dict[str, str | int] = {"dimension": dimension, "limit": 2}
     if span[0].year != 2000:
         params |= {"from": str(span[0]), "to": str(span[1])}
     body = (await client.get(f"{URL}/top", params=params, headers=ANALYST)).json()
@@ -371,7 +371,7 @@ async def test_trend_with_forecast(
     assert [p["bucket"] for p in ahead] == ["2025-04-01", "2025-05-01"]
     ys = [Decimal(p["value"]) for p in history]
     slope = (ys[2] - ys[0]) / 2  # least squares through three evenly spaced points
-    assert Decimal(ahead[0]["value"]) == (sum(ys) / 3 + 2 * slope).quantize(
+    assert Decimal(ahead[0]["value"]) == (sum(ys, Decimal(0)) / 3 + 2 * slope).quantize(
         Decimal("0.01"), ROUND_HALF_UP
     )
     assert "linear regression" in body["method"]
@@ -387,7 +387,7 @@ async def test_trend_with_forecast(
 
 
 async def test_trend_history_ends_today(
-    client: httpx.AsyncClient, world: tuple[World, list[Event]]
+    client: AppHttpClient, world: tuple[World, list[Event]]
 ) -> None:
     """Months still to come are neither history nor zeros the forecast is fitted on."""
     w = world[0]
@@ -505,11 +505,12 @@ async def test_bad_input_is_422_naming_the_field(
 
 
 async def test_bad_targets_are_422(client: httpx.AsyncClient) -> None:
-    for body in (
+    bodies: list[dict[str, Any]] = [
         {"targets": [{"salesperson": "x", "period": "2025-2", "amount": "1.00"}]},
         {"targets": [{"salesperson": "x", "period": "2025-02", "amount": "-1.00"}]},
         {"targets": []},
-    ):
+    ]
+    for body in bodies:
         answer = await client.put(f"{URL}/targets", json=body, headers=FINANCE)
         assert answer.status_code == 422, answer.text
 

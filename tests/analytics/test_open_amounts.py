@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -94,6 +95,10 @@ def _confirmed(draw: Any, customer: UUID, invoice_day: date) -> tuple[OrderConfi
     return event, Invoice(facts.order_id, invoice_day, gross, instalments)
 
 
+def _days_after(day: date, days: int) -> date:
+    return day + timedelta(days=days)
+
+
 @st.composite
 def documents(draw: Any, customer: UUID) -> tuple[list[tuple[EventPayload, str]], list[Invoice]]:
     """Invoices with credit notes, a cancellation, allocations and released allocations.
@@ -108,7 +113,7 @@ def documents(draw: Any, customer: UUID) -> tuple[list[tuple[EventPayload, str]]
         confirmed, invoice = _confirmed(draw, customer, invoice_day)
         invoices.append(invoice)
         orders.append((confirmed, "orders"))
-        after = st.integers(0, SPAN).map(lambda n, d=invoice_day: d + timedelta(days=n))
+        after = st.integers(0, SPAN).map(partial(_days_after, invoice_day))
         credited = ZERO
         for _ in range(draw(st.integers(0, 2))):
             on, gross = draw(after), draw(money)

@@ -173,7 +173,7 @@ class World:
         )
 
 
-def _fact(kind: str, on: date, line: Any, base: dict[str, Any], **amounts: Decimal) -> Fact:
+def _fact(kind: str, on: date, line: Any, base: dict[str, Any], **amounts: Any) -> Fact:
     return Fact(kind=kind, day=on, sku=line.sku, category=line.category, **base, **amounts)
 
 

@@ -46,7 +46,7 @@ async def test_a_log_line_written_while_serving_carries_the_request_id(
 
     app = create_app(
         [ServiceModule(name="probe", routers=[router], produces_events=False)],
-        settings=Settings(secret_key="unused-in-this-test", _env_file=None),  # type: ignore[call-arg]
+        settings=Settings(secret_key="unused-in-this-test", _env_file=None),
         database_url="postgresql://unused/never-connected",
         run_workers=False,
     )

@@ -57,7 +57,7 @@ def test_token_lifetime(run_cli: RunCli) -> None:
 
     default = issue(run_cli, "--role", "sales", "--subject", "bo", env=env)
     claims = jwt.decode(default, SECRET, algorithms=[ALGORITHM], issuer="salesbook")
-    assert claims["exp"] - claims["iat"] == Settings(_env_file=None).token_ttl_hours * 3600  # type: ignore[call-arg]
+    assert claims["exp"] - claims["iat"] == Settings(_env_file=None).token_ttl_hours * 3600
 
 
 def test_the_command_offers_exactly_the_roles_there_are() -> None:
@@ -77,7 +77,7 @@ async def test_token_authenticates_against_an_app_using_the_data_folder(
         return {"subject": actor.subject, "role": actor.role.value}
 
     # The app finds its secret the way the server does: no SALESBOOK_SECRET_KEY, same folder.
-    settings = Settings(data_dir=tmp_path / "data", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path / "data", _env_file=None)
     app = create_app(
         [ServiceModule(name="probe", routers=[router], produces_events=False)],
         settings=settings,

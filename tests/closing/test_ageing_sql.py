@@ -13,6 +13,7 @@ from uuid import UUID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlmodel import col
 
 from services.closing.balances import write_closed_balances
 from services.closing.models import (
@@ -27,6 +28,7 @@ from shared.bulk import insert_rows
 from shared.db import Database
 from shared.ids import new_id
 from shared.periods import Period
+from shared.tables import table_of
 
 D = Decimal
 CENT = D("0.01")
@@ -108,7 +110,10 @@ def reference(customer: dict[str, Any], end: date) -> dict[str, Decimal]:
 
 
 async def write(db: Database, period: Period, people: list[dict[str, Any]]) -> None:
-    invoice_rows, instalment_rows, movement_rows, activity_rows = [], [], [], []
+    invoice_rows: list[dict[str, Any]] = []
+    instalment_rows: list[dict[str, Any]] = []
+    movement_rows: list[dict[str, Any]] = []
+    activity_rows: list[dict[str, Any]] = []
     for person in people:
         activity_rows.append(
             {
@@ -169,7 +174,7 @@ async def write(db: Database, period: Period, people: list[dict[str, Any]]) -> N
             (CustomerActivity, activity_rows),
         ):
             if rows:
-                await insert_rows(session, model.__table__, rows)
+                await insert_rows(session, table_of(model), rows)
         await write_closed_balances(
             session, period=str(period), version=1, end=period.last_day, previous=None
         )
@@ -180,7 +185,7 @@ async def stored_ageing(db: Database, period: Period) -> dict[UUID, dict[str, De
         rows = (
             await session.execute(
                 select(ClosedBalance).where(
-                    ClosedBalance.period == str(period), ClosedBalance.version == 1
+                    col(ClosedBalance.period) == str(period), col(ClosedBalance.version) == 1
                 )
             )
         ).scalars()

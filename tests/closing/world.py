@@ -112,9 +112,11 @@ class World:
             on=end,
         )
 
-    def cutoffs(self, month: str, close_id: UUID) -> list[tuple[EventPayload, str, str, None]]:
+    def cutoffs(
+        self, month: str, close_id: UUID
+    ) -> list[tuple[EventPayload, str, str, date | None]]:
         now = datetime.now(UTC)
-        out = []
+        out: list[tuple[EventPayload, str, str, date | None]] = []
         for source, kinds in (
             ("orders", ("invoice", "credit_note", "cancellation")),
             ("payments", ("payment", "refund")),
@@ -289,8 +291,8 @@ def worlds(draw: st.DrawFn, months: list[str]) -> World:
         method = draw(st.sampled_from(["cash", "card", "bank_transfer"]))
         payment_id = new_id()
         targets = [inv for inv in invoices if inv[1] == c and inv[2] <= day]
-        allocations = []
-        if targets and draw(st.booleans()):
+        allocations: list[AllocationState] = []
+        if bool(targets) and draw(st.booleans()):
             inv = draw(st.sampled_from(targets))
             part = min(amount, inv[5])
             allocations.append(

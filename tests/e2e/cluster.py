@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ class Cluster:
         async with httpx.AsyncClient(timeout=5) as client:
             for service in services:
                 await eventually(
-                    lambda service=service: client.get(self.url(PROBES[service])),
+                    partial(client.get, self.url(PROBES[service])),
                     lambda response: response.status_code < 500,
                     seconds=30,
                     interval=0.2,

@@ -267,7 +267,7 @@ def transport_settings(
         consumer_batch_size=25,
         consumer_poll_seconds=0.2,
         data_dir=tmp_path,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 
@@ -282,7 +282,7 @@ async def harness(
 @pytest.fixture
 async def postgres_harness(contract_db: Database, tmp_path) -> AsyncIterator[Harness]:
     """For the tests of what only the postgres transport has to guarantee itself."""
-    settings = Settings(transport="postgres", data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(transport="postgres", data_dir=tmp_path, _env_file=None)
     async with prepared(Harness("postgres", contract_db, settings)) as harness:
         yield harness
 

@@ -179,7 +179,7 @@ async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
         consumer_batch_size=25,
         consumer_poll_seconds=0.2,
         data_dir=tmp_path,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     async with prepared(Harness("kafka", contract_db, settings)) as harness:
         with tansu_broker(port):

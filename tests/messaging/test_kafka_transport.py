@@ -3,8 +3,6 @@ its topics with the configured partition count."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import select
@@ -21,6 +19,7 @@ from tests.messaging.conftest import (
     Harness,
     Noted,
     assert_each_once_in_order,
+    eventually,
     prepared,
 )
 from tests.support.tansu import free_port, tansu_broker
@@ -39,18 +38,23 @@ async def test_relay_and_subscriber_wait_for_the_broker_then_deliver_everything(
         consumer_batch_size=25,
         consumer_poll_seconds=0.2,
         data_dir=tmp_path,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     async with prepared(Harness("kafka", contract_db, settings)) as harness:
         relay = harness.relay()
         subscriber = harness.subscriber(harness.subscription())
         assert relay is not None
         await harness.publish(KEYS, 10)
-        await asyncio.sleep(0.5)  # both have tried and failed to connect by now
         assert isinstance(relay.worker, KafkaRelay)
         assert isinstance(subscriber.worker, KafkaSubscriber)
-        assert not relay.worker.ready() and not subscriber.worker.ready()
-        assert relay.worker.failures > 0 and not relay.task.done()
+        relay_worker, subscriber_worker = relay.worker, subscriber.worker
+
+        async def both_failed_to_connect() -> bool:
+            return relay_worker.failures > 0 and subscriber_worker.failures > 0
+
+        await eventually(both_failed_to_connect, what="a failed connection of each worker")
+        assert not relay_worker.ready() and not subscriber_worker.ready()
+        assert not relay.task.done() and not subscriber.task.done()
 
         with tansu_broker(port):
             await harness.wait_for_effects(len(KEYS) * 10, within=30)
@@ -72,7 +76,7 @@ async def _partitions(settings: Settings, topic: str) -> set[int]:
 async def test_kafka_settings_build_relays_and_subscribers_with_readiness(
     contract_db: Database, tmp_path
 ) -> None:
-    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path, _env_file=None)
     sub = Harness("kafka", contract_db, settings).subscription()
     workers = build_workers(
         settings, contract_db, producers=["orders", "payments"], subscriptions=[sub]
@@ -81,7 +85,8 @@ async def test_kafka_settings_build_relays_and_subscribers_with_readiness(
     subscribers = [w for w in workers if isinstance(w, KafkaSubscriber)]
     assert sorted(r.topic for r in relays) == ["salesbook.orders", "salesbook.payments"]
     assert [s.group for s in subscribers] == [f"salesbook.{sub.name}"]
-    assert all(not w.ready() for w in [*relays, *subscribers])  # nothing connected yet
+    # nothing connected yet
+    assert not any(r.ready() for r in relays) and not any(s.ready() for s in subscribers)
 
 
 class RelayDyingAfterPublish(KafkaRelay):

@@ -8,17 +8,16 @@ reader never sees N+1 before N, and never moves past a row that is still uncommi
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from shared.events.envelope import Event
 from shared.messaging.outbox import write_to_outbox
 from shared.messaging.postgres import PostgresSubscriber
 from shared.tables import common_tables
 from tests.messaging.conftest import SINK, Harness, Noted
-
-# Long enough for a blocked writer to have committed, were it not blocked.
-SETTLE_SECONDS = 0.3
+from tests.support.waiting import eventually
 
 
 def _event(harness: Harness, seq: int, key: str = "cust-a") -> Event:
@@ -45,13 +44,31 @@ async def _outbox_id(harness: Harness, event: Event) -> int:
         ).scalar_one()
 
 
+async def _advisory_waiters(harness: Harness) -> int:
+    """How many sessions of the test database wait for an advisory lock right now."""
+    async with harness.db.sessions() as session:
+        found = await session.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+        )
+        return found.scalar_one()
+
+
 async def _commit_in_background(harness: Harness, event: Event) -> asyncio.Task[None]:
+    """Start writing `event` in a transaction of its own; return once that writer waits for
+    the outbox's commit lock (or has finished: then it was not held back, and the caller's
+    check that it is still running fails)."""
+
     async def write() -> None:
         async with harness.db.transaction() as session:
             await write_to_outbox(session, [event])
 
     task = asyncio.create_task(write())
-    await asyncio.sleep(SETTLE_SECONDS)
+    await eventually(
+        partial(_advisory_waiters, harness), lambda waiting: waiting > 0 or task.done()
+    )
     return task
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -61,7 +62,7 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 
 
 def worker_of(client: httpx.AsyncClient, name: str) -> Any:
-    workers = client.app.state.workers  # type: ignore[attr-defined]
+    workers = client.app.state.workers  # type: ignore[attr-defined]  # the test client keeps its app
     return next(
         w for w in workers if getattr(w, "subscription", None) and w.subscription.name == name
     )
@@ -263,7 +264,7 @@ async def test_a_value_the_replica_cannot_hold_sticks_until_the_column_is_widene
         )
         for event in events:
             assert await eventually(
-                lambda e=event: processed(db, "payments", "payments.orders", e.event_id),
+                partial(processed, db, "payments", "payments.orders", event.event_id),
                 bool,
                 seconds=30,
             )

@@ -8,12 +8,13 @@ changes that.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 from sqlalchemy import select
 
 from shared.events.envelope import Event
-from shared.messaging.kafka import KafkaSubscriber
+from shared.messaging.kafka import KafkaRelay, KafkaSubscriber
 from shared.messaging.outbox import write_to_outbox
 from shared.tables import common_tables
 from tests.messaging.conftest import (
@@ -37,6 +38,7 @@ async def test_each_keys_events_take_effect_in_order(harness: Harness) -> None:
     assert_each_once_in_order(await harness.effects(), KEYS, 40)
 
     if relay is not None and isinstance(subscriber.worker, KafkaSubscriber):
+        assert isinstance(relay.worker, KafkaRelay)
         assert relay.worker.ready() and subscriber.worker.ready()
         kafka_subscriber = subscriber.worker
 
@@ -80,7 +82,6 @@ async def test_an_event_delivered_twice_takes_effect_once(harness: Harness) -> N
     # once all of them took effect, every duplicate has been through the subscriber.
     await harness.publish(KEYS, 1, first_seq=10)
     await harness.wait_for_effects(len(KEYS) * 11)
-    await asyncio.sleep(0.2)  # room for a stray duplicate to show up
     assert_each_once_in_order(await harness.effects(), KEYS, 11)
 
 
@@ -89,27 +90,27 @@ async def test_restarting_workers_mid_stream_loses_nothing(harness: Harness) -> 
     relay = harness.relay()
     subscriber = harness.subscriber(sub)
     per_key = 40
-    publishing = asyncio.create_task(_publish_slowly(harness, per_key))
+    steps = iter(range(0, per_key, 2))
 
-    await harness.wait_for_effects(30)
+    async def publish(commits: int) -> None:
+        """The next `commits` steps of the stream: two events per key, four per commit."""
+        for seq in itertools.islice(steps, commits):
+            await harness.publish(KEYS, 2, first_seq=seq, per_commit=4)
+
+    await publish(5)
+    await harness.wait_for_effects(15)  # stopped below with the stream half delivered
     if relay is not None:
         await relay.stop()
-        await asyncio.sleep(0.2)  # the stream goes on into the outbox meanwhile
+        await publish(5)  # the stream goes on into the outbox while no relay runs
         harness.relay()
-        await harness.wait_for_effects(90)
+        await harness.wait_for_effects(45)
     await subscriber.stop()
-    await asyncio.sleep(0.2)
+    await publish(5)  # and on into the transport while no subscriber runs
     harness.subscriber(sub)
+    await publish(per_key)  # the rest
 
-    await publishing
     await harness.wait_for_effects(len(KEYS) * per_key)
     assert_each_once_in_order(await harness.effects(), KEYS, per_key)
-
-
-async def _publish_slowly(harness: Harness, per_key: int) -> None:
-    for seq in range(0, per_key, 2):
-        await harness.publish(KEYS, 2, first_seq=seq, per_commit=4)
-        await asyncio.sleep(0.01)
 
 
 async def test_concurrent_writers_take_effect_in_commit_order(harness: Harness) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any, TypeVar
 
@@ -30,8 +30,8 @@ class Loop:
         self.thread = threading.Thread(target=self.loop.run_forever, name="system", daemon=True)
         self.thread.start()
 
-    def run(self, coroutine: Awaitable[T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)  # type: ignore[arg-type]
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -84,7 +84,11 @@ class System:
         self.url = url
         self.stack = AsyncExitStack()
         self.client: httpx.AsyncClient = loop.run(self._start(settings))
-        self.probe: asyncpg.Connection = loop.run(asyncpg.connect(plain_url(self.url)))
+        try:
+            self.probe: asyncpg.Connection = loop.run(asyncpg.connect(plain_url(self.url)))
+        except BaseException:
+            loop.run(self.stack.aclose())  # no server left running
+            raise
 
     async def _start(self, settings: Settings) -> httpx.AsyncClient:
         app = create_app(all_modules(), settings=settings, database_url=self.url)

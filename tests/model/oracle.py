@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from tests.support.totals import LineTotals
 
@@ -425,7 +426,7 @@ class Books:
             credited = sum((g for d, _, g in o.credits if d <= end), ZERO)
             if o.cancelled_on and o.cancelled_on <= end:
                 credited += o.reversed_gross
-            left = []
+            left: list[list[Any]] = []
             for due, amount in plan:
                 part = min(amount, paid)
                 paid -= part

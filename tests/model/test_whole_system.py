@@ -101,16 +101,19 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
             self.system = System(loop, url, app_settings)
             today = datetime.now(app_settings.zone).date()
             first = today.replace(day=1)
-            months = []
+            months: list[str] = []
             for _ in range(3):
                 first = (first - timedelta(days=1)).replace(day=1)
                 months.insert(0, month_of(first))
             self.books = Books(months=months, today=today)
-            for sku, (price, rate) in PRODUCTS.items():
-                product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
-                self.call(
-                    "POST", "/v1/products", SALES, 201, json={**product, "tax_rate": str(rate)}
-                )
+            try:
+                for sku, (price, rate) in PRODUCTS.items():
+                    product = {"sku": sku, "name": sku, "category": "c", "unit_price": str(price)}
+                    product["tax_rate"] = str(rate)
+                    self.call("POST", "/v1/products", SALES, 201, json=product)
+            except BaseException:
+                self.system.close()  # teardown runs only for a machine that was made
+                raise
 
         # --- plumbing ----------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
                 return None
             return body(response, ok)
 
-        def open_days(self, data: st.DataObject, after: date | None = None) -> date | None:
+        def open_days(self, data: st.DataObject, after: date | None = None) -> date:
             """A day, in a month the sources have not locked, not before `after`."""
             books = self.books
             candidates = [
@@ -158,7 +161,9 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
             if limit:
                 sent["credit_limit"] = limit
             made = self.call("POST", "/v1/customers", SALES, 201, json=sent)
-            self.books.customers[made["id"]] = Customer(made["id"], terms, limit and D(limit))
+            self.books.customers[made["id"]] = Customer(
+                made["id"], terms, D(limit) if limit else None
+            )
 
         @rule(data=st.data())
         def change_customer(self, data: st.DataObject) -> None:
@@ -168,7 +173,7 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
             limit = data.draw(st.sampled_from([None, "2000.00", "6000.00"]), label="limit")
             sent = {"payment_terms_days": terms, "credit_limit": limit}
             self.call("PATCH", f"/v1/customers/{customer.id}", SALES, 200, json=sent)
-            customer.terms, customer.limit = terms, limit and D(limit)
+            customer.terms, customer.limit = terms, D(limit) if limit else None
 
         def draw_order(self, data: st.DataObject) -> tuple[Customer, list[Line], date, dict]:
             customer = data.draw(st.sampled_from(list(self.books.customers.values())))
@@ -306,7 +311,7 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
                 return
             sku_lines = [x for x in order.lines if x.sku == line.sku]
             line_no = order.lines.index(line) + 1
-            sent = {"sku": line.sku, "quantity": str(quantity)}
+            sent: dict[str, Any] = {"sku": line.sku, "quantity": str(quantity)}
             if len(sku_lines) > 1:
                 sent["line_no"] = line_no
             gross = self.books.give_back(order, line, quantity, day)
@@ -534,8 +539,8 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
                 amount, allocated = D(got["amount"]), D(got["allocated"])
                 unapplied, refunded = D(got["unapplied"]), D(got["refunded"])
                 assert amount == allocated + unapplied + refunded, got
-                want = (payment.amount, payment.allocated, payment.unapplied, payment.refunded)
-                assert (amount, allocated, unapplied, refunded) == want, (payment, got)
+                figures = (payment.amount, payment.allocated, payment.unapplied, payment.refunded)
+                assert (amount, allocated, unapplied, refunded) == figures, (payment, got)
                 for status in ("applied", "pending", "released"):
                     total = sum(
                         (D(a["amount"]) for a in got["allocations"] if a["status"] == status), ZERO
@@ -552,8 +557,8 @@ def machine(url: str, loop: Loop, app_settings: Settings) -> type:
             # finance, in the month it was released (today's).
             month = month_of(books.today)
             report = self.call("GET", f"/v1/closing/periods/{month}/reconciliation", FINANCE, 200)
-            have = sorted((f["document"], D(f["amount"])) for f in report["failed_allocations"])
-            assert have == sorted(books.failed), (report["failed_allocations"], books.failed)
+            failed = sorted((f["document"], D(f["amount"])) for f in report["failed_allocations"])
+            assert failed == sorted(books.failed), (report["failed_allocations"], books.failed)
 
         def active(self) -> list[str]:
             """Customers with a document the ledger has seen."""
@@ -690,7 +695,7 @@ def test_the_books_agree_with_the_model_everywhere(database: str, loop: Loop, tm
         secret_key=TEST_SECRET,
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     run_state_machine_as_test(
         machine(database, loop, app_settings),

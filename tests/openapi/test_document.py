@@ -28,7 +28,7 @@ def app_of(service: str | None = None) -> FastAPI:
     document and docs reaches no database."""
     return create_app(
         [service_module(service)] if service else all_modules(),
-        settings=Settings(secret_key=TEST_SECRET, _env_file=None),  # type: ignore[call-arg]
+        settings=Settings(secret_key=TEST_SECRET, _env_file=None),
         database_url=UNUSED_DATABASE,
         run_workers=False,
         **({"title": f"Salesbook {service}"} if service else {}),

@@ -60,8 +60,10 @@ def interpolated(value: object) -> set[str]:
 
 
 def settings_of(service: str) -> Settings:
-    values = {k.removeprefix("SALESBOOK_").lower(): resolved(v) for k, v in env(service).items()}
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    values: dict[str, Any] = {
+        k.removeprefix("SALESBOOK_").lower(): resolved(v) for k, v in env(service).items()
+    }
+    return Settings(_env_file=None, **values)
 
 
 def test_the_stack_has_every_part() -> None:
@@ -118,9 +120,11 @@ def test_every_app_shares_one_signing_secret_and_refuses_a_placeholder() -> None
     (secret,) = secrets
     assert ":?" in secret, "compose must refuse to start without a real secret"
     # What compose would pass with a too short value is refused by the services themselves.
-    values = {k.removeprefix("SALESBOOK_").lower(): resolved(v) for k, v in env("orders").items()}
+    values: dict[str, Any] = {
+        k.removeprefix("SALESBOOK_").lower(): resolved(v) for k, v in env("orders").items()
+    }
     with pytest.raises(ValueError, match="at least 32 bytes"):
-        Settings(_env_file=None, **(values | {"secret_key": "x" * 31}))  # type: ignore[call-arg]
+        Settings(_env_file=None, **(values | {"secret_key": "x" * 31}))
 
 
 def test_secrets_are_named_only_by_the_services_that_use_them() -> None:
@@ -161,7 +165,7 @@ def test_make_env_generates_every_secret_once(tmp_path: Path) -> None:
     assert all(len(v) >= 32 for v in values.values())
     assert len(set(values.values())) == len(values)
     assert dotenv.stat().st_mode & 0o077 == 0, "readable by its owner only"
-    assert Settings(  # type: ignore[call-arg]
+    assert Settings(
         _env_file=None, environment="production", secret_key=values["SALESBOOK_SECRET_KEY"]
     )
     # Run again it keeps every value: tokens and database passwords stay valid.
@@ -322,7 +326,7 @@ def route_prefixes() -> dict[str, str]:
         # Built, never started: the database URL is only parsed.
         app = create_app(
             [module],
-            settings=Settings(secret_key="x", _env_file=None),  # type: ignore[call-arg]
+            settings=Settings(secret_key="x", _env_file=None),
             database_url="postgresql://nobody@nowhere/none",
             run_workers=False,
         )

@@ -34,7 +34,8 @@ def business_today() -> date:
     return today(ZoneInfo("Asia/Shanghai"))
 
 
-def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON answer (an object or an array) of a response that has `status`."""
     assert response.status_code == status, response.text[:600]
     return response.json()
 
@@ -105,7 +106,7 @@ async def get_order(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
 
 
 def database(client: httpx.AsyncClient) -> Database:
-    return client.app.state.db  # type: ignore[attr-defined]
+    return client.app.state.db  # type: ignore[attr-defined]  # the test client keeps its app
 
 
 async def outbox_events(client: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:

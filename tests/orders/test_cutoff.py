@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
 
+from services.orders.models import PeriodLock
 from shared.events.closing import CONTROL_KEY, PeriodCloseRequested, PeriodReopened
 from shared.events.envelope import Event, EventPayload
 from shared.ids import new_id
@@ -39,6 +41,11 @@ async def cutoff_for(client: httpx.AsyncClient, close_id: str) -> dict[str, Any]
         lambda found: any(e["data"]["close_id"] == close_id for e in found),
     )
     return next(e["data"] for e in events if e["data"]["close_id"] == close_id)
+
+
+async def period_locked(client: httpx.AsyncClient, period: str) -> bool:
+    async with database(client).sessions() as session:
+        return await session.get(PeriodLock, period, populate_existing=True) is not None
 
 
 async def request_close(client: httpx.AsyncClient, period: str) -> dict[str, Any]:
@@ -117,10 +124,9 @@ async def test_cutoff_locks_in_order_and_reports_control_totals(client: httpx.As
             reopened_at=datetime.now(UTC),
         ),
     )
-    created = await eventually(
-        lambda: client.post("/v1/orders", json=body, headers=POS), lambda r: r.status_code == 201
-    )
-    assert created.json()["business_date"] == "2017-03-31"
+    await eventually(partial(period_locked, client, "2017-03"), lambda locked: not locked)
+    created = ok(await client.post("/v1/orders", json=body, headers=POS), 201)
+    assert created["business_date"] == "2017-03-31"
 
 
 async def test_cancellation_counts_in_its_own_period(client: httpx.AsyncClient) -> None:

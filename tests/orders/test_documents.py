@@ -10,6 +10,7 @@ import httpx
 
 from services.orders.models import SCHEMA, PeriodLock
 from shared.cutoff import lift_cutoff, lock_period
+from shared.tables import table_of
 from tests.orders.factories import (
     APPROVER,
     POS,
@@ -24,7 +25,7 @@ from tests.orders.factories import (
     ok,
 )
 
-LOCKS = PeriodLock.__table__
+LOCKS = table_of(PeriodLock)
 
 
 async def test_numbers_have_the_documented_format(client: httpx.AsyncClient) -> None:

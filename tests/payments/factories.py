@@ -9,7 +9,9 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+from sqlalchemy import text
 
+from shared.db import Database
 from shared.events.envelope import EventPayload
 from shared.events.orders import (
     CustomerCreated,
@@ -38,6 +40,23 @@ class OrdersFeed:
         self, payload: EventPayload, *, key: UUID, business_date: date | None = None
     ) -> None:
         await publish(self.database_url, [(payload, "orders", str(key), business_date)])
+
+    async def replicated(self, order_id: UUID, status: str = "confirmed") -> None:
+        """Wait until the payments service's replica holds the order in `status`."""
+        db = Database(self.database_url, pool_size=1)
+
+        async def seen() -> str | None:
+            async with db.sessions() as session:
+                found = await session.execute(
+                    text("SELECT status FROM payments.known_orders WHERE order_id = :id"),
+                    {"id": order_id},
+                )
+                return found.scalar_one_or_none()
+
+        try:
+            await eventually(seen, lambda known: known == status, seconds=30)
+        finally:
+            await db.dispose()
 
     async def customer(self, name: str = "Acme") -> UUID:
         customer_id = new_id()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from uuid import UUID
 
 import httpx
 import pytest
@@ -33,7 +34,7 @@ def feed(migrated: str) -> OrdersFeed:
 async def test_100_concurrent_allocations_never_over_allocate_an_order(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "100.00")
-    await _applied_payment(client, customer, order, "0.01")  # the replica knows the order now
+    await _applied_payment(client, feed, customer, order, "0.01")  # the replica knows the order now
     payments = [(await take_payment(client, customer, "10.00")).json()["id"] for _ in range(100)]
 
     async def allocate(payment_id: str) -> int:
@@ -143,7 +144,7 @@ async def test_malformed_json_and_unknown_ids(client, feed) -> None:
     assert unknown.status_code == 404
     not_uuid = await client.get("/v1/payments/PAY-1", headers=auth("pos"))
     assert not_uuid.status_code == 422
-    stranger = await take_payment(client, "00000000-0000-0000-0000-0000000000ff", "1.00")
+    stranger = await take_payment(client, UUID("00000000-0000-0000-0000-0000000000ff"), "1.00")
     assert stranger.status_code == 422 and "customer_id" in stranger.json()["detail"]
 
 
@@ -166,7 +167,7 @@ async def test_roles(client, feed) -> None:
 async def test_events_are_written_with_the_payment(client, feed, migrated) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "30.00")
-    payment = await _applied_payment(client, customer, order, "50.00", allocation="30.00")
+    payment = await _applied_payment(client, feed, customer, order, "50.00", allocation="30.00")
     await client.post(
         f"/v1/payments/{payment['id']}/refunds", json={"amount": "25.00"}, headers=auth("finance")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -114,6 +115,10 @@ async def lifetime(client: httpx.AsyncClient, customer: dict[str, Any]) -> dict[
     return response.json() if response.status_code == 200 else {}
 
 
+def _pays(amount: str, figures: dict[str, Any]) -> bool:
+    return figures.get("paid") == amount
+
+
 async def test_partial_releases_agree_everywhere(client: httpx.AsyncClient) -> None:
     product = await make_product(client, unit_price="100.00", tax_rate="0.13")
     refunded = await make_customer(client, payment_terms_days=0)
@@ -163,8 +168,8 @@ async def test_partial_releases_agree_everywhere(client: httpx.AsyncClient) -> N
     paid = {refunded["id"]: "239.00", returned["id"]: "226.00", twice["id"]: "189.00"}
     for customer in (refunded, returned, twice):
         figures = await eventually(
-            lambda c=customer: lifetime(client, c),
-            lambda f, c=customer: f.get("paid") == paid[c["id"]],
+            partial(lifetime, client, customer),
+            partial(_pays, paid[customer["id"]]),
             seconds=20,
         )
         assert figures["outstanding"] == expected[customer["id"]], figures
@@ -188,18 +193,18 @@ async def test_partial_releases_agree_everywhere(client: httpx.AsyncClient) -> N
         ]
     }
 
-    def figures(customer: dict[str, Any]) -> tuple[str, ...]:
+    def closed(customer: dict[str, Any]) -> tuple[str, ...]:
         row = rows[customer["id"]]
         return tuple(row[k] for k in ("invoiced", "returned", "received", "refunded", "closing"))
 
     def aged(customer: dict[str, Any]) -> Decimal:
         return sum((Decimal(v) for v in rows[customer["id"]]["ageing"].values()), Decimal(0))
 
-    assert figures(refunded) == ("339.00", "0.00", "339.00", "100.00", "100.00")
+    assert closed(refunded) == ("339.00", "0.00", "339.00", "100.00", "100.00")
     assert aged(refunded) == Decimal("100.00")
-    assert figures(returned) == ("339.00", "113.00", "339.00", "0.00", "-113.00")
+    assert closed(returned) == ("339.00", "113.00", "339.00", "0.00", "-113.00")
     assert aged(returned) == Decimal("0.00")
-    assert figures(twice) == ("339.00", "0.00", "339.00", "150.00", "150.00")
+    assert closed(twice) == ("339.00", "0.00", "339.00", "150.00", "150.00")
     assert aged(twice) == Decimal("150.00")
 
 

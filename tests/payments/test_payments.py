@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -93,14 +92,8 @@ async def test_allocation_to_another_customers_order_is_refused(client, feed) ->
         )
 
     # Until the replica has Bob's order the allocation would be pending; once known, 409.
-    for _ in range(100):
-        response = await attempt()
-        if response.status_code == 409:
-            break
-        await client.post(
-            f"/v1/payments/{payment_id}/refunds", json={"amount": "0.01"}, headers=auth("finance")
-        )
-        await asyncio.sleep(0.05)
+    await feed.replicated(bobs_order)
+    response = await attempt()
     assert response.status_code == 409
     assert "another customer" in response.json()["detail"]
 
@@ -150,7 +143,7 @@ async def test_pending_allocation_that_fails_is_released_to_credit(client, feed)
 async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "60.00")
-    payment = await _applied_payment(client, customer, order, "60.00")
+    payment = await _applied_payment(client, feed, customer, order, "60.00")
     await feed.cancelled(customer, order, "60.00")
     released = await _wait_status(client, payment["id"], "released")
     assert released["unapplied"] == "60.00"
@@ -167,7 +160,7 @@ async def test_cancelled_order_releases_its_allocations(client, feed) -> None:
 async def test_credit_note_releases_the_excess_only(client, feed) -> None:
     customer = await feed.customer()
     order = await feed.confirmed(customer, "100.00")
-    payment = await _applied_payment(client, customer, order, "100.00")
+    payment = await _applied_payment(client, feed, customer, order, "100.00")
     await feed.returned(customer, order, "30.00")
     after = await payment_settles(client, payment["id"], unapplied="30.00")
     assert after["allocated"] == "70.00"
@@ -181,7 +174,7 @@ async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed
     customer = await feed.customer()
     first = await feed.confirmed(customer, "40.00")
     second = await feed.confirmed(customer, "40.00")
-    payment = await _applied_payment(client, customer, first, "100.00", allocation="40.00")
+    payment = await _applied_payment(client, feed, customer, first, "100.00", allocation="40.00")
     more = await client.post(
         f"/v1/payments/{payment['id']}/allocations",
         json={"order_id": str(second), "amount": "40.00"},
@@ -198,7 +191,7 @@ async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed
     assert (
         body["refunded"] == "30.00" and body["unapplied"] == "0.00" and body["allocated"] == "70.00"
     )
-    by_order = {}
+    by_order: dict[tuple[str, str], Decimal] = {}
     for a in body["allocations"]:
         by_order.setdefault((a["order_id"], a["status"]), Decimal(0))
         by_order[(a["order_id"], a["status"])] += Decimal(a["amount"])
@@ -213,24 +206,20 @@ async def test_refund_takes_unapplied_first_then_newest_allocations(client, feed
 
 
 async def _applied_payment(
-    client, customer, order, amount: str, allocation: str | None = None
+    client, feed: OrdersFeed, customer, order, amount: str, allocation: str | None = None
 ) -> dict:
-    allocation = allocation or amount
-    for _ in range(200):
-        response = await take_payment(
-            client, customer, amount, allocations=[{"order_id": str(order), "amount": allocation}]
-        )
-        assert response.status_code == 201, response.text
-        payment = response.json()
-        if payment["allocations"][0]["status"] == "applied":
-            return payment
-        await client.post(
-            f"/v1/payments/{payment['id']}/refunds",
-            json={"amount": amount},
-            headers=auth("finance"),
-        )
-        await asyncio.sleep(0.05)
-    raise AssertionError("the order never reached the payments replica")
+    """A payment allocated to `order`, applied at once: taken once the replica knows it."""
+    await feed.replicated(order)
+    response = await take_payment(
+        client,
+        customer,
+        amount,
+        allocations=[{"order_id": str(order), "amount": allocation or amount}],
+    )
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert payment["allocations"][0]["status"] == "applied", payment
+    return payment
 
 
 async def _wait_status(client, payment_id: str, status: str) -> dict:

@@ -81,8 +81,8 @@ async def traffic(client: httpx.AsyncClient) -> None:
         body = {"name": name, "payment_terms_days": terms, "region": "east"}
         customers.append(ok(await client.post("/v1/customers", json=body, headers=SALES), 201))
     for sku, category, price in (("P1", "pumps", "100.00"), ("P2", "pipes", "50.00")):
-        product = {"sku": sku, "name": sku, "category": category, "unit_price": price}
-        body = product | {"tax_rate": "0.13"}
+        body = {"sku": sku, "name": sku, "category": category, "unit_price": price}
+        body["tax_rate"] = "0.13"
         ok(await client.post("/v1/products", json=body, headers=SALES), 201)
     alice, bob, carol = (c["id"] for c in customers)
     first = await order(client, alice, [{"sku": "P1", "quantity": "3"}], f"{MONTH}-05")

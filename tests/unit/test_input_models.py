@@ -34,7 +34,7 @@ def _kinds(schema: dict[str, Any]) -> list[dict[str, Any]]:
 def fields(model: type[BaseModel], wanted: str) -> list[tuple[str, Any]]:
     """(field, a value in the field's shape) for each field holding text or a decimal."""
     schema = model.model_json_schema(mode="validation")
-    found = []
+    found: list[tuple[str, Any]] = []
     for name, prop in schema.get("properties", {}).items():
         for kind in _kinds(prop):
             is_decimal = (

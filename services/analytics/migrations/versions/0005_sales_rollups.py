@@ -10,6 +10,7 @@ Create Date: 2026-11-22
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 SCHEMA = "analytics"
 MONEY = sa.Numeric(18, 2)
 UNITS = sa.Numeric(18, 3)
-MEASURES = {
+MEASURES: dict[str, sa.types.TypeEngine[Any]] = {
     "net": MONEY,
     "tax": MONEY,
     "gross": MONEY,
