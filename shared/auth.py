@@ -117,7 +117,7 @@ def require(*roles: Role) -> Callable[..., Awaitable[Actor]]:
         return actor
 
     # Read by the OpenAPI document (shared/openapi.py) and the query check (shared/strict.py).
-    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]  # a marker attribute
     return dependency
 
 
