@@ -28,6 +28,14 @@ async def customer_statement(
     """Opening balance, every posted document in date order with its running balance, closing."""
     if date_to < date_from:
         raise InvalidInput("to", "must not be before from")
+    known = (
+        await session.execute(
+            select(LedgerEntry.id).where(col(LedgerEntry.customer_id) == customer_id).limit(1)
+        )
+    ).first()
+    if known is None:
+        # The ledger learns a customer from its first document: before that, no statement.
+        raise NotFound(f"no customer {customer_id} in the ledger: no document of theirs posted")
     opening = (
         await session.execute(
             select(func.coalesce(func.sum(col(LedgerEntry.amount)), 0)).where(

@@ -414,3 +414,28 @@ async def test_bad_requests(client) -> None:
         headers=FINANCE,
     )
     assert bad_dates.status_code == 422
+
+
+async def test_a_statement_for_a_customer_the_ledger_never_saw_is_404(client, db) -> None:
+    month = next_month()
+    unknown = new_id()
+    answer = await client.get(
+        f"/v1/closing/customers/{unknown}/statement",
+        params={"from": f"{month}-01", "to": f"{month}-28"},
+        headers=FINANCE,
+    )
+    assert answer.status_code == 404, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert str(unknown) in answer.json()["detail"]
+    # Once a document of theirs is posted, the same request answers the statement.
+    cid = await customer(db)
+    await pay(client, cid, "5.00", day_in(month, 3))
+    known = await eventually(
+        lambda: client.get(
+            f"/v1/closing/customers/{cid}/statement",
+            params={"from": f"{month}-01", "to": f"{month}-28"},
+            headers=FINANCE,
+        ),
+        lambda r: r.status_code == 200,
+    )
+    assert known.json()["closing"] == "-5.00"
