@@ -116,7 +116,8 @@ def require(*roles: Role) -> Callable[..., Awaitable[Actor]]:
             raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
         return actor
 
-    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]  # read by shared/openapi.py
+    # Read by the OpenAPI document (shared/openapi.py) and the query check (shared/strict.py).
+    dependency.admits = frozenset(allowed)  # type: ignore[attr-defined]  # a marker attribute
     return dependency
 
 

@@ -96,8 +96,8 @@ async def driver_connection(session: AsyncSession) -> asyncpg.Connection[Any]:
     if getattr(adapted, "_transaction", True) is None:
         # SQLAlchemy begins the transaction lazily, with its first statement: begin it as
         # that statement would, so COMMIT and ROLLBACK of the session apply to ours.
-        await adapted._start_transaction()  # type: ignore[union-attr]
-    driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]
+        await adapted._start_transaction()  # type: ignore[union-attr]  # asyncpg adapter
+    driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]  # asyncpg adapter
     if not driver.is_in_transaction():
         # A SQLAlchemy without that hook: one statement of its own begins it.
         await session.execute(text("SELECT 1"))

@@ -26,7 +26,7 @@ class _Rules:
 def _walk(dependant: Dependant, rules: _Rules) -> _Rules:
     rules.names |= {param.alias for param in dependant.query_params}
     rules.authenticated |= dependant.call is current_actor
-    admits = getattr(dependant.call, "roles", None)
+    admits = getattr(dependant.call, "admits", None)
     if admits is not None:
         rules.admits.append(admits)
     for sub in dependant.dependencies:

@@ -561,15 +561,23 @@ async def _flush_open_amounts(session: AsyncSession, batch: Batch) -> None:
     keep `open_changes`, `open_now` and `open_by_day` equal to the result. A whole invoice is placed
     again because a backdated move changes what its later moves took of each instalment."""
     touched = sorted({move["order_id"] for move in batch.moves})
-    if touched:
-        await session.execute(_OPEN_CHANGES_STATEMENT, {"orders": touched})
+    if not touched:
+        return
+    summed = await session.execute(_OPEN_CHANGES_STATEMENT, {"orders": touched})
+    # A day and due date whose sum came back to zero leaves no row, as a rebuild leaves none.
+    emptied = [(day, due) for day, due, amount in summed if amount == 0]
+    if emptied:
+        await session.execute(
+            _EMPTIED_BY_DAY_STATEMENT,
+            {"days": [day for day, _ in emptied], "dues": [due for _, due in emptied]},
+        )
 
 
 # The ageing rule of shared/ageing.py on each instalment (amount, upto, gross) at the end of
 # each day its invoice moved, from the allocations and credits summed up to that day; an
 # invoice counts from the day of its invoice move. Only what differs from the rows kept is
 # written: upserted or deleted per row of open_changes and open_now, and added to
-# open_by_day per day and due date (a sum that comes to zero keeps its row and its day).
+# open_by_day per day and due date.
 _OPEN_CHANGES_STATEMENT = text(
     f"""
     WITH touched AS (
@@ -643,9 +651,15 @@ _OPEN_CHANGES_STATEMENT = text(
         WHERE d.amount = 0 AND (n.order_id, n.seq) = (d.order_id, d.seq)
     )
     INSERT INTO {SCHEMA}.open_by_day AS cur (day, due_date, amount)
-    SELECT day, due_date, sum(change) FROM diff GROUP BY day, due_date ORDER BY day, due_date
+    SELECT day, due_date, sum(change) FROM diff GROUP BY day, due_date
+    HAVING sum(change) <> 0 ORDER BY day, due_date
     ON CONFLICT (day, due_date) DO UPDATE SET amount = cur.amount + EXCLUDED.amount
+    RETURNING day, due_date, amount
     """
+)
+_EMPTIED_BY_DAY_STATEMENT = text(
+    f"DELETE FROM {SCHEMA}.open_by_day WHERE amount = 0 "
+    "AND (day, due_date) IN (SELECT * FROM unnest(CAST(:days AS date[]), CAST(:dues AS date[])))"
 )
 
 

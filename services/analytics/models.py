@@ -182,8 +182,7 @@ class OpenNow(SQLModel, table=True):
 
 class OpenByDay(SQLModel, table=True):
     """`open_changes` summed over every customer per due date and day: the ageing totals as of
-    any day without reading a row per customer. A row stays when its sum comes back to zero,
-    so the newest day here is on or after the newest day anything changed."""
+    any day without reading a row per customer; none is zero."""
 
     __tablename__ = "open_by_day"
     __table_args__ = {"schema": SCHEMA}

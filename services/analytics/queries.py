@@ -25,7 +25,6 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from services.analytics.domain import (
     INTERVALS,
@@ -483,9 +482,9 @@ async def ageing(
     Allocated payments pay an invoice's oldest instalments first, credit notes and
     cancellations take back its newest (shared/ageing.py is the reference). The consumer
     keeps what is open of each instalment now in `open_now`, which a day on or after the
-    newest change reads, and what each day changed of it in `open_changes`, which an earlier
-    day sums up to that day."""
-    newest = (await session.execute(select(func.max(col(OpenByDay.day))))).scalar()
+    newest receivable move reads (nothing changed since), and what each day changed of it in
+    `open_changes`, which an earlier day sums up to that day."""
+    newest = (await session.execute(select(func.max(M.day)))).scalar()
     if newest is None or as_of_date >= newest:
         c = table_of(OpenNow).c
         query = select(c.customer_id, *_aged(as_of_date, c.due_date, c.amount))

@@ -283,13 +283,10 @@ def _before(customer: UUID) -> UUID:
 
 async def _totals_add_up(db: Database, day: date) -> None:
     """The totals kept per day and due date are the per-instalment rows summed over every
-    customer, and age as every customer's ageing summed."""
+    customer (no row of them zero), and age as every customer's ageing summed."""
     async with db.sessions() as session:
         kept = await session.execute(
-            text(
-                "SELECT day, due_date, amount FROM analytics.open_by_day WHERE amount <> 0 "
-                "ORDER BY day, due_date"
-            )
+            text("SELECT day, due_date, amount FROM analytics.open_by_day ORDER BY day, due_date")
         )
         summed = await session.execute(
             text(

@@ -695,6 +695,9 @@ def test_the_books_agree_with_the_model_everywhere(database: str, loop: Loop, tm
         secret_key=TEST_SECRET,
         data_dir=tmp_path,
         consumer_poll_seconds=0.2,
+        # One request at a time: a small pool leaves the shared server's connections to others.
+        db_pool_size=5,
+        db_max_overflow=5,
         _env_file=None,
     )
     run_state_machine_as_test(

@@ -104,7 +104,8 @@ def upgrade() -> None:
     )
     op.execute(
         f"INSERT INTO {SCHEMA}.open_by_day (day, due_date, amount) "
-        f"SELECT day, due_date, sum(amount) FROM {SCHEMA}.open_changes GROUP BY day, due_date"
+        f"SELECT day, due_date, sum(amount) FROM {SCHEMA}.open_changes GROUP BY day, due_date "
+        "HAVING sum(amount) <> 0"
     )
 
 
