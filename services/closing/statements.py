@@ -30,7 +30,7 @@ async def customer_statement(
         raise InvalidInput("to", "must not be before from")
     known = (
         await session.execute(
-            select(LedgerEntry.id).where(col(LedgerEntry.customer_id) == customer_id).limit(1)
+            select(col(LedgerEntry.id)).where(col(LedgerEntry.customer_id) == customer_id).limit(1)
         )
     ).first()
     if known is None:
