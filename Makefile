@@ -45,45 +45,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Only when missing; the test fails rather than skip if there is no browser to drive.
+# Debian packages the tests and benchmarks drive, each installed only when its program is
+# missing; what needs it fails rather than skip without it.
+# $(call apt_install,PACKAGE,PROGRAM,WHAT NEEDS IT)
+define apt_install
+	@echo "Installing $(1) for $(3)"
+	@DEBIAN_FRONTEND=noninteractive apt-get install -y $(1) || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y $(1); } || \
+		{ echo "Could not install $(1): $(3) needs $(2)."; \
+		  echo "Install Debian's $(1) package as root (apt-get install $(1))."; exit 1; }
+	@test -x $(2) || { echo "apt-get installed $(1) but not $(2)"; exit 1; }
+endef
+
 $(CHROMIUM):
-	@echo "Installing Chromium for the dashboard's browser test"
-	@DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || \
-		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || \
-		{ echo "Could not install Chromium: the dashboard test needs $(CHROMIUM)."; \
-		  echo "Install Debian's chromium package as root (apt-get install chromium)."; exit 1; }
-	@test -x $(CHROMIUM) || { echo "apt-get installed chromium but not $(CHROMIUM)"; exit 1; }
+	$(call apt_install,chromium,$(CHROMIUM),the dashboard's browser test)
 
-# Only when missing, like Chromium: the end-to-end test fails rather than skip without it.
 $(NGINX):
-	@echo "Installing nginx for the end-to-end test"
-	@DEBIAN_FRONTEND=noninteractive apt-get install -y nginx || \
-		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx; } || \
-		{ echo "Could not install nginx: the end-to-end test needs $(NGINX)."; \
-		  echo "Install Debian's nginx package as root (apt-get install nginx)."; exit 1; }
-	@test -x $(NGINX) || { echo "apt-get installed nginx but not $(NGINX)"; exit 1; }
+	$(call apt_install,nginx,$(NGINX),the end-to-end test)
 
-# Only when missing, like Chromium: the README test fails rather than skip without it.
 $(JQ):
-	@echo "Installing jq for the README's examples"
-	@DEBIAN_FRONTEND=noninteractive apt-get install -y jq || \
-		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y jq; } || \
-		{ echo "Could not install jq: the README test needs $(JQ)."; \
-		  echo "Install Debian's jq package as root (apt-get install jq)."; exit 1; }
-	@test -x $(JQ) || { echo "apt-get installed jq but not $(JQ)"; exit 1; }
+	$(call apt_install,jq,$(JQ),the README's examples test)
 
-# Only when missing, like Chromium: the order-entry benchmark stops without it.
 $(WRK):
-	@echo "Installing wrk for the order-entry benchmark"
-	@DEBIAN_FRONTEND=noninteractive apt-get install -y wrk || \
-		{ DEBIAN_FRONTEND=noninteractive apt-get update && \
-		  DEBIAN_FRONTEND=noninteractive apt-get install -y wrk; } || \
-		{ echo "Could not install wrk: the order-entry benchmark needs $(WRK)."; \
-		  echo "Install Debian's wrk package as root (apt-get install wrk)."; exit 1; }
-	@test -x $(WRK) || { echo "apt-get installed wrk but not $(WRK)"; exit 1; }
+	$(call apt_install,wrk,$(WRK),the order-entry benchmark)
 
 # The secrets docker-compose.yml reads, generated once into .env (ignored by git and
 # docker); values already there are kept, so running it again changes nothing.
