@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.children import DIE_WITH_PARENT
+
 NGINX = Path("/usr/sbin/nginx")
 CONFIG = Path(__file__).parents[2] / "deploy" / "nginx.conf"
 STARTUP_SECONDS = 30
@@ -193,6 +195,8 @@ def nginx_proxy(folder: Path, *, resolver: str, address: str, service_port: int)
             stdout=subprocess.DEVNULL,
             stderr=sink,
             start_new_session=True,
+            # A test process killed mid-test must not leave nginx serving its port.
+            preexec_fn=DIE_WITH_PARENT,
         )
     try:
         proxy = Proxy(process, folder, f"http://{address}:{port}")

