@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +72,20 @@ def issue_token(*, secret: str, subject: str, role: Role, ttl: timedelta) -> str
 
 
 def decode_token(token: str, *, secret: str) -> Actor:
+    """The actor a valid, unexpired token names; 401 otherwise.
+
+    A till sends the same token with every request: its signature and claims are checked
+    once, and only its expiry again on later requests (a valid token can only expire)."""
+    actor, expires = _verified(token, secret)
+    if time.time() >= expires:
+        raise Unauthorized("the token has expired")
+    return actor
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> tuple[Actor, float]:
+    """The actor of a token whose signature and claims hold, and when it expires (refusals
+    raise, and are not remembered)."""
     try:
         claims = jwt.decode(
             token,
@@ -90,7 +106,7 @@ def decode_token(token: str, *, secret: str) -> Actor:
         subject = check_subject(str(claims["sub"]))
     except ValueError as refused:
         raise Unauthorized(f"the token's subject is not valid: {refused}") from None
-    return Actor(subject=subject, role=role)
+    return Actor(subject=subject, role=role), float(claims["exp"])
 
 
 _bearer = HTTPBearer(auto_error=False)

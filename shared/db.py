@@ -84,6 +84,20 @@ class Database:
         await self.engine.dispose()
 
 
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection[Any]:
+    """The asyncpg connection under the session, as it is: inside the session's transaction
+    if one has begun, else in autocommit, where each statement commits as it ends.
+
+    For a hot path whose change is one statement: committing with the statement, it holds
+    its locks for no longer than the statement runs. `driver_connection` begins the
+    session's transaction on it later, if the path turns out to need one.
+    """
+    connection = await session.connection()
+    adapted = (await connection.get_raw_connection()).dbapi_connection
+    driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]  # asyncpg adapter
+    return driver
+
+
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection[Any]:
     """The asyncpg connection under the session, inside the session's transaction.
 

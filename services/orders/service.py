@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -80,7 +81,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period, period_lock_key
-from shared.db import driver_connection, lock_or_404
+from shared.db import driver_connection, lock_or_404, raw_connection
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
 from shared.events import orders as events
 from shared.events.envelope import Event
@@ -503,26 +504,21 @@ async def _move(
 # Where the SO number goes in what is decided before it is taken: replaced by the last
 # statement in history reasons and audit details (text this module writes, never a client's).
 NUMBER = "{number}"
+# What orders.hold_periods_open raises for a locked period (migration 0005_period_guard).
+PERIOD_LOCKED_STATE = "SB409"
 CONFIRMED_BELOW_THRESHOLD = "below the approval threshold"
 
 _READ = f"""
-WITH period AS (
-    SELECT count(*) FROM (
-        SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM unnest($1::text[]) AS k
-    ) AS locked
-)
 SELECT c.name, c.region, c.segment, c.payment_terms_days, c.credit_limit,
-       held.id IS NOT NULL AS customer_locked,
        p.sku, p.name AS product_name, p.category, p.unit_price, p.tax_rate, p.active
-FROM period
-LEFT JOIN {SCHEMA}.customers AS c ON c.id = $2
-LEFT JOIN LATERAL (
-    SELECT id FROM {SCHEMA}.customers
-    WHERE id = c.id AND c.credit_limit IS NOT NULL AND $4
-    FOR UPDATE
-) AS held ON true
-LEFT JOIN {SCHEMA}.products AS p ON p.sku = ANY($3::text[])
+FROM (SELECT 1) AS one
+LEFT JOIN {SCHEMA}.customers AS c ON c.id = $1
+LEFT JOIN {SCHEMA}.products AS p ON p.sku = ANY($2::text[])
 """
+
+# A submitted order checked against a credit limit: the customer's row locked until commit,
+# so that customer's orders are checked one at a time.
+_LOCK_CUSTOMER = f"SELECT 1 FROM {SCHEMA}.customers WHERE id = $1 FOR UPDATE"
 
 # In a statement of its own, after the row lock: its snapshot sees every order of the
 # customer committed before the lock was granted.
@@ -534,13 +530,17 @@ FROM {SCHEMA}.customers AS c WHERE c.id = $1
 """
 
 _WRITE = f"""
-WITH so AS (
-    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last) VALUES ('SO', $2::int, 1)
+WITH guard AS (
+    -- First, before any number is taken: the period held open, or the statement refused.
+    SELECT {SCHEMA}.hold_periods_open($50::text[], $49::text) AS open
+), so AS (
+    INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last)
+    SELECT 'SO', $2::int, 1 FROM guard
     ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
     RETURNING 'SO-' || $2::int || '-' || lpad(d.last::text, 6, '0') AS number
 ), inv AS (
     INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last)
-    SELECT 'INV', $3::int, 1 WHERE $3::int IS NOT NULL
+    SELECT 'INV', $3::int, 1 FROM guard WHERE $3::int IS NOT NULL
     ON CONFLICT (prefix, year) DO UPDATE SET last = d.last + 1
     RETURNING 'INV-' || $3::int || '-' || lpad(d.last::text, 6, '0') AS number
 ), o AS (
@@ -599,10 +599,7 @@ WITH so AS (
 ), notified AS (
     SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEMA}') FROM (SELECT 1 FROM outbox LIMIT 1) AS x
 )
-SELECT o.number, o.invoice_number,
-       $49::text IS NOT NULL AND EXISTS (
-           SELECT 1 FROM {SCHEMA}.period_locks WHERE period = $49::text) AS period_locked,
-       (SELECT count(*) FROM notified) AS notified
+SELECT o.number, o.invoice_number, (SELECT count(*) FROM notified) AS notified
 FROM o
 """
 
@@ -639,14 +636,18 @@ async def enter_order(
             "business_date",
             f"{data.business_date.isoformat()} is in the future; only earlier dates",
         )
-    # The period the order may be dated into: held open (shared lock) until commit.
+    # The period the order may be dated into: held open (shared lock) by the write until it
+    # commits.
     day = data.business_date or now_day
     guarded = data.business_date is not None or data.submit
     keys = [period_lock_key(SCHEMA, _period_of(day))] if guarded else []
     skus = list(dict.fromkeys(line.sku for line in data.lines))
 
-    db = await driver_connection(session)
-    rows = await db.fetch(_READ, keys, data.customer_id, skus, data.submit)
+    # Outside a transaction unless the request already began one (an Idempotency-Key's
+    # claim) or the credit check below needs one: then the write is a single statement that
+    # commits as it ends, and no lock it takes (the numbers, the outbox) waits on this process.
+    db = await raw_connection(session)
+    rows = await db.fetch(_READ, data.customer_id, skus)
     customer = rows[0]
     if customer["name"] is None:
         raise InvalidInput("customer_id", f"no customer {data.customer_id}")
@@ -705,7 +706,9 @@ async def enter_order(
     required, held = 0, False
     steps = [_Step(None, S.DRAFT, None)]
     if data.submit:
-        if customer["customer_locked"]:
+        if customer["credit_limit"] is not None:
+            db = await driver_connection(session)
+            await db.execute(_LOCK_CUSTOMER, data.customer_id)
             limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
             hold = credit_hold(
                 credit_limit=limit,
@@ -761,8 +764,7 @@ async def enter_order(
         request_id=request_id,
     )
     audit = _audit(steps, gross=total.gross, lines=len(priced))
-    written = await db.fetchrow(
-        _WRITE,
+    write_arguments = (
         order_id,
         now_day.year,
         day.year if confirmed else None,
@@ -812,11 +814,16 @@ async def enter_order(
         [e.model_dump_json() for e in outbox],
         str(data.customer_id),
         _period_of(day) if (confirmed or data.business_date is not None) else None,
+        keys,
     )
+    try:
+        written = await db.fetchrow(_WRITE, *write_arguments)
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == PERIOD_LOCKED_STATE:
+            # Nothing was written: the numbers it took are given back.
+            raise period_locked(day, field="business_date") from None
+        raise
     number: str = written["number"]
-    if written["period_locked"]:
-        # Rolled back with the request: the numbers it took are given back.
-        raise period_locked(day, field="business_date")
     view = OrderPublic(
         id=order_id,
         number=number,

@@ -73,7 +73,8 @@ class Event(BaseModel):
         business_date: date | None = None,
         request_id: str | None = None,
     ) -> Event:
-        return cls(
+        # Built from a validated payload and values of the right types: nothing to check.
+        return cls.model_construct(
             event_id=new_id(),
             type=payload.TYPE,
             version=payload.VERSION,

@@ -8,11 +8,13 @@ import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from services.orders.models import SCHEMA, PeriodLock
 from shared.cutoff import lift_cutoff, lock_period
 from shared.tables import table_of
 from tests.orders.factories import (
+    FINANCE,
     POS,
     assert_problem,
     database,
@@ -128,3 +130,73 @@ async def test_events_carry_the_numbers_taken_last_in_order(client: httpx.AsyncC
         assert event["data"]["order"]["number"] == order["number"]
     assert order_events[1]["data"]["invoice_number"] == first["invoice_number"]
     assert order_events[3]["data"]["invoice_number"] == second["invoice_number"]
+
+
+async def test_an_order_waiting_on_a_cutoff_is_refused_once_it_commits(
+    client: httpx.AsyncClient,
+) -> None:
+    # The order's single statement holds its period open with a shared lock; a cutoff that
+    # holds the lock exclusively and commits while the order waits must be seen by the check
+    # that follows, though the statement began before the cutoff committed.
+    db = database(client)
+    customer = await make_customer(client)
+    product = await make_product(client)
+    before = await outbox_events(client, customer["id"])
+    async with db.transaction() as session:
+        await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2013-07")
+        entering = asyncio.ensure_future(
+            client.post(
+                "/v1/orders",
+                json={
+                    "customer_id": customer["id"],
+                    "channel": "pos",
+                    "lines": [{"sku": product["sku"], "quantity": "1"}],
+                    "business_date": "2013-07-05",
+                    "submit": True,
+                },
+                headers=POS,
+            )
+        )
+        await _until_a_backend_waits_on_an_advisory_lock(session)
+    try:
+        assert_problem(await entering, 409, "2013-07", "closed")
+    finally:
+        async with db.transaction() as session:
+            await lift_cutoff(session, locks=LOCKS, period="2013-07")
+    assert await outbox_events(client, customer["id"]) == before
+    listed = ok(
+        await client.get("/v1/orders", params={"customer_id": customer["id"]}, headers=FINANCE)
+    )
+    assert listed["items"] == []
+
+
+async def _until_a_backend_waits_on_an_advisory_lock(session: Any) -> None:
+    for _ in range(1000):
+        waiting = await session.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the order never waited on the period's lock")
+
+
+async def test_orders_against_one_credit_limit_are_checked_one_at_a_time(
+    client: httpx.AsyncClient,
+) -> None:
+    # Each order fits the limit alone; together they exceed it: exactly as many are
+    # confirmed as the limit holds, the rest are held for approval.
+    product = await make_product(client, unit_price="10.00")
+    customer = await make_customer(client, credit_limit="50.00")
+    lines = [{"sku": product["sku"], "quantity": "1"}]  # 11.30 with tax
+
+    def enter() -> Any:
+        return client.post(
+            "/v1/orders",
+            json={"customer_id": customer["id"], "channel": "pos", "lines": lines, "submit": True},
+            headers=POS,
+        )
+
+    responses = await asyncio.gather(*(enter() for _ in range(8)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 4 + [409] * 4, statuses
