@@ -34,7 +34,7 @@ from shared.db import Database, plain_url
 from shared.events.closing import ControlTotal, PeriodCutoff
 from shared.events.envelope import Event
 from shared.ids import new_id
-from shared.messaging.outbox import NOTIFY_CHANNEL, write_to_outbox
+from shared.messaging.outbox import notify_channel, write_to_outbox
 from shared.messaging.postgres import PostgresSubscriber
 from shared.migrations import upgrade
 
@@ -189,7 +189,7 @@ async def _until_closed(url: str) -> None:
     close writes period.closed to closing's), and every 50 ms besides."""
     conn = await asyncpg.connect(plain_url(url))
     written = asyncio.Event()
-    await conn.add_listener(NOTIFY_CHANNEL, lambda *_: written.set())
+    await conn.add_listener(notify_channel("closing"), lambda *_: written.set())
     try:
         query = "SELECT status FROM closing.periods WHERE period = $1"
         while await conn.fetchval(query, PERIOD) != "closed":

@@ -87,7 +87,7 @@ from shared.events import orders as events
 from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
-from shared.messaging.outbox import NOTIFY_CHANNEL, emit, outbox_lock_key
+from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, today
@@ -597,7 +597,8 @@ WITH guard AS (
     ORDER BY e.n
     RETURNING id
 ), notified AS (
-    SELECT pg_notify('{NOTIFY_CHANNEL}', '{SCHEMA}') FROM (SELECT 1 FROM outbox LIMIT 1) AS x
+    SELECT pg_notify('{notify_channel(SCHEMA)}', '{SCHEMA}')
+    FROM (SELECT 1 FROM outbox LIMIT 1) AS x
 )
 SELECT o.number, o.invoice_number, (SELECT count(*) FROM notified) AS notified
 FROM o

@@ -18,6 +18,14 @@ from shared.events.envelope import Event, EventPayload
 from shared.tables import common_tables
 
 NOTIFY_CHANNEL = "salesbook_outbox"
+
+
+def notify_channel(source: str) -> str:
+    """The channel a commit to `source`'s outbox is announced on: one per source, so the
+    database delivers each announcement only to the readers of that source."""
+    return f"{NOTIFY_CHANNEL}_{source}"
+
+
 _PENDING = "salesbook_pending_events"
 
 
@@ -73,7 +81,7 @@ async def write_to_outbox(session: AsyncSession, events: list[Event]) -> None:
         )
         await session.execute(
             text("SELECT pg_notify(:channel, :source)"),
-            {"channel": NOTIFY_CHANNEL, "source": source},
+            {"channel": notify_channel(source), "source": source},
         )
 
 

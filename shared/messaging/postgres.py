@@ -25,7 +25,7 @@ from shared.errors import connection_lost
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription, apply_batch
 from shared.messaging.health import RETRY_MOST_SECONDS, Backoff, FailedEvent, SubscriptionHealth
-from shared.messaging.outbox import NOTIFY_CHANNEL
+from shared.messaging.outbox import notify_channel
 from shared.tables import common_tables
 
 log = logging.getLogger("salesbook.messaging.postgres")
@@ -108,13 +108,14 @@ class OutboxWaker:
         db: Database,
         wake: asyncio.Event | None = None,
         *,
-        sources: tuple[str, ...] | None = None,
+        sources: tuple[str, ...],
     ) -> None:
         self._db = db
         self._event = wake or asyncio.Event()
-        # Only notifications of these sources wake (all, when None): a commit to another
-        # schema's outbox has nothing for this reader.
-        self._sources = None if sources is None else frozenset(sources)
+        # The sources whose commits wake it: it listens on their channels only, so a commit
+        # to another schema's outbox does not even reach its connection.
+        self._sources = frozenset(sources)
+        self._channels = sorted(notify_channel(source) for source in self._sources)
         self._conn: asyncpg.Connection | None = None
         self._lost = False
         self.connects = 0
@@ -133,7 +134,8 @@ class OutboxWaker:
             return
         try:
             conn.add_termination_listener(self._terminated)
-            await conn.add_listener(NOTIFY_CHANNEL, self._notified)
+            for channel in self._channels:
+                await conn.add_listener(channel, self._notified)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("LISTEN unavailable, polling only: %s", exc)
             with contextlib.suppress(Exception):
@@ -144,7 +146,7 @@ class OutboxWaker:
         self.connects += 1
 
     def _notified(self, _conn: object, _pid: int, _channel: str, source: str) -> None:
-        if self._sources is None or source in self._sources:
+        if source in self._sources:
             self.notified.add(source)
             self._event.set()
 
@@ -162,7 +164,7 @@ class OutboxWaker:
             await self._reconnect()
             if self.listening:
                 self._event.clear()
-                self.notified |= self._sources or set()
+                self.notified |= self._sources
                 return  # whatever was notified while nobody listened is read now
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), seconds)
