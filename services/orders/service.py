@@ -31,10 +31,12 @@ statement and the commit. The answer is built from what was written, with no rea
 from __future__ import annotations
 
 import json
+import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -504,13 +506,100 @@ async def _move(
 # Where the SO number goes in what is decided before it is taken: replaced by the last
 # statement in history reasons and audit details (text this module writes, never a client's).
 NUMBER = "{number}"
-# What orders.hold_periods_open raises for a locked period (migration 0005_period_guard).
+# What orders.hold_periods_open raises for a locked period, and orders.read_still_current for
+# a customer or product that changed since order entry read it (migration 0005_entry_guards).
 PERIOD_LOCKED_STATE = "SB409"
+READ_CHANGED_STATE = "SB412"
+# Order entry reads again and retries when what it read changed before it wrote: this often.
+_ATTEMPTS = 3
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _ReadChanged(Exception):
+    """The customer or a product changed between order entry's read and its write."""
+
+
+@dataclass(frozen=True)
+class _Read:
+    """The customer and products an order is entered from, with the row versions (xmin) they
+    were read at, which the write checks; `remembered` when kept from an earlier order."""
+
+    customer: Mapping[str, Any]
+    products: dict[str, Mapping[str, Any]]
+    remembered: bool = False
+
+
+class _EntryReads:
+    """Per database, the customers and products order entry read last, so a till's next
+    order skips the read: the write refuses them if their rows have changed since (and the
+    order is entered again from a fresh read), so nothing stale is ever written."""
+
+    SIZE = 10_000
+
+    def __init__(self) -> None:
+        self.customers: dict[UUID, Mapping[str, Any]] = {}
+        self.products: dict[str, Mapping[str, Any]] = {}
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> _EntryReads:
+        engine = session.get_bind()
+        kept = _KEPT.get(engine)
+        if kept is None:
+            kept = _KEPT[engine] = cls()
+        return kept
+
+    def lookup(self, customer_id: UUID, skus: list[str]) -> _Read | None:
+        customer = self.customers.get(customer_id)
+        products = {sku: self.products.get(sku) for sku in skus}
+        if customer is None or any(p is None or not p["active"] for p in products.values()):
+            return None  # an unknown or inactive one is only ever refused on a fresh read
+        return _Read(customer, {sku: p for sku, p in products.items() if p}, remembered=True)
+
+    def keep(self, read: _Read, customer_id: UUID) -> None:
+        _bounded_put(self.customers, customer_id, read.customer, self.SIZE)
+        for sku, product in read.products.items():
+            _bounded_put(self.products, sku, product, self.SIZE)
+
+    def forget(self, customer_id: UUID, skus: list[str]) -> None:
+        self.customers.pop(customer_id, None)
+        for sku in skus:
+            self.products.pop(sku, None)
+
+
+def _bounded_put(kept: dict[K, V], key: K, value: V, size: int) -> None:
+    if key not in kept and len(kept) >= size:
+        kept.pop(next(iter(kept)))  # the one kept longest
+    kept[key] = value
+
+
+_KEPT: weakref.WeakKeyDictionary[Any, _EntryReads] = weakref.WeakKeyDictionary()
+
+
+async def _read(
+    db: asyncpg.Connection[Any], reads: _EntryReads, customer_id: UUID, skus: list[str]
+) -> _Read:
+    rows = await db.fetch(_READ, customer_id, skus)
+    customer = rows[0]
+    if customer["name"] is None:
+        raise InvalidInput("customer_id", f"no customer {customer_id}")
+    products: dict[str, Mapping[str, Any]] = {
+        r["sku"]: {**r, "version": r["product_version"]} for r in rows if r["sku"] is not None
+    }
+    read = _Read(dict(customer), products)
+    reads.keep(read, customer_id)
+    return read
+
+
 CONFIRMED_BELOW_THRESHOLD = "below the approval threshold"
 
 _READ = f"""
 SELECT c.name, c.region, c.segment, c.payment_terms_days, c.credit_limit,
-       p.sku, p.name AS product_name, p.category, p.unit_price, p.tax_rate, p.active
+       c.xmin::text AS version,
+       p.sku, p.name AS product_name, p.category, p.unit_price, p.tax_rate, p.active,
+       p.xmin::text AS product_version
 FROM (SELECT 1) AS one
 LEFT JOIN {SCHEMA}.customers AS c ON c.id = $1
 LEFT JOIN {SCHEMA}.products AS p ON p.sku = ANY($2::text[])
@@ -532,7 +621,8 @@ FROM {SCHEMA}.customers AS c WHERE c.id = $1
 _WRITE = f"""
 WITH guard AS (
     -- First, before any number is taken: the period held open, or the statement refused.
-    SELECT {SCHEMA}.hold_periods_open($50::text[], $49::text) AS open
+    SELECT {SCHEMA}.hold_periods_open($50::text[], $49::text)
+       AND {SCHEMA}.read_still_current($4::uuid, $51::text, $53::text[], $52::text[]) AS open
 ), so AS (
     INSERT INTO {SCHEMA}.document_numbers AS d (prefix, year, last)
     SELECT 'SO', $2::int, 1 FROM guard
@@ -648,12 +738,51 @@ async def enter_order(
     # claim) or the credit check below needs one: then the write is a single statement that
     # commits as it ends, and no lock it takes (the numbers, the outbox) waits on this process.
     db = await raw_connection(session)
-    rows = await db.fetch(_READ, data.customer_id, skus)
-    customer = rows[0]
-    if customer["name"] is None:
-        raise InvalidInput("customer_id", f"no customer {data.customer_id}")
-    products = {r["sku"]: r for r in rows if r["sku"] is not None}
+    reads = _EntryReads.of(session)
+    remembered = None if db.is_in_transaction() else reads.lookup(data.customer_id, skus)
+    for attempt in range(1, _ATTEMPTS + 1):
+        read = remembered or await _read(db, reads, data.customer_id, skus)
+        if data.submit and read.customer["credit_limit"] is not None:
+            if not db.is_in_transaction():
+                db = await driver_connection(session)
+                if read.remembered:
+                    read = await _read(db, reads, data.customer_id, skus)
+        try:
+            return await _enter(
+                db, session, data, actor, settings, read, day=day, today=now_day, keys=keys
+            )
+        except (InvalidInput, _ReadChanged) as problem:
+            retry = not db.is_in_transaction() and (
+                read.remembered or isinstance(problem, _ReadChanged)
+            )
+            if not retry:
+                raise
+            if attempt == _ATTEMPTS:
+                raise Conflict(
+                    "the customer or the products of this order kept changing while it was "
+                    "entered; send it again"
+                ) from None
+            reads.forget(data.customer_id, skus)
+            remembered = None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
+
+async def _enter(
+    db: asyncpg.Connection[Any],
+    session: AsyncSession,
+    data: OrderCreate,
+    actor: Actor,
+    settings: Settings,
+    read: _Read,
+    *,
+    day: date,
+    today: date,
+    keys: list[str],
+) -> Entered:
+    """Price the order from what was read, decide its status and write it in one statement;
+    raises _ReadChanged when the customer or a product changed since `read` was taken."""
+    now_day = today
+    customer, products = read.customer, read.products
     priced: list[tuple[Any, PricedLine]] = []
     for i, line in enumerate(data.lines):
         product = products.get(line.sku)
@@ -708,7 +837,7 @@ async def enter_order(
     steps = [_Step(None, S.DRAFT, None)]
     if data.submit:
         if customer["credit_limit"] is not None:
-            db = await driver_connection(session)
+            # In the transaction the caller began for it.
             await db.execute(_LOCK_CUSTOMER, data.customer_id)
             limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
             hold = credit_hold(
@@ -816,13 +945,19 @@ async def enter_order(
         str(data.customer_id),
         _period_of(day) if (confirmed or data.business_date is not None) else None,
         keys,
+        # Checked against the rows unless this is the transaction that read them.
+        None if db.is_in_transaction() else customer["version"],
+        [product["version"] for product in products.values()],
+        list(products),
     )
     try:
         written = await db.fetchrow(_WRITE, *write_arguments)
     except asyncpg.PostgresError as exc:
+        # Nothing was written: the numbers it took are given back.
         if exc.sqlstate == PERIOD_LOCKED_STATE:
-            # Nothing was written: the numbers it took are given back.
             raise period_locked(day, field="business_date") from None
+        if exc.sqlstate == READ_CHANGED_STATE:
+            raise _ReadChanged from None
         raise
     number: str = written["number"]
     view = OrderPublic(

@@ -16,6 +16,7 @@ from shared.tables import table_of
 from tests.orders.factories import (
     FINANCE,
     POS,
+    SALES,
     assert_problem,
     database,
     get_order,
@@ -200,3 +201,49 @@ async def test_orders_against_one_credit_limit_are_checked_one_at_a_time(
     responses = await asyncio.gather(*(enter() for _ in range(8)))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] * 4 + [409] * 4, statuses
+
+
+async def test_an_order_after_a_change_is_entered_from_the_changed_rows(
+    client: httpx.AsyncClient,
+) -> None:
+    # Order entry remembers the customer and products it read; a change to either, through
+    # the API or straight in the database (another process), is what the next order uses.
+    product = await make_product(client, unit_price="10.00")
+    customer = await make_customer(client, name="Before")
+    lines = [{"sku": product["sku"], "quantity": "2"}]
+    first = await make_order(client, customer=customer, lines=lines, submit=True)
+    assert first["gross"] == "22.60"
+    ok(
+        await client.patch(
+            f"/v1/products/{product['sku']}", json={"unit_price": "20.00"}, headers=SALES
+        )
+    )
+    second = await make_order(client, customer=customer, lines=lines, submit=True)
+    assert second["gross"] == "45.20"
+
+    async with database(client).transaction() as session:
+        await session.execute(
+            text("UPDATE orders.products SET unit_price = 5, name = 'Renamed' WHERE sku = :sku"),
+            {"sku": product["sku"]},
+        )
+        await session.execute(
+            text("UPDATE orders.customers SET name = 'After' WHERE id = :id"),
+            {"id": customer["id"]},
+        )
+    third = await make_order(client, customer=customer, lines=lines, submit=True)
+    assert (third["gross"], third["lines"][0]["name"]) == ("11.30", "Renamed")
+    events = await outbox_events(client, customer["id"])
+    confirmed = [e for e in events if e["type"] == "order.confirmed"]
+    assert [e["data"]["order"]["customer_name"] for e in confirmed] == ["Before"] * 2 + ["After"]
+    assert [e["data"]["order"]["gross"] for e in confirmed] == ["22.60", "45.20", "11.30"]
+
+    ok(await client.patch(f"/v1/products/{product['sku']}", json={"active": False}, headers=SALES))
+    assert_problem(
+        await client.post(
+            "/v1/orders",
+            json={"customer_id": customer["id"], "channel": "pos", "lines": lines},
+            headers=POS,
+        ),
+        422,
+        "not active",
+    )
