@@ -91,6 +91,14 @@ class Run:
     p50_ms: float
     p99_ms: float
     cpu_ms: float | None = None  # the servers' CPU time per request
+    busy: float | None = None  # the share of the machine's CPU time in use while wrk ran
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def _free_port() -> int:
@@ -194,13 +202,15 @@ def _load(
     The CPU the server processes `pids` spend meanwhile is counted per request."""
     each = connections // len(ports)
     cpu = _cpu_seconds(pids)
+    busy_before, total_before = _machine_ticks()
     threads = 2 if len(ports) == 1 else 1
-    runs = [
-        _result(p)
-        for p in [
-            _wrk(port, script, connections=each, seconds=seconds, threads=threads) for port in ports
-        ]
+    running = [
+        _wrk(port, script, connections=each, seconds=seconds, threads=threads) for port in ports
     ]
+    for process in running:
+        process.wait()
+    busy_after, total_after = _machine_ticks()
+    runs = [_result(p) for p in running]
     requests = sum(r.requests for r in runs)
     return Run(
         rate=sum(r.rate for r in runs),
@@ -209,6 +219,7 @@ def _load(
         p50_ms=max(r.p50_ms for r in runs),
         p99_ms=max(r.p99_ms for r in runs),
         cpu_ms=(_settle(pids) - cpu) * 1000 / max(requests, 1),
+        busy=(busy_after - busy_before) / max(total_after - total_before, 1),
     )
 
 
@@ -354,7 +365,8 @@ def _print(label: str, run: Run, baseline: float | None, rss: float | None = Non
     memory = f"  peak RSS {rss:.0f} MB" if rss is not None else ""
     print(
         f"  {label:<30} {run.rate:7.1f}/s  p50 {run.p50_ms:6.1f} ms  p99 {run.p99_ms:7.1f} ms"
-        f"  server CPU {run.cpu_ms:5.2f} ms/request  non-2xx/errors {run.bad}{ratio}{memory}",
+        f"  server CPU {run.cpu_ms:5.2f} ms/request  machine CPU busy {run.busy:4.0%}"
+        f"  non-2xx/errors {run.bad}{ratio}{memory}",
         flush=True,
     )
 

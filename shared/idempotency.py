@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.auth import Actor
 from shared.errors import PROBLEM_JSON, InvalidInput
+from shared.responses import json_answer
 from shared.tables import common_tables
 
 HEADER = "Idempotency-Key"
@@ -97,15 +98,7 @@ async def idempotent(
     return answer
 
 
-class _Rendered(JSONResponse):
-    """A JSON answer pydantic has serialised already (in one pass, in Rust), sent as is."""
-
-    def render(self, content: Any) -> bytes:
-        return content if isinstance(content, bytes) else super().render(content)
-
-
 def _answer(created: BaseModel | JSONResponse, status_code: int) -> JSONResponse:
     if isinstance(created, JSONResponse):
         return created
-    # What jsonable_encoder and json.dumps would give, without their walks over every value.
-    return _Rendered(created.__pydantic_serializer__.to_json(created, by_alias=True), status_code)
+    return json_answer(created, status_code)

@@ -39,6 +39,7 @@ from shared.errors import InvalidInput, NotFound
 from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
 from shared.openapi import CSV_ANSWER
 from shared.pagination import cursor_uuid, cut_page, decode_cursor
+from shared.responses import json_answer
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
 router.include_router(audit_router(schema=SCHEMA, path="/audit"))
@@ -67,7 +68,7 @@ def _list_answer(
     """The report as JSON, or its rows as CSV when the client asks for text/csv."""
     if wants_csv(request):
         return csv_response([r.model_dump(mode="json") for r in rows], columns, filename=name)
-    return report
+    return json_answer(report)
 
 
 def _paged_answer(
