@@ -126,6 +126,24 @@ BEGIN
 END
 $$;
 
+-- Gives a function of a service schema to its role, so the service's own later migrations
+-- may replace or drop it.
+CREATE OR REPLACE FUNCTION public.salesbook_adopt_function(function_id regprocedure)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    schema_name text := (SELECT p.pronamespace::regnamespace::text FROM pg_proc p
+                         WHERE p.oid = function_id);
+BEGIN
+    IF schema_name NOT IN ('orders', 'payments', 'closing', 'analytics') THEN
+        RETURN;
+    END IF;
+    IF (SELECT p.proowner::regrole::text FROM pg_proc p WHERE p.oid = function_id)
+            <> 'salesbook_' || schema_name THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', function_id, 'salesbook_' || schema_name);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION public.salesbook_on_create_table() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -147,16 +165,24 @@ BEGIN
     LOOP
         PERFORM public.salesbook_adopt_table(created.schema_name, created.table_name);
     END LOOP;
+    FOR created IN
+        SELECT cmd.objid AS function_id
+        FROM pg_event_trigger_ddl_commands() AS cmd
+        WHERE cmd.command_tag = 'CREATE FUNCTION' AND cmd.object_type = 'function'
+    LOOP
+        PERFORM public.salesbook_adopt_function(created.function_id::regprocedure);
+    END LOOP;
 END
 $$;
 
 DROP EVENT TRIGGER IF EXISTS salesbook_adopt_tables;
 CREATE EVENT TRIGGER salesbook_adopt_tables ON ddl_command_end
-    WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW')
+    WHEN TAG IN ('CREATE SCHEMA', 'CREATE TABLE', 'CREATE VIEW', 'CREATE MATERIALIZED VIEW',
+                 'CREATE FUNCTION')
     EXECUTE FUNCTION public.salesbook_on_create_table();
 
--- Tables and views that exist already (a database migrated before this file ran) are
--- handed over now.
+-- Tables, views and functions that exist already (a database migrated before this file
+-- ran) are handed over now.
 DO $existing$
 DECLARE
     existing record;
@@ -168,6 +194,13 @@ BEGIN
             AND c.relkind IN ('r', 'p', 'v', 'm')
     LOOP
         PERFORM public.salesbook_adopt_table(existing.schemaname, existing.tablename);
+    END LOOP;
+    FOR existing IN
+        SELECT p.oid::regprocedure AS function_id
+        FROM pg_proc p
+        WHERE p.pronamespace::regnamespace::text IN ('orders', 'payments', 'closing', 'analytics')
+    LOOP
+        PERFORM public.salesbook_adopt_function(existing.function_id);
     END LOOP;
 END
 $existing$;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -101,10 +101,7 @@ _DATABASE_ERRORS: tuple[type[Exception], ...] = (
 def connection_lost(exc: BaseException) -> bool:
     """Whether `exc` says the database could not be reached or dropped the connection, as
     opposed to refusing what was asked: worth retrying later, nobody's fault."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _causes(exc):
         if isinstance(current, _CONNECTION_ERRORS):
             return True
         if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
@@ -115,13 +112,32 @@ def connection_lost(exc: BaseException) -> bool:
             "accepting connections" in str(current)  # datallowconn off, e.g. during a restore
         ):
             return True
+    return False
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it wraps (a driver's error under SQLAlchemy's) or was raised from."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
         nested = getattr(current, "orig", None)
         current = (
             nested
             if isinstance(nested, BaseException)
             else (current.__cause__ or current.__context__)
         )
-    return False
+
+
+# Deadlock detected, serialization failure: the database undid the whole transaction, and
+# the same request sent again normally succeeds.
+_CONCURRENCY_STATES = {"40P01", "40001"}
+
+
+def concurrency_failure(exc: BaseException) -> bool:
+    """Whether `exc` is the database giving up a transaction that collided with another."""
+    return any(getattr(e, "sqlstate", None) in _CONCURRENCY_STATES for e in _causes(exc))
 
 
 def problem(
@@ -214,6 +230,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if concurrency_failure(exc):
+            log.warning("concurrent change during %s %s: %r", request.method, request.url.path, exc)
+            return problem(
+                503,
+                "Service unavailable",
+                "a concurrent change got in the way and nothing was written; send it again",
+            )
         if connection_lost(exc):
             log.warning(
                 "database unavailable during %s %s: %r", request.method, request.url.path, exc

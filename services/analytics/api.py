@@ -64,7 +64,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -
 
 def _list_answer(
     request: Request, report: BaseModel, rows: Sequence[BaseModel], columns: list[str], name: str
-) -> BaseModel | Response:
+) -> Response:
     """The report as JSON, or its rows as CSV when the client asks for text/csv."""
     if wants_csv(request):
         return csv_response([r.model_dump(mode="json") for r in rows], columns, filename=name)
@@ -78,10 +78,10 @@ def _paged_answer(
     columns: list[str],
     name: str,
     next_cursor: str | None,
-) -> BaseModel | Response:
+) -> Response:
     """A page as `_list_answer` gives it; as CSV, the next page's cursor in X-Next-Cursor."""
     answer = _list_answer(request, report, rows, columns, name)
-    if isinstance(answer, Response) and next_cursor:
+    if wants_csv(request) and next_cursor:
         answer.headers["X-Next-Cursor"] = next_cursor
     return answer
 

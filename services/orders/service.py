@@ -743,10 +743,11 @@ async def enter_order(
     for attempt in range(1, _ATTEMPTS + 1):
         read = remembered or await _read(db, reads, data.customer_id, skus)
         if data.submit and read.customer["credit_limit"] is not None:
-            if not db.is_in_transaction():
-                db = await driver_connection(session)
-                if read.remembered:
-                    read = await _read(db, reads, data.customer_id, skus)
+            # Checked against the limit in a transaction holding the customer's row, so that
+            # customer's orders are checked one at a time; read again under that lock.
+            db = await driver_connection(session)
+            await db.execute(_LOCK_CUSTOMER, data.customer_id)
+            read = await _read(db, reads, data.customer_id, skus)
         try:
             return await _enter(
                 db, session, data, actor, settings, read, day=day, today=now_day, keys=keys
@@ -837,8 +838,7 @@ async def _enter(
     steps = [_Step(None, S.DRAFT, None)]
     if data.submit:
         if customer["credit_limit"] is not None:
-            # In the transaction the caller began for it.
-            await db.execute(_LOCK_CUSTOMER, data.customer_id)
+            # In the transaction the caller began for it, holding the customer's row.
             limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
             hold = credit_hold(
                 credit_limit=limit,
@@ -945,7 +945,8 @@ async def _enter(
         str(data.customer_id),
         _period_of(day) if (confirmed or data.business_date is not None) else None,
         keys,
-        # Checked against the rows unless this is the transaction that read them.
+        # A remembered or autocommit read is checked against the rows; in a transaction the
+        # read is the transaction's own.
         None if db.is_in_transaction() else customer["version"],
         [product["version"] for product in products.values()],
         list(products),

@@ -18,12 +18,16 @@ from shared.events.envelope import Event, EventPayload
 from shared.tables import common_tables
 
 NOTIFY_CHANNEL = "salesbook_outbox"
+MAX_CHANNEL_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
 
 
 def notify_channel(source: str) -> str:
     """The channel a commit to `source`'s outbox is announced on: one per source, so the
     database delivers each announcement only to the readers of that source."""
-    return f"{NOTIFY_CHANNEL}_{source}"
+    channel = f"{NOTIFY_CHANNEL}_{source}"
+    if len(channel.encode()) > MAX_CHANNEL_BYTES:  # PostgreSQL would refuse every write
+        raise ValueError(f"source {source!r} is too long for a notification channel name")
+    return channel
 
 
 _PENDING = "salesbook_pending_events"

@@ -17,12 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import yaml
+from alembic import command
+from sqlalchemy import Connection
 
 from services.embedded_runner import postgres_binaries
 from services.registry import SERVICES, all_modules, migration_targets, service_module
 from shared.db import Database, plain_url
 from shared.messaging.postgres import PostgresSubscriber
-from shared.migrations import upgrade
+from shared.migrations import alembic_config, upgrade
 from tests.support.database import fresh_database
 
 ROOT = Path(__file__).parents[2]
@@ -60,6 +62,23 @@ async def migrate(url: str, services: list[str]) -> None:
     db = Database(url, pool_size=1)
     try:
         await upgrade(db, migration_targets([service_module(s) for s in services]))
+    finally:
+        await db.dispose()
+
+
+async def downgrade(url: str, service: str, revision: str) -> None:
+    """Take the service's schema down to `revision` (then `migrate` brings it up again)."""
+    db = Database(url, pool_size=1)
+    (schema, migrations), *_ = migration_targets([service_module(service)])
+    config = alembic_config(migrations=migrations, schema=schema)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(run)
     finally:
         await db.dispose()
 
@@ -162,7 +181,19 @@ def test_a_superuser_migration_is_handed_over_to_the_service_roles(pg_server: st
             )
             assert rows
             assert all(r["tableowner"] == f"salesbook_{r['schemaname']}" for r in rows), rows
-            # The service can keep migrating its own schema afterwards (`salesbook serve`).
+            functions = asyncio.run(
+                fetch(
+                    url,
+                    "SELECT p.pronamespace::regnamespace::text AS schema_name,"
+                    " p.proowner::regrole::text AS owner FROM pg_proc p"
+                    " WHERE p.pronamespace::regnamespace::text IN ('orders', 'payments')",
+                )
+            )
+            assert functions, "the orders migrations create functions"
+            assert all(f["owner"] == f"salesbook_{f['schema_name']}" for f in functions)
+            # The service can keep migrating its own schema afterwards (`salesbook serve`),
+            # down and up again through the revision that made the functions.
+            asyncio.run(downgrade(as_role(url, "orders"), "orders", "0004_partial_releases"))
             asyncio.run(migrate(as_role(url, "orders"), ["orders"]))
             asyncio.run(execute(as_role(url, "orders"), "SELECT count(*) FROM payments.outbox"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy import text
 
@@ -18,6 +19,7 @@ from tests.orders.factories import (
     POS,
     SALES,
     assert_problem,
+    business_today,
     database,
     get_order,
     make_customer,
@@ -247,3 +249,90 @@ async def test_an_order_after_a_change_is_entered_from_the_changed_rows(
         422,
         "not active",
     )
+
+
+async def _until_waiting_on_locks(db_url: str, count: int) -> None:
+    watcher = await asyncpg.connect(db_url)
+    try:
+        for _ in range(1000):
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{count} backends never waited on locks at once")
+    finally:
+        await watcher.close()
+
+
+async def _holding_the_so_counter(db_url: str) -> asyncpg.Connection:
+    """A connection in a transaction holding this year's SO counter row: order entry waits
+    on it with whatever it locked before taking the number."""
+    blocker = await asyncpg.connect(db_url)
+    await blocker.execute("BEGIN")
+    await blocker.execute(
+        "UPDATE orders.document_numbers SET last = last WHERE prefix = 'SO' AND year = $1",
+        business_today().year,
+    )
+    return blocker
+
+
+async def test_a_limit_set_while_an_order_is_written_counts_it(client: httpx.AsyncClient) -> None:
+    # An order entered from a remembered customer (no limit) is being written when a credit
+    # limit is set: the change waits for the order (it cannot slip in between the order's
+    # check and its commit), and the next order is checked against the limit, counting the
+    # first, though it was entered from the customer as remembered before the limit.
+    db = database(client)
+    product = await make_product(client, unit_price="10.00")
+    customer = await make_customer(client)
+    lines = [{"sku": product["sku"], "quantity": "1"}]  # 11.30 with tax
+    await make_order(client, customer=customer, lines=lines)  # remembered from here on
+    body = {"customer_id": customer["id"], "channel": "pos", "lines": lines, "submit": True}
+    blocker = await _holding_the_so_counter(db.url)
+    try:
+        first = asyncio.ensure_future(client.post("/v1/orders", json=body, headers=POS))
+        await _until_waiting_on_locks(db.url, 1)
+        limit = asyncio.ensure_future(
+            client.patch(
+                f"/v1/customers/{customer['id']}", json={"credit_limit": "15.00"}, headers=SALES
+            )
+        )
+        await _until_waiting_on_locks(db.url, 2)
+        assert not limit.done()
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+    assert [(await first).status_code, (await limit).status_code] == [201, 200]
+    second = await client.post("/v1/orders", json=body, headers=POS)
+    assert_problem(second, 409, "credit limit")
+    listed = ok(
+        await client.get("/v1/orders", params={"customer_id": customer["id"]}, headers=FINANCE)
+    )
+    assert sorted(o["status"] for o in listed["items"]) == ["confirmed", "draft", "submitted"]
+
+
+async def test_a_draft_beside_a_credit_check_of_its_customer_waits_its_turn(
+    client: httpx.AsyncClient,
+) -> None:
+    # A draft for a customer with a limit, and a submitted order holding that customer's row
+    # for its credit check, both wait on the SO counter: neither may deadlock the other.
+    db = database(client)
+    product = await make_product(client, unit_price="10.00")
+    customer = await make_customer(client, credit_limit="1000.00")
+    lines = [{"sku": product["sku"], "quantity": "1"}]
+    await make_order(client, customer=customer, lines=lines, submit=True)
+    blocker = await _holding_the_so_counter(db.url)
+    try:
+        body = {"customer_id": customer["id"], "channel": "pos", "lines": lines}
+        draft = asyncio.ensure_future(client.post("/v1/orders", json=body, headers=POS))
+        await _until_waiting_on_locks(db.url, 1)
+        submitted = asyncio.ensure_future(
+            client.post("/v1/orders", json=body | {"submit": True}, headers=POS)
+        )
+        await _until_waiting_on_locks(db.url, 2)
+    finally:
+        await blocker.execute("ROLLBACK")
+        await blocker.close()
+    assert [(await draft).status_code, (await submitted).status_code] == [201, 201]

@@ -5,8 +5,10 @@ ends, so it cannot look at the answers and roll back)
   a period the month-end close has locked. The shared advisory lock is what a cutoff waits
   on; the check of period_locks is a statement of the function's own, so its snapshot is
   taken after the lock was granted and sees a cutoff that committed while the caller waited.
-- read_still_current refuses a customer or product whose row changed (its xmin) since order
-  entry read it, so an order priced from a remembered read is never written stale.
+- read_still_current holds the customer's row (KEY SHARE) before any number is taken, and
+  refuses a customer or product whose row changed (its xmin) since order entry read it, so
+  an order priced from a remembered read is never written stale, and a credit check or a
+  change of the customer never interleaves with an order being written for it.
 
 Revision ID: 0005_entry_guards
 Revises: 0004_partial_releases
@@ -51,8 +53,13 @@ def upgrade() -> None:
             customer uuid, customer_version text, skus text[], product_versions text[])
         RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
         BEGIN
+            -- First, before any number is taken: the customer's row held as the order's
+            -- foreign key will hold it, so a change to the customer or a credit check
+            -- holding it FOR UPDATE finishes before this order goes on (and is seen by the
+            -- check below), or waits for this order to commit.
+            PERFORM 1 FROM {SCHEMA}.customers AS c WHERE c.id = customer FOR KEY SHARE;
             IF customer_version IS NULL THEN
-                RETURN true;  -- read in the caller's own transaction: nothing to check
+                RETURN true;  -- read under the caller's own lock on the customer
             END IF;
             IF NOT EXISTS (
                 SELECT 1 FROM {SCHEMA}.customers AS c
