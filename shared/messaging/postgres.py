@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -31,6 +33,43 @@ from shared.tables import common_tables
 log = logging.getLogger("salesbook.messaging.postgres")
 
 
+class _ParsedRows:
+    """The outbox rows parsed last in this process, per database, by their text.
+
+    The subscriptions of one process that read the same source are woken by the same commit
+    and read the same rows moments apart: each row is parsed once for all of them. Keyed by
+    the row's text itself, so a row corrected in place is parsed again."""
+
+    SIZE = 2048
+
+    def __init__(self) -> None:
+        self.events: dict[tuple[str, int, str], Event] = {}
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> _ParsedRows:
+        engine = session.get_bind()
+        parsed = _PARSED.get(engine)
+        if parsed is None:
+            parsed = _PARSED[engine] = cls()
+        return parsed
+
+    def event(self, source: str, position: int, raw: str) -> Event:
+        key = (source, position, raw)
+        event = self.events.get(key)
+        if event is None:
+            try:
+                event = Event.model_validate_json(raw)
+            except ValidationError as exc:
+                raise UnreadableEvent(source, position, exc) from exc
+            if len(self.events) >= self.SIZE:
+                del self.events[next(iter(self.events))]  # the one parsed longest ago
+            self.events[key] = event
+        return event
+
+
+_PARSED: weakref.WeakKeyDictionary[Any, _ParsedRows] = weakref.WeakKeyDictionary()
+
+
 async def read_outbox(
     session: AsyncSession, *, source: str, after: int, limit: int
 ) -> list[tuple[int, Event]]:
@@ -44,13 +83,8 @@ async def read_outbox(
         .order_by(outbox.c.id)
         .limit(limit)
     )
-    events = []
-    for position, raw in rows:
-        try:
-            events.append((position, Event.model_validate_json(raw)))
-        except ValidationError as exc:
-            raise UnreadableEvent(source, position, exc) from exc
-    return events
+    parsed = _ParsedRows.of(session)
+    return [(position, parsed.event(source, position, raw)) for position, raw in rows]
 
 
 async def locked_position(session: AsyncSession, *, schema: str, consumer: str, source: str) -> int:
