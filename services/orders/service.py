@@ -31,12 +31,11 @@ statement and the commit. The answer is built from what was written, with no rea
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -89,6 +88,7 @@ from shared.events import orders as events
 from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
+from shared.memo import per_database, remember
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
@@ -514,10 +514,6 @@ READ_CHANGED_STATE = "SB412"
 _ATTEMPTS = 3
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
 class _ReadChanged(Exception):
     """The customer or a product changed between order entry's read and its write."""
 
@@ -543,14 +539,6 @@ class _EntryReads:
         self.customers: dict[UUID, Mapping[str, Any]] = {}
         self.products: dict[str, Mapping[str, Any]] = {}
 
-    @classmethod
-    def of(cls, session: AsyncSession) -> _EntryReads:
-        engine = session.get_bind()
-        kept = _KEPT.get(engine)
-        if kept is None:
-            kept = _KEPT[engine] = cls()
-        return kept
-
     def lookup(self, customer_id: UUID, skus: list[str]) -> _Read | None:
         customer = self.customers.get(customer_id)
         products = {sku: self.products.get(sku) for sku in skus}
@@ -559,23 +547,14 @@ class _EntryReads:
         return _Read(customer, {sku: p for sku, p in products.items() if p}, remembered=True)
 
     def keep(self, read: _Read, customer_id: UUID) -> None:
-        _bounded_put(self.customers, customer_id, read.customer, self.SIZE)
+        remember(self.customers, customer_id, read.customer, self.SIZE)
         for sku, product in read.products.items():
-            _bounded_put(self.products, sku, product, self.SIZE)
+            remember(self.products, sku, product, self.SIZE)
 
     def forget(self, customer_id: UUID, skus: list[str]) -> None:
         self.customers.pop(customer_id, None)
         for sku in skus:
             self.products.pop(sku, None)
-
-
-def _bounded_put(kept: dict[K, V], key: K, value: V, size: int) -> None:
-    if key not in kept and len(kept) >= size:
-        kept.pop(next(iter(kept)))  # the one kept longest
-    kept[key] = value
-
-
-_KEPT: weakref.WeakKeyDictionary[Any, _EntryReads] = weakref.WeakKeyDictionary()
 
 
 async def _read(
@@ -738,7 +717,7 @@ async def enter_order(
     # claim) or the credit check below needs one: then the write is a single statement that
     # commits as it ends, and no lock it takes (the numbers, the outbox) waits on this process.
     db = await raw_connection(session)
-    reads = _EntryReads.of(session)
+    reads = per_database(session, _EntryReads)
     remembered = None if db.is_in_transaction() else reads.lookup(data.customer_id, skus)
     for attempt in range(1, _ATTEMPTS + 1):
         read = remembered or await _read(db, reads, data.customer_id, skus)

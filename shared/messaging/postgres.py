@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -25,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import Database
 from shared.errors import connection_lost
 from shared.events.envelope import Event
+from shared.memo import per_database, remember
 from shared.messaging.consumer import Subscription, apply_batch
 from shared.messaging.health import RETRY_MOST_SECONDS, Backoff, FailedEvent, SubscriptionHealth
 from shared.messaging.outbox import notify_channel
@@ -45,14 +44,6 @@ class _ParsedRows:
     def __init__(self) -> None:
         self.events: dict[tuple[str, int, str], Event] = {}
 
-    @classmethod
-    def of(cls, session: AsyncSession) -> _ParsedRows:
-        engine = session.get_bind()
-        parsed = _PARSED.get(engine)
-        if parsed is None:
-            parsed = _PARSED[engine] = cls()
-        return parsed
-
     def event(self, source: str, position: int, raw: str) -> Event:
         key = (source, position, raw)
         event = self.events.get(key)
@@ -61,13 +52,8 @@ class _ParsedRows:
                 event = Event.model_validate_json(raw)
             except ValidationError as exc:
                 raise UnreadableEvent(source, position, exc) from exc
-            if len(self.events) >= self.SIZE:
-                del self.events[next(iter(self.events))]  # the one parsed longest ago
-            self.events[key] = event
+            remember(self.events, key, event, self.SIZE)
         return event
-
-
-_PARSED: weakref.WeakKeyDictionary[Any, _ParsedRows] = weakref.WeakKeyDictionary()
 
 
 async def read_outbox(
@@ -83,7 +69,7 @@ async def read_outbox(
         .order_by(outbox.c.id)
         .limit(limit)
     )
-    parsed = _ParsedRows.of(session)
+    parsed = per_database(session, _ParsedRows)
     return [(position, parsed.event(source, position, raw)) for position, raw in rows]
 
 
