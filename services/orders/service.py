@@ -17,15 +17,18 @@ been confirmed at once, it is held in `submitted` instead, needing one approval,
 caller is told so (409). An approver's approval is the override: the approvals an order
 needs (at least that one) confirm it, and the limit is not checked again then.
 
-Order entry (`enter_order`, POST /orders, with or without `submit`) takes a few round
-trips: one statement reads the customer and the products, taking the period's shared lock
-so the last statement's snapshot sees any lock the close committed meanwhile; with a credit
-limit and `submit`, a second sums the customer's open receivable under the customer's row
-lock. Everything else is decided in memory, and one last statement writes it all: the SO
-number (and the INV number of an order confirmed at once) from their gapless counters, the
-order in its final state, its lines, schedule, history and audit entries, and its events
-under the outbox's commit lock. The counter rows stay locked only for the rest of that
-statement and the commit. The answer is built from what was written, with no read back.
+Order entry (`enter_order`, POST /orders, with or without `submit`) is a read and one write
+statement, outside a transaction: the write commits as it ends. The read (the customer and
+the products) is skipped when this process remembers them from an earlier order. The write
+first holds the customer's row and the period open and checks that neither the period is
+locked nor a remembered row changed (orders.hold_periods_open and read_still_current,
+migration 0005; a changed row makes order entry read again and retry), then takes the SO
+number (and the INV number of an order confirmed at once) from their gapless counters and
+writes the order in its final state, its lines, schedule, history, audit entries and events
+under the outbox's commit lock: the counters and that lock are held for that statement only.
+With a credit limit and `submit`, or an Idempotency-Key, it runs in a transaction instead:
+the customer's row locked, the customer and products read, the open receivable summed, then
+the same write. The answer is built from what was written, with no read back.
 """
 
 from __future__ import annotations
@@ -729,7 +732,7 @@ async def enter_order(
             read = await _read(db, reads, data.customer_id, skus)
         try:
             return await _enter(
-                db, session, data, actor, settings, read, day=day, today=now_day, keys=keys
+                db, session, data, actor, settings, read, day=day, now_day=now_day, keys=keys
             )
         except (InvalidInput, _ReadChanged) as problem:
             retry = not db.is_in_transaction() and (
@@ -756,12 +759,11 @@ async def _enter(
     read: _Read,
     *,
     day: date,
-    today: date,
+    now_day: date,
     keys: list[str],
 ) -> Entered:
     """Price the order from what was read, decide its status and write it in one statement;
     raises _ReadChanged when the customer or a product changed since `read` was taken."""
-    now_day = today
     customer, products = read.customer, read.products
     priced: list[tuple[Any, PricedLine]] = []
     for i, line in enumerate(data.lines):
