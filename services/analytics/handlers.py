@@ -175,7 +175,7 @@ def _touch_customer(batch: Batch, customer_id: UUID, day: date) -> None:
 
 
 def _on_submitted(batch: Batch, event: Event) -> None:
-    submitted = OrderSubmitted.model_validate(event.data)
+    submitted = event.payload_as(OrderSubmitted)
     # Counted on the business date, as its confirmation is, so a backdated month's conversion
     # rate compares the same orders.
     day = submitted.business_date or business_date_of(submitted.submitted_at, get_settings().zone)
@@ -183,7 +183,7 @@ def _on_submitted(batch: Batch, event: Event) -> None:
 
 
 def _on_confirmed(batch: Batch, event: Event) -> None:
-    confirmed = OrderConfirmed.model_validate(event.data)
+    confirmed = event.payload_as(OrderConfirmed)
     order, day = confirmed.order, confirmed.business_date
     batch.funnel[day]["confirmed"] += 1
     batch.customer_days[(order.customer_id, day)] += 1
@@ -282,7 +282,7 @@ def _move(invoice: dict[str, Any], day: date, kind: str, amount: Decimal) -> dic
 
 
 def _on_returned(batch: Batch, event: Event) -> None:
-    returned = OrderReturned.model_validate(event.data)
+    returned = event.payload_as(OrderReturned)
     invoice = batch.invoices.get(returned.order_id)
     if invoice is None:  # a credit note for an order confirmed before analytics existed
         return
@@ -309,7 +309,7 @@ def _on_returned(batch: Batch, event: Event) -> None:
 
 
 def _on_cancelled(batch: Batch, event: Event) -> None:
-    cancelled = OrderCancelled.model_validate(event.data)
+    cancelled = event.payload_as(OrderCancelled)
     invoice = batch.invoices.get(cancelled.order_id)
     if not cancelled.was_confirmed or invoice is None or invoice["cancelled_on"] is not None:
         return
@@ -338,21 +338,21 @@ def _on_cancelled(batch: Batch, event: Event) -> None:
 
 
 def _on_payment_received(batch: Batch, event: Event) -> None:
-    received = PaymentReceived.model_validate(event.data)
+    received = event.payload_as(PaymentReceived)
     entry = batch.payments[received.business_date]
     entry["received"] += received.amount
     entry["payments"] += 1
 
 
 def _on_refunded(batch: Batch, event: Event) -> None:
-    refunded = PaymentRefunded.model_validate(event.data)
+    refunded = event.payload_as(PaymentRefunded)
     entry = batch.payments[refunded.business_date]
     entry["refunded"] += refunded.amount
     entry["refunds"] += 1
 
 
 def _on_allocated(batch: Batch, event: Event) -> None:
-    allocated = PaymentAllocated.model_validate(event.data)
+    allocated = event.payload_as(PaymentAllocated)
     batch.moves.append(
         {
             "order_id": allocated.order_id,
@@ -365,7 +365,7 @@ def _on_allocated(batch: Batch, event: Event) -> None:
 
 
 def _on_released(batch: Batch, event: Event) -> None:
-    released = AllocationReleased.model_validate(event.data)
+    released = event.payload_as(AllocationReleased)
     if not released.was_applied:  # a pending allocation never counted as paid
         return
     batch.moves.append(

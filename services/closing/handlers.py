@@ -75,7 +75,7 @@ async def _post(
         if event.type == "period.cutoff":
             await flush(session, batch)
             batch = Batch()
-            book = await cut_off(PeriodCutoff.model_validate(event.data))
+            book = await cut_off(event.payload_as(PeriodCutoff))
             continue
         if event.type not in LEDGER_TYPES:
             continue

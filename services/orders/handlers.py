@@ -30,7 +30,7 @@ log = logging.getLogger("salesbook.orders.handlers")
 async def on_payment_event(session: AsyncSession, event: Event) -> None:
     """Apply one payments event to the orders it concerns; other event types are ignored."""
     if event.type == payments.PaymentAllocated.TYPE:
-        allocated = payments.PaymentAllocated.model_validate(event.data)
+        allocated = event.payload_as(payments.PaymentAllocated)
         await allocation_applied(
             session,
             allocation_id=allocated.allocation_id,
@@ -39,7 +39,7 @@ async def on_payment_event(session: AsyncSession, event: Event) -> None:
             amount=allocated.amount,
         )
     elif event.type == payments.AllocationReleased.TYPE:
-        released = payments.AllocationReleased.model_validate(event.data)
+        released = event.payload_as(payments.AllocationReleased)
         if released.was_applied:
             await allocation_released(session, released)
 

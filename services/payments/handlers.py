@@ -115,7 +115,7 @@ async def on_event(session: AsyncSession, event: Event) -> None:
             assert isinstance(payload, CustomerCreated | CustomerUpdated)
             await _upsert_customer(session, payload.customer_id, payload.name)
         case "order.submitted":
-            submitted = OrderSubmitted.model_validate(event.data)
+            submitted = event.payload_as(OrderSubmitted)
             await _upsert_order(
                 session,
                 submitted.order.order_id,
@@ -125,7 +125,7 @@ async def on_event(session: AsyncSession, event: Event) -> None:
                 "submitted",
             )
         case "order.confirmed":
-            confirmed = OrderConfirmed.model_validate(event.data)
+            confirmed = event.payload_as(OrderConfirmed)
             await _upsert_order(
                 session,
                 confirmed.order.order_id,
@@ -136,18 +136,18 @@ async def on_event(session: AsyncSession, event: Event) -> None:
             )
             await settle_pending(session, confirmed.order.order_id)
         case "order.fulfilled":
-            fulfilled = OrderFulfilled.model_validate(event.data)
+            fulfilled = event.payload_as(OrderFulfilled)
             order = await session.get(KnownOrder, fulfilled.order_id)
             if order is not None:
                 order.status = "fulfilled"
         case "order.rejected":
-            rejected = OrderRejected.model_validate(event.data)
+            rejected = event.payload_as(OrderRejected)
             await _end_order(session, rejected.order_id, "rejected", event.business_date)
         case "order.cancelled":
-            cancelled = OrderCancelled.model_validate(event.data)
+            cancelled = event.payload_as(OrderCancelled)
             await _end_order(session, cancelled.order_id, "cancelled", cancelled.business_date)
         case "order.returned":
-            returned = OrderReturned.model_validate(event.data)
+            returned = event.payload_as(OrderReturned)
             await _credit_order(session, returned.order_id, returned.gross, returned.business_date)
 
 

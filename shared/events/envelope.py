@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, TypeVar
+from functools import cached_property
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +29,7 @@ class EventPayload(BaseModel):
 _REGISTRY: dict[str, type[EventPayload]] = {}
 
 P = TypeVar("P", bound=type[EventPayload])
+T = TypeVar("T", bound=EventPayload)
 
 
 def payload_type(type_name: str, version: int = 1) -> Callable[[P], P]:
@@ -87,9 +90,23 @@ class Event(BaseModel):
             data=payload.model_dump(mode="json"),
         )
 
+    @cached_property
+    def typed(self) -> EventPayload:
+        """The typed payload, validated once per event object: the subscriptions of a process
+        that read the same outbox row share the object (see messaging/postgres.py), and with
+        it this. Raises KeyError for a type this build does not know."""
+        return _REGISTRY[self.type].model_validate(self.data)
+
     def payload(self) -> EventPayload:
         """The typed payload; raises KeyError for a type this build does not know."""
-        return _REGISTRY[self.type].model_validate(self.data)
+        return self.typed
+
+    def payload_as(self, kind: builtins.type[T]) -> T:
+        """The payload as `kind`: the typed payload when `kind` is the one registered for this
+        event's type, else `kind` validated from the data."""
+        if _REGISTRY.get(self.type) is kind:
+            return cast(T, self.typed)
+        return kind.model_validate(self.data)
 
     @property
     def topic(self) -> str:
