@@ -94,7 +94,9 @@ async def send_statement(
         )
     balance = await session.get(ClosedBalance, (period, row.version, customer_id))
     if balance is None:
-        raise NotFound(f"customer {customer_id} has no balance in {period}")
+        raise InvalidInput(
+            "customer_id", f"customer {customer_id} has no balance in the closed period {period}"
+        )
     statement = Statement(
         id=new_id(),
         customer_id=customer_id,

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
@@ -385,6 +385,13 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
         headers=FINANCE,
     )
     assert unclosed.status_code == 409
+    stranger = await client.post(
+        "/v1/closing/statements",
+        json={"customer_id": str(uuid4()), "period": month},
+        headers=FINANCE,
+    )
+    assert stranger.status_code == 422, stranger.text
+    assert stranger.json()["field"] == "customer_id"
 
 
 async def test_bad_requests(client) -> None:
