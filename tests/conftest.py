@@ -56,6 +56,13 @@ def own_database(pg_server: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def scratch_database(pg_server: str) -> Iterator[str]:
+    """A database of the test's own, not migrated: for tests that move migrations."""
+    with fresh_database(pg_server) as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
 def kafka_bootstrap() -> Iterator[str]:
     """A Kafka-protocol broker (Tansu, in memory) of the test module's own, started on first

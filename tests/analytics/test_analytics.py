@@ -15,18 +15,17 @@ from uuid import UUID
 
 import httpx
 import pytest
-from alembic import command
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
-from services.registry import migration_targets, service_module
+from services.registry import service_module
 from shared.clock import business_today
 from shared.db import Database
 from shared.events.envelope import Event
 from shared.ids import new_id
-from shared.migrations import alembic_config
 from tests.analytics.world import ALL_TIME, END, START, World, build
 from tests.conftest import AppClient, AppHttpClient, auth, migrate_all
 from tests.support.feed import publish
+from tests.support.migrating import migrate_service
 from tests.support.waiting import eventually
 
 ANALYST = auth("analyst", "ana")
@@ -702,8 +701,8 @@ async def test_the_customer_rollups_filled_by_their_migration_equal_the_kept_one
     )
     kept = await _rows(db, tables)
     assert all(kept.values())
-    await _migrate_analytics(db, "downgrade", "0006_customer_months")
-    await _migrate_analytics(db, "upgrade", "head")
+    await migrate_service(db, "analytics", "downgrade", "0006_customer_months")
+    await migrate_service(db, "analytics", "upgrade", "head")
     assert await _rows(db, tables) == kept
 
 
@@ -715,8 +714,8 @@ async def test_the_open_amounts_filled_by_their_migration_equal_the_kept_ones(
     tables = ("open_changes", "open_now", "open_by_day")
     kept = await _rows(db, tables)
     assert all(kept.values())
-    await _migrate_analytics(db, "downgrade", "0008_invoice_instalments")
-    await _migrate_analytics(db, "upgrade", "head")
+    await migrate_service(db, "analytics", "downgrade", "0008_invoice_instalments")
+    await migrate_service(db, "analytics", "upgrade", "head")
     assert await _rows(db, tables) == kept
 
 
@@ -731,22 +730,5 @@ async def _rows(url: str, tables: tuple[str, ...]) -> dict[str, list[tuple[Any, 
                 )
                 for table in tables
             }
-    finally:
-        await database.dispose()
-
-
-async def _migrate_analytics(url: str, direction: str, revision: str) -> None:
-    module = service_module("analytics")
-    ((schema, folder),) = migration_targets([module])
-    config = alembic_config(migrations=folder, schema=schema)
-    database = Database(url)
-    try:
-        async with database.engine.begin() as conn:
-
-            def run(connection: Connection) -> None:
-                config.attributes["connection"] = connection
-                getattr(command, direction)(config, revision)
-
-            await conn.run_sync(run)
     finally:
         await database.dispose()

@@ -3,7 +3,7 @@ and the closed month all read the same paid and open amounts, to the cent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -11,13 +11,9 @@ from uuid import UUID
 
 import httpx
 import pytest
-from alembic import command
-from sqlalchemy import Connection, text
 
-from services.registry import all_modules, migration_targets, service_module
-from shared.db import Database
+from services.registry import all_modules, service_module
 from shared.ids import new_id
-from shared.migrations import alembic_config
 from tests.conftest import AppClient, auth, migrate_all
 from tests.orders.factories import (
     FINANCE,
@@ -31,7 +27,7 @@ from tests.orders.factories import (
     ok,
 )
 from tests.payments.factories import read_payment, take_payment
-from tests.support.database import fresh_database
+from tests.support.migrating import migrate_service, query, run_sql
 from tests.support.waiting import eventually
 
 MONTH = "2026-11"
@@ -240,12 +236,6 @@ async def test_credit_limit_counts_what_a_partial_refund_left_open(
     assert_problem(await act(client, second, "submit", POS), 409, "credit limit")
 
 
-@pytest.fixture
-def scratch_database(pg_server: str) -> Iterator[str]:
-    with fresh_database(pg_server) as url:
-        yield url
-
-
 async def test_migration_0004_takes_earlier_partial_releases_out_of_paid(
     app_client: AppClient, scratch_database: str
 ) -> None:
@@ -272,7 +262,7 @@ async def test_migration_0004_takes_earlier_partial_releases_out_of_paid(
         (new_id(), p3, ambiguous, "300.00", False, 2),  # released in full, or a part?
     ]
     paid_before = {split: "339.00", two_splits: "339.00", ambiguous: "39.00"}
-    await _sql(
+    await run_sql(
         url,
         [
             (
@@ -287,52 +277,17 @@ async def test_migration_0004_takes_earlier_partial_releases_out_of_paid(
             for o, p in paid_before.items()
         ],
     )
-    await _migrate_orders(url, "downgrade", "0003_cancellation_dates")
-    await _migrate_orders(url, "upgrade", "head")
-    paid = dict(await _query(url, "SELECT id, paid::text FROM orders.orders"))
+    await migrate_service(url, "orders", "downgrade", "0003_cancellation_dates")
+    await migrate_service(url, "orders", "upgrade", "head")
+    paid = dict(await query(url, "SELECT id, paid::text FROM orders.orders"))
     assert (paid[split], paid[two_splits], paid[ambiguous]) == ("239.00", "259.00", "39.00")
     rows = dict(
-        await _query(url, "SELECT allocation_id, amount::text FROM orders.payment_allocations")
+        await query(url, "SELECT allocation_id, amount::text FROM orders.payment_allocations")
     )
     assert rows[a1] == "239.00" and s1 not in rows
     assert (rows[b1], rows[b2]) == ("200.00", "59.00")  # parts of the one moved last
     assert rows[c1] == "39.00" and len(rows) == 5  # the ambiguous pair is left as it was
     releases = set(
-        await _query(url, "SELECT release_id, allocation_id FROM orders.payment_releases")
+        await query(url, "SELECT release_id, allocation_id FROM orders.payment_releases")
     )
     assert releases == {(s1, a1), (s2, b2), (s3, b2)}
-
-
-async def _sql(url: str, statements: list[tuple[str, dict[str, Any]]]) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.begin() as conn:
-            for statement, params in statements:
-                await conn.execute(text(statement), params)
-    finally:
-        await database.dispose()
-
-
-async def _query(url: str, statement: str) -> list[tuple[Any, ...]]:
-    database = Database(url)
-    try:
-        async with database.engine.begin() as conn:
-            return [tuple(r) for r in await conn.execute(text(statement))]
-    finally:
-        await database.dispose()
-
-
-async def _migrate_orders(url: str, direction: str, revision: str) -> None:
-    ((schema, folder),) = migration_targets([service_module("orders")])
-    config = alembic_config(migrations=folder, schema=schema)
-    database = Database(url)
-    try:
-        async with database.engine.begin() as conn:
-
-            def run(connection: Connection) -> None:
-                config.attributes["connection"] = connection
-                getattr(command, direction)(config, revision)
-
-            await conn.run_sync(run)
-    finally:
-        await database.dispose()
