@@ -18,6 +18,7 @@ __all__ = [
     "business_date_of",
     "check_not_future",
     "ensure_open",
+    "period_closed",
     "today",
 ]
 
@@ -104,11 +105,31 @@ def check_not_future(day: date, *, zone: ZoneInfo, field: str) -> None:
         raise InvalidInput(field, f"{day.isoformat()} is in the future")
 
 
-def ensure_open(period: str, locked: bool) -> None:
-    """Refuse a document dated into a period the month-end close has locked."""
-    if locked:
-        raise PeriodLocked(
-            f"period {period} is closed to new documents (its month-end close has begun); "
-            "date the document into a later period",
-            period=period,
-        )
+def ensure_open(
+    period: str, closed_by: str | None, *, field: str | None = None, day: date | None = None
+) -> None:
+    """Refuse a document dated into a period the month-end close has closed to documents:
+    `closed_by` is the locked period that closes it (itself, or a later one), if any."""
+    if closed_by is not None:
+        raise period_closed(period, closed_by, field=field, day=day)
+
+
+def period_closed(
+    period: str, closed_by: str, *, field: str | None = None, day: date | None = None
+) -> PeriodLocked:
+    """The 409 of a document dated into `period`, closed to documents by the lock of
+    `closed_by`: its own month-end close, or a later period's (periods close in order, so
+    the months before a closed one are closed with it)."""
+    if closed_by == period:
+        why, into = "its month-end close has begun", "a later period"
+    else:
+        why = f"periods close in order, and the month-end close of {closed_by} has begun"
+        into = f"a period after {closed_by}"
+    used = f"{field} {day.isoformat()} cannot be used, " if field and day else ""
+    extra = {"field": field} if field else {}
+    return PeriodLocked(
+        f"period {period} is closed to new documents ({why}); {used}date the document into {into}",
+        period=period,
+        closed_by=closed_by,
+        **extra,
+    )

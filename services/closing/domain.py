@@ -215,13 +215,35 @@ def posting_of(event: Event, payload: EventPayload) -> Posting | None:
 
 
 class PeriodBook:
-    """Which period a document dated into `period` is posted to (late ones move forward)."""
+    """Which period a document dated into `period` is posted to (late ones move forward).
+
+    Periods close in order, so a closed period closes the months before it too: a document
+    dated into an earlier month that was never closed (it was empty when the later one
+    closed) is late as well, and moves past the latest closed period. A month before a
+    `stale` one was reopened, and takes documents."""
 
     def __init__(self, statuses: dict[str, str]) -> None:
         self.statuses = statuses
+        self._posting: dict[str, str] = {}  # dated -> posted into, until a status changes
+
+    def set_status(self, period: str, status: str) -> None:
+        self.statuses[period] = status
+        self._posting.clear()
 
     def posting_period(self, dated: str) -> str:
+        posted = self._posting.get(dated)
+        if posted is None:
+            posted = self._posting[dated] = self._posting_period(dated)
+        return posted
+
+    def _posting_period(self, dated: str) -> str:
         period = dated
         while self.statuses.get(period) == "closed":
             period = str(Period.parse(period).next())
-        return period
+        if period != dated or self.statuses.get(dated, "open") != "open":
+            return period
+        # An open month: was a later one closed?
+        latest = max((p for p, s in self.statuses.items() if s == "closed"), default=None)
+        if latest is None or latest < dated:
+            return period
+        return self._posting_period(latest)

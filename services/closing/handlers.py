@@ -105,7 +105,7 @@ class ReplayBook(PeriodBook):
             sources = self.cut.setdefault(cutoff.period, set())
             sources.add(cutoff.source)
             if sources >= CUTOFF_SOURCES:
-                self.statuses[cutoff.period] = "closed"
+                self.set_status(cutoff.period, "closed")
         return self
 
 

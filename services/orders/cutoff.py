@@ -14,8 +14,8 @@ from sqlalchemy import ColumnElement, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock
-from shared.cutoff import cutoff_subscription
+from services.orders.models import SCHEMA, CreditNote, Order, PeriodLock, ReopenedPeriod
+from shared.cutoff import PeriodGuard, cutoff_subscription
 from shared.events.closing import ControlTotal
 from shared.periods import Period
 from shared.tables import table_of
@@ -75,9 +75,11 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
     return list(rows.scalars())
 
 
+GUARD = PeriodGuard(schema=SCHEMA, locks=table_of(PeriodLock), reopened=table_of(ReopenedPeriod))
+"""This service's locks on periods: documents are dated only into a period they leave open."""
+
 subscription = cutoff_subscription(
-    schema=SCHEMA,
-    locks=table_of(PeriodLock),
+    GUARD,
     totals_of=control_totals,
     periods_before=periods_before,
 )

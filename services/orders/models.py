@@ -273,3 +273,14 @@ class PeriodLock(SQLModel, table=True):
     period: str = Field(primary_key=True, sa_type=String(7))
     locked_by: str | None = Field(default=None, sa_type=String(200))
     locked_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())
+
+
+class ReopenedPeriod(SQLModel, table=True):
+    """A period the close reopened: documents may be dated into it though a later period is
+    locked (that later period is stale and will be closed again); see shared/cutoff.py."""
+
+    __tablename__ = "reopened_periods"
+    __table_args__ = {"schema": SCHEMA}
+
+    period: str = Field(primary_key=True, sa_type=String(7))
+    reopened_at: datetime = Field(default_factory=utcnow, sa_column=_timestamp())

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.orders.customers import get_customer
+from services.orders.cutoff import GUARD
 from services.orders.domain import (
     RECEIVABLE_STATUSES,
     CreditHold,
@@ -69,7 +70,6 @@ from services.orders.models import (
     Instalment,
     Order,
     OrderLine,
-    PeriodLock,
     StatusChange,
     utcnow,
 )
@@ -84,9 +84,9 @@ from services.orders.schemas import (
 from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
-from shared.cutoff import hold_period, period_lock_key
+from shared.cutoff import held, hold_period
 from shared.db import driver_connection, lock_or_404, raw_connection
-from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound, PeriodLocked
+from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
 from shared.events.envelope import Event
 from shared.ids import new_id
@@ -95,8 +95,8 @@ from shared.memo import per_database, remember
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
-from shared.periods import Period, today
-from shared.tables import table_of
+from shared.periods import Period, period_closed, today
+from shared.periods import ensure_open as ensure_period_open
 
 S = OrderStatus
 
@@ -123,27 +123,18 @@ async def document_date(
     be neither future (422) nor in a locked period (409)."""
     if requested is not None and requested > today(settings.zone):
         raise InvalidInput(field, f"{requested.isoformat()} is in the future; only earlier dates")
-    day = requested or today(settings.zone)
-    await ensure_open(session, day, field=field)
+    now_day = today(settings.zone)
+    day = requested or now_day
+    await ensure_open(session, day, field=field, now_day=now_day)
     return day
 
 
-async def ensure_open(session: AsyncSession, day: date, *, field: str) -> None:
-    """Refuse (409) a document dated into a locked period; hold the period open until commit."""
+async def ensure_open(session: AsyncSession, day: date, *, field: str, now_day: date) -> None:
+    """Refuse (409) a document dated into a period closed to documents; hold the period open
+    until commit."""
     period = str(Period.of(day))
-    if await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period):
-        raise period_locked(day, field=field)
-
-
-def period_locked(day: date, *, field: str) -> PeriodLocked:
-    """The 409 of a document dated into a period the month-end close has locked."""
-    period = str(Period.of(day))
-    return PeriodLocked(
-        f"period {period} is closed to new documents (its month-end close has begun); "
-        f"{field} {day.isoformat()} cannot be used, date the document into a later period",
-        field=field,
-        period=period,
-    )
+    closed_by = await hold_period(session, GUARD, period, today=now_day)
+    ensure_period_open(period, closed_by, field=field, day=day)
 
 
 async def submit(
@@ -153,9 +144,13 @@ async def submit(
     customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
     order = await lock_order(session, order_id)
     _check_transition(order, S.SUBMITTED, "submitted")
-    if order.business_date is not None:
-        await ensure_open(session, order.business_date, field="business_date")
+    # The credit check holds the customer's row before the period's locks are taken, as
+    # order entry does, so the two never wait on each other in opposite orders.
     hold = await credit_check(session, order)
+    if order.business_date is not None:
+        await ensure_open(
+            session, order.business_date, field="business_date", now_day=today(settings.zone)
+        )
     needed = approvals_needed(order.gross, settings.approval_thresholds)
     approvals = approvals_on_submit(needed, hold)
     required = approvals.required
@@ -713,7 +708,7 @@ async def enter_order(
     # commits.
     day = data.business_date or now_day
     guarded = data.business_date is not None or data.submit
-    keys = [period_lock_key(SCHEMA, _period_of(day))] if guarded else []
+    keys = held(SCHEMA, _period_of(day), now_day) if guarded else []
     skus = list(dict.fromkeys(line.sku for line in data.lines))
 
     # Outside a transaction unless the request already began one (an Idempotency-Key's
@@ -937,7 +932,10 @@ async def _enter(
     except asyncpg.PostgresError as exc:
         # Nothing was written: the numbers it took are given back.
         if exc.sqlstate == PERIOD_LOCKED_STATE:
-            raise period_locked(day, field="business_date") from None
+            # The function names the locked period that closes the order's in its detail.
+            period = _period_of(day)
+            closed_by = getattr(exc, "detail", None) or period
+            raise period_closed(period, closed_by, field="business_date", day=day) from None
         if exc.sqlstate == READ_CHANGED_STATE:
             raise _ReadChanged from None
         raise

@@ -8,8 +8,8 @@ from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.payments.models import SCHEMA, Payment, PeriodLock, Refund
-from shared.cutoff import cutoff_subscription
+from services.payments.models import SCHEMA, Payment, PeriodLock, Refund, ReopenedPeriod
+from shared.cutoff import PeriodGuard, cutoff_subscription
 from shared.events.closing import ControlTotal
 from shared.tables import table_of
 
@@ -40,9 +40,11 @@ async def periods_before(session: AsyncSession, period: str) -> list[str]:
     return list(rows.scalars())
 
 
+GUARD = PeriodGuard(schema=SCHEMA, locks=table_of(PeriodLock), reopened=table_of(ReopenedPeriod))
+"""This service's locks on periods: documents are dated only into a period they leave open."""
+
 subscription = cutoff_subscription(
-    schema=SCHEMA,
-    locks=table_of(PeriodLock),
+    GUARD,
     totals_of=control_totals,
     periods_before=periods_before,
 )

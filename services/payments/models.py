@@ -123,3 +123,14 @@ class PeriodLock(SQLModel, table=True):
 
     period: str = Field(sa_type=String(7), primary_key=True)
     locked_at: datetime | None = _created_at()
+
+
+class ReopenedPeriod(SQLModel, table=True):
+    """A period the close reopened: payments may be dated into it though a later period is
+    locked (that later period is stale and will be closed again); see shared/cutoff.py."""
+
+    __tablename__ = "reopened_periods"
+    __table_args__ = {"schema": SCHEMA}
+
+    period: str = Field(sa_type=String(7), primary_key=True)
+    reopened_at: datetime | None = _created_at()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.payments import replica
+from services.payments.cutoff import GUARD
 from services.payments.domain import (
     ZERO,
     allocation_status,
@@ -36,7 +37,6 @@ from services.payments.models import (
     KnownCustomer,
     KnownOrder,
     Payment,
-    PeriodLock,
     Refund,
 )
 from services.payments.schemas import AllocationRequest, PaymentCreate, RefundCreate
@@ -59,17 +59,16 @@ from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
-from shared.tables import table_of
 
 
 class PaymentNotFound(NotFound):
     title = "Payment not found"
 
 
-async def ensure_period_open(session: AsyncSession, period: str) -> None:
-    """409 when the period is locked; otherwise hold its shared lock until commit."""
-    locked = await hold_period(session, schema=SCHEMA, locks=table_of(PeriodLock), period=period)
-    ensure_open(period, locked)
+async def ensure_period_open(session: AsyncSession, period: str, *, now_day: date) -> None:
+    """409 when the period is closed to documents; otherwise hold its shared locks until
+    commit."""
+    ensure_open(period, await hold_period(session, GUARD, period, today=now_day))
 
 
 async def receive(
@@ -96,7 +95,7 @@ async def receive(
             f"must be in the years {MIN_YEAR} to {MAX_YEAR}",
         )
     period = str(Period.of(business_date))
-    await ensure_period_open(session, period)
+    await ensure_period_open(session, period, now_day=business_date_of(now, settings.zone))
     await guard_orders(session, {r.order_id for r in data.allocations})
     payment = Payment(
         number="",  # taken last, below
@@ -186,7 +185,7 @@ async def refund(
     business_date = data.business_date or today(settings.zone)
     check_not_future(business_date, zone=settings.zone, field="business_date")
     period = str(Period.of(business_date))
-    await ensure_period_open(session, period)
+    await ensure_period_open(session, period, now_day=today(settings.zone))
     payment = await lock_payment(session, payment_id)
     await sync_totals(session, payment)
     split = split_refund(

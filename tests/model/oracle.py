@@ -141,6 +141,7 @@ class Books:
     # Receivable moves per order for ageing: (day, amount paid by allocation, + or -).
     paid_moves: dict[str, list[tuple[date, Decimal]]] = field(default_factory=dict)
     period_status: dict[str, str] = field(default_factory=dict)
+    reopened: set[str] = field(default_factory=set)  # months reopened and not closed since
     # Pending allocations that failed their check when the order came: (order, amount).
     failed: list[tuple[str, Decimal]] = field(default_factory=list)
     closed: dict[str, dict[str, dict]] = field(default_factory=dict)  # month -> balances
@@ -165,7 +166,14 @@ class Books:
         return self.open_amount(order) if order.receivable else ZERO
 
     def locked(self, month: str) -> bool:
-        return self.period_status.get(month, "open") in ("closed", "stale")
+        """Closed to documents: its own close, or a later month's (months close in order, so
+        a lock closes the months before it), unless it was reopened."""
+        if self.period_status.get(month, "open") in ("closed", "stale"):
+            return True
+        return month not in self.reopened and any(
+            later > month and status in ("closed", "stale")
+            for later, status in self.period_status.items()
+        )
 
     def open_receivable(self, customer: str, excluding: str | None = None) -> Decimal:
         return sum(
@@ -479,10 +487,13 @@ class Books:
 
     def close(self, month: str) -> None:
         self.period_status[month] = "closed"
+        # The months before it that were reopened are closed with it again.
+        self.reopened = {m for m in self.reopened if m >= month}
         self.closed[month] = self.period_balances(month)
 
     def reopen(self, month: str) -> None:
         self.period_status[month] = "open"
+        self.reopened.add(month)
         for later in self.months:
             if later > month and self.period_status.get(later) == "closed":
                 self.period_status[later] = "stale"

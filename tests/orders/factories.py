@@ -3,13 +3,15 @@ what the orders service wrote (outbox events, audit entries)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import Database
 from shared.periods import today
@@ -128,3 +130,15 @@ def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[s
     for word in words:
         assert word in body["detail"], (word, body["detail"])
     return body
+
+
+async def until_a_backend_waits_on_an_advisory_lock(session: AsyncSession) -> None:
+    """Return once some backend waits for an advisory lock (one the caller holds)."""
+    for _ in range(1000):
+        waiting = await session.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing waited on the lock")

@@ -8,9 +8,8 @@ from datetime import date, timedelta
 
 import httpx
 
-from services.orders.models import SCHEMA, PeriodLock
+from services.orders.cutoff import GUARD
 from shared.cutoff import lift_cutoff, lock_period
-from shared.tables import table_of
 from tests.orders.factories import (
     APPROVER,
     POS,
@@ -24,8 +23,6 @@ from tests.orders.factories import (
     make_product,
     ok,
 )
-
-LOCKS = table_of(PeriodLock)
 
 
 async def test_numbers_have_the_documented_format(client: httpx.AsyncClient) -> None:
@@ -145,51 +142,52 @@ async def test_future_business_date_is_422(client: httpx.AsyncClient) -> None:
 
 async def test_locked_period_refuses_documents_dated_into_it(client: httpx.AsyncClient) -> None:
     db = database(client)
+    customer = await make_customer(client)
+    product = await make_product(client)
+    lines = [{"sku": product["sku"], "quantity": "1"}]
+    # Invoiced in the month before, while it was open.
+    order = await make_order(
+        client, customer=customer, lines=lines, business_date="2020-02-29", submit=True
+    )
+    assert order["period"] == "2020-02"
     async with db.transaction() as session:
-        await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2020-03")
+        await lock_period(session, GUARD, "2020-03")
     try:
-        customer = await make_customer(client)
-        product = await make_product(client)
         body = {
             "customer_id": customer["id"],
             "channel": "pos",
-            "lines": [{"sku": product["sku"], "quantity": "1"}],
+            "lines": lines,
             "business_date": "2020-03-31",
         }
         problem = assert_problem(
             await client.post("/v1/orders", json=body, headers=POS), 409, "2020-03", "closed"
         )
         assert problem["period"] == "2020-03"
-        # The neighbouring period is open; a return into the locked one is refused too.
-        order = await make_order(
-            client, customer=customer, lines=body["lines"], business_date="2020-02-29", submit=True
+        # The month before is closed with it (periods close in order); a return into the
+        # locked one is refused too.
+        earlier = {**body, "business_date": "2020-02-28"}
+        problem = assert_problem(
+            await client.post("/v1/orders", json=earlier, headers=POS), 409, "2020-02", "2020-03"
         )
-        assert order["period"] == "2020-02"
+        assert (problem["period"], problem["closed_by"]) == ("2020-02", "2020-03")
         returned = await client.post(
             f"/v1/orders/{order['id']}/returns",
-            json={
-                "lines": [{"sku": product["sku"], "quantity": "1"}],
-                "business_date": "2020-03-01",
-            },
+            json={"lines": lines, "business_date": "2020-03-01"},
             headers=POS,
         )
         assert_problem(returned, 409, "2020-03")
         assert (await get_order(client, order["id"]))["credited"] == "0.00"
         # A draft dated into a period locked after its creation cannot be confirmed.
         draft = await make_order(
-            client,
-            customer=customer,
-            lines=body["lines"],
-            business_date="2020-04-01",
-            unit_price="20000",
+            client, customer=customer, lines=lines, business_date="2020-04-01", unit_price="20000"
         )
         async with db.transaction() as session:
-            await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2020-04")
+            await lock_period(session, GUARD, "2020-04")
         assert_problem(await act(client, draft, "submit", POS), 409, "2020-04")
     finally:
         async with db.transaction() as session:
-            await lift_cutoff(session, locks=LOCKS, period="2020-03")
-            await lift_cutoff(session, locks=LOCKS, period="2020-04")
+            await lift_cutoff(session, GUARD, "2020-03", reopening=False)
+            await lift_cutoff(session, GUARD, "2020-04", reopening=False)
 
 
 async def test_return_cannot_predate_the_invoice(client: httpx.AsyncClient) -> None:

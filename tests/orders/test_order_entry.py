@@ -11,9 +11,8 @@ import asyncpg
 import httpx
 from sqlalchemy import text
 
-from services.orders.models import SCHEMA, PeriodLock
+from services.orders.cutoff import GUARD
 from shared.cutoff import lift_cutoff, lock_period
-from shared.tables import table_of
 from tests.orders.factories import (
     FINANCE,
     POS,
@@ -27,9 +26,8 @@ from tests.orders.factories import (
     make_product,
     ok,
     outbox_events,
+    until_a_backend_waits_on_an_advisory_lock,
 )
-
-LOCKS = table_of(PeriodLock)
 
 
 async def test_the_answer_is_what_a_read_gives_back(client: httpx.AsyncClient) -> None:
@@ -83,7 +81,7 @@ async def test_numbers_stay_gapless_when_the_last_statement_is_refused(
     # locked month take numbers in their last statement and give them back with the 409.
     db = database(client)
     async with db.transaction() as session:
-        await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2014-04")
+        await lock_period(session, GUARD, "2014-03")
     try:
         customer = await make_customer(client)
         product = await make_product(client)
@@ -105,11 +103,11 @@ async def test_numbers_stay_gapless_when_the_last_statement_is_refused(
         responses = await asyncio.gather(*(enter(day) for day in days))
     finally:
         async with db.transaction() as session:
-            await lift_cutoff(session, locks=LOCKS, period="2014-04")
-    entered = [ok(r, 201) for r, day in zip(responses, days, strict=True) if day < "2014-04"]
+            await lift_cutoff(session, GUARD, "2014-03", reopening=False)
+    entered = [ok(r, 201) for r, day in zip(responses, days, strict=True) if day >= "2014-04"]
     for response, day in zip(responses, days, strict=True):
-        if day >= "2014-04":
-            assert_problem(response, 409, "2014-04", "closed")
+        if day < "2014-04":
+            assert_problem(response, 409, "2014-03", "closed")
     assert sorted(o["invoice_number"] for o in entered) == [
         f"INV-2014-{n:06d}" for n in range(1, 13)
     ]
@@ -146,7 +144,7 @@ async def test_an_order_waiting_on_a_cutoff_is_refused_once_it_commits(
     product = await make_product(client)
     before = await outbox_events(client, customer["id"])
     async with db.transaction() as session:
-        await lock_period(session, schema=SCHEMA, locks=LOCKS, period="2013-07")
+        await lock_period(session, GUARD, "2013-07")
         entering = asyncio.ensure_future(
             client.post(
                 "/v1/orders",
@@ -160,28 +158,17 @@ async def test_an_order_waiting_on_a_cutoff_is_refused_once_it_commits(
                 headers=POS,
             )
         )
-        await _until_a_backend_waits_on_an_advisory_lock(session)
+        await until_a_backend_waits_on_an_advisory_lock(session)
     try:
         assert_problem(await entering, 409, "2013-07", "closed")
     finally:
         async with db.transaction() as session:
-            await lift_cutoff(session, locks=LOCKS, period="2013-07")
+            await lift_cutoff(session, GUARD, "2013-07", reopening=False)
     assert await outbox_events(client, customer["id"]) == before
     listed = ok(
         await client.get("/v1/orders", params={"customer_id": customer["id"]}, headers=FINANCE)
     )
     assert listed["items"] == []
-
-
-async def _until_a_backend_waits_on_an_advisory_lock(session: Any) -> None:
-    for _ in range(1000):
-        waiting = await session.scalar(
-            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the order never waited on the period's lock")
 
 
 async def test_orders_against_one_credit_limit_are_checked_one_at_a_time(

@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from services.payments import replica
+from services.payments.cutoff import GUARD
 from services.registry import service_module
+from shared.cutoff import lift_cutoff, lock_period
 from shared.ids import new_id
 from tests.conftest import AppClient, auth
 from tests.payments.factories import OrdersFeed, take_payment
@@ -68,3 +70,33 @@ async def test_customer_created_a_moment_ago_can_pay_at_once(client) -> None:
     paid = await take_payment(client, created.json()["id"], "25.00")
     assert paid.status_code == 201, paid.text
     assert paid.json()["unapplied"] == "25.00"
+
+
+async def test_a_payment_dated_before_a_locked_period_is_refused(client) -> None:
+    # Periods close in order: with 2012-06 locked, a payment received in 2012-04 (which
+    # held none when 2012-06 closed) is refused as one received in 2012-06 is. 2012 is used
+    # by no other test.
+    created = await client.post(
+        "/v1/customers", json={"name": "Early", "payment_terms_days": 0}, headers=auth("sales")
+    )
+    assert created.status_code == 201, created.text
+    customer = created.json()["id"]
+    db = client.app.state.db
+    async with db.transaction() as session:
+        await lock_period(session, GUARD, "2012-06")
+    try:
+        for received_at, period in (
+            ("2012-04-10T10:00:00+08:00", "2012-04"),
+            ("2012-06-10T10:00:00+08:00", "2012-06"),
+        ):
+            refused = await take_payment(client, customer, "5.00", received_at=received_at)
+            assert refused.status_code == 409, refused.text
+            problem = refused.json()
+            assert (problem["period"], problem["closed_by"]) == (period, "2012-06")
+        accepted = await take_payment(
+            client, customer, "5.00", received_at="2012-07-01T10:00:00+08:00"
+        )
+        assert accepted.status_code == 201, accepted.text
+    finally:
+        async with db.transaction() as session:
+            await lift_cutoff(session, GUARD, "2012-06", reopening=False)

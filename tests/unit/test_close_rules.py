@@ -151,3 +151,14 @@ def test_a_document_dated_into_a_closed_period_posts_into_the_next_open_one() ->
     assert book.posting_period("2026-09") == "2026-11"
     assert book.posting_period("2026-11") == "2026-11"
     assert book.posting_period("2026-12") == "2026-12"
+
+
+def test_a_month_before_a_closed_one_is_closed_with_it_unless_reopened() -> None:
+    # 2026-07 was empty when 2026-08 closed: a document dated into it now is late too.
+    book = PeriodBook({"2026-06": "closed", "2026-08": "closed", "2026-09": "open"})
+    assert book.posting_period("2026-07") == "2026-09"
+    assert book.posting_period("2026-01") == "2026-09"
+    # Reopened, a month takes documents: the months after it are stale, none closed.
+    reopened = PeriodBook({"2026-06": "open", "2026-08": "stale"})
+    assert reopened.posting_period("2026-06") == "2026-06"
+    assert reopened.posting_period("2026-07") == "2026-07"
