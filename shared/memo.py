@@ -5,6 +5,7 @@ bounded, the oldest entry making room for a new one."""
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,8 +26,11 @@ def per_database(session: AsyncSession, kind: type[T]) -> T:
     return store
 
 
-def remember(kept: dict[K, V], key: K, value: V, size: int) -> None:
-    """Keep `value` under `key`, forgetting the entry kept longest when `size` are kept."""
+def remember(kept: OrderedDict[K, V], key: K, value: V, size: int) -> None:
+    """Keep `value` under `key`, forgetting the entry kept longest when `size` are kept.
+
+    An OrderedDict forgets its oldest entry at once; a dict's oldest is found by walking
+    past the slots its earlier deletions left, a walk that grows until the dict is resized."""
     if key not in kept and len(kept) >= size:
-        del kept[next(iter(kept))]
+        kept.popitem(last=False)
     kept[key] = value

@@ -34,6 +34,7 @@ the same write. The answer is built from what was written, with no read back.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -534,8 +535,8 @@ class _EntryReads:
     SIZE = 10_000
 
     def __init__(self) -> None:
-        self.customers: dict[UUID, Mapping[str, Any]] = {}
-        self.products: dict[str, Mapping[str, Any]] = {}
+        self.customers: OrderedDict[UUID, Mapping[str, Any]] = OrderedDict()
+        self.products: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
 
     def lookup(self, customer_id: UUID, skus: list[str]) -> _Read | None:
         customer = self.customers.get(customer_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 import asyncpg
@@ -42,7 +43,7 @@ class _ParsedRows:
     SIZE = 2048
 
     def __init__(self) -> None:
-        self.events: dict[tuple[str, int, str], Event] = {}
+        self.events: OrderedDict[tuple[str, int, str], Event] = OrderedDict()
 
     def event(self, source: str, position: int, raw: str) -> Event:
         key = (source, position, raw)
