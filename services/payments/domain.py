@@ -42,6 +42,18 @@ TRANSITIONS: dict[AllocationStatus, frozenset[AllocationStatus]] = {
 }
 
 LIVE = (A.PENDING, A.APPLIED)
+
+# How far along an order of the replica is: its events may arrive out of order (an event
+# published again after a broker lost it comes after newer ones), and an older one never
+# takes the order back. A rejected or cancelled order is over.
+ORDER_PROGRESS = {"submitted": 1, "confirmed": 2, "fulfilled": 3, "rejected": 4, "cancelled": 4}
+
+
+def later_status(current: str, arriving: str) -> str:
+    """The replica's status of an order at `current` when an event saying `arriving` comes."""
+    return arriving if ORDER_PROGRESS[arriving] > ORDER_PROGRESS[current] else current
+
+
 """Statuses of an allocation that still holds part of its payment."""
 
 INVOICED = ("confirmed", "fulfilled")

@@ -7,14 +7,21 @@ from datetime import date
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import Select, select, text
+from sqlalchemy import Select, case, select, text
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.payments import cutoff, replica
-from services.payments.domain import LIVE, ZERO, check_allocation, take_newest
+from services.payments.domain import (
+    LIVE,
+    ORDER_PROGRESS,
+    ZERO,
+    check_allocation,
+    later_status,
+    take_newest,
+)
 from services.payments.domain import AllocationStatus as A
 from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
 from services.payments.service import (
@@ -137,17 +144,23 @@ async def on_event(session: AsyncSession, event: Event) -> None:
             await settle_pending(session, confirmed.order.order_id)
         case "order.fulfilled":
             fulfilled = event.payload_as(OrderFulfilled)
+            await _known(session, fulfilled.order_id, fulfilled.customer_id, "fulfilled")
             order = await session.get(KnownOrder, fulfilled.order_id)
             if order is not None:
-                order.status = "fulfilled"
+                order.status = later_status(order.status, "fulfilled")
         case "order.rejected":
             rejected = event.payload_as(OrderRejected)
+            await _known(session, rejected.order_id, rejected.customer_id, "rejected")
             await _end_order(session, rejected.order_id, "rejected", event.business_date)
         case "order.cancelled":
             cancelled = event.payload_as(OrderCancelled)
+            await _known(
+                session, cancelled.order_id, cancelled.customer_id, "cancelled", cancelled.number
+            )
             await _end_order(session, cancelled.order_id, "cancelled", cancelled.business_date)
         case "order.returned":
             returned = event.payload_as(OrderReturned)
+            await _known(session, returned.order_id, returned.customer_id, "confirmed")
             await _credit_order(session, returned.order_id, returned.gross, returned.business_date)
 
 
@@ -173,7 +186,12 @@ async def _upsert_order(
     gross: Decimal,
     status: str,
 ) -> None:
+    """The order as a submission or confirmation tells it; its status only moves forward (see
+    domain.ORDER_PROGRESS), and what credit notes and allocations took is kept."""
     table = table_of(KnownOrder)
+    progress = case(
+        *((table.c.status == name, rank) for name, rank in ORDER_PROGRESS.items()), else_=0
+    )
     await session.execute(
         insert(table)
         .values(
@@ -186,8 +204,34 @@ async def _upsert_order(
             applied=ZERO,
         )
         .on_conflict_do_update(
-            index_elements=[table.c.order_id], set_={"status": status, "gross": gross}
+            index_elements=[table.c.order_id],
+            set_={
+                "status": case((progress < ORDER_PROGRESS[status], status), else_=table.c.status),
+                "gross": gross,
+                "number": number,
+            },
         )
+    )
+
+
+async def _known(
+    session: AsyncSession, order_id: UUID, customer_id: UUID, status: str, number: str = ""
+) -> None:
+    """Hold a row for an order whose later event arrived before its submission or
+    confirmation (published again after a broker lost it): the submission, when it comes,
+    fills in its number and gross and leaves what the later event recorded."""
+    await session.execute(
+        insert(table_of(KnownOrder))
+        .values(
+            order_id=order_id,
+            customer_id=customer_id,
+            number=number,
+            status=status,
+            gross=ZERO,
+            credited=ZERO,
+            applied=ZERO,
+        )
+        .on_conflict_do_nothing()
     )
 
 

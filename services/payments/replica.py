@@ -23,6 +23,7 @@ from uuid import UUID
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.payments.domain import ORDER_PROGRESS, later_status
 from services.payments.models import SCHEMA, KnownCustomer, KnownOrder
 from shared.bulk import insert_rows
 from shared.events.envelope import Event
@@ -112,8 +113,10 @@ def order_id_of(event: Event) -> UUID:
 
 async def project(session: AsyncSession, events: list[Event]) -> None:
     """Apply a batch's customers and orders to the replica set-wise, as applying its events
-    one by one would: an order event for an order the replica does not hold, other than the
-    one that introduces it (submitted, confirmed), changes nothing."""
+    one by one would (handlers.on_event). Events may come out of order (one published again
+    after a broker lost it comes after newer ones): an order's status only moves forward
+    (domain.ORDER_PROGRESS), and an event of an order the replica does not hold yet holds a
+    row for it, which the submission or confirmation fills in when it comes."""
     customers: dict[UUID, str] = {}
     orders = [e for e in events if e.type.startswith("order.")]
     for event in events:
@@ -140,36 +143,25 @@ async def project(session: AsyncSession, events: list[Event]) -> None:
     for event in orders:
         order_id = order_id_of(event)
         status = ORDER_STATUSES.get(event.type)
-        if event.type in ("order.submitted", "order.confirmed"):
-            facts = event.data["order"]
-            if order_id in held or order_id in new:
-                change = changed.setdefault(order_id, _no_change()) if order_id in held else None
-                target = change if change is not None else new[order_id]
-                target["status"], target["gross"] = status, Decimal(facts["gross"])
-            else:
-                new[order_id] = {
-                    "order_id": order_id,
-                    "customer_id": UUID(facts["customer_id"]),
-                    "number": facts["number"],
-                    "status": status,
-                    "gross": Decimal(facts["gross"]),
-                    "credited": ZERO,
-                    "applied": ZERO,
-                }
-            continue
+        if event.type == "order.returned":
+            status = "confirmed"  # a credit note is only ever issued against an invoice
+        elif status is None:
+            continue  # an approval: nothing the replica keeps
         row = new.get(order_id)
         if row is None and order_id in held:
             row = changed.setdefault(order_id, _no_change())
         if row is None:
-            continue
-        if status is not None:
-            row["status"] = status
+            row = new[order_id] = _held_for(event, order_id)
+        row["status"] = status if row["status"] is None else later_status(row["status"], status)
+        if event.type in ("order.submitted", "order.confirmed"):
+            facts = event.data["order"]
+            row["gross"], row["number"] = Decimal(facts["gross"]), facts["number"]
         elif event.type == "order.returned":
             row["credited"] += Decimal(event.data["gross"])
     await insert_rows(
         session,
         table,
-        [new[i] for i in sorted(new)],
+        [{**new[i], "gross": new[i]["gross"] or ZERO} for i in sorted(new)],
         suffix="ON CONFLICT DO NOTHING",
     )
     if changed:
@@ -180,24 +172,46 @@ async def project(session: AsyncSession, events: list[Event]) -> None:
                 "ids": [i for i, _ in rows],
                 "statuses": [c["status"] for _, c in rows],
                 "grosses": [c["gross"] for _, c in rows],
+                "numbers": [c["number"] for _, c in rows],
                 "credited": [c["credited"] for _, c in rows],
             },
         )
 
 
+def _held_for(event: Event, order_id: UUID) -> dict[str, Any]:
+    """A new row for an order the replica does not hold, from the first of its events that
+    came; what that event does not tell (its gross) waits for its submission."""
+    data = event.data
+    facts = data.get("order", data)
+    return {
+        "order_id": order_id,
+        "customer_id": UUID(facts["customer_id"]),
+        "number": facts.get("number") or "",
+        "status": None,
+        "gross": None,
+        "credited": ZERO,
+        "applied": ZERO,
+    }
+
+
 def _no_change() -> dict[str, Any]:
-    return {"status": None, "gross": None, "credited": Decimal("0.00")}
+    return {"status": None, "gross": None, "number": None, "credited": Decimal("0.00")}
 
 
 ZERO = Decimal("0.00")
+_PROGRESS_OF = "CASE {} " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in ORDER_PROGRESS.items())
+_PROGRESS_OF += " ELSE 0 END"
 _CHANGE_ORDERS = text(
     f"""
     UPDATE {SCHEMA}.known_orders AS o
-       SET status = COALESCE(c.status, o.status), gross = COALESCE(c.gross, o.gross),
+       SET status = CASE WHEN {_PROGRESS_OF.format("c.status")} > {_PROGRESS_OF.format("o.status")}
+                         THEN c.status ELSE o.status END,
+           gross = COALESCE(c.gross, o.gross), number = COALESCE(c.number, o.number),
            credited = o.credited + c.credited
       FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]),
-                  CAST(:grosses AS numeric[]), CAST(:credited AS numeric[]))
-           AS c(order_id, status, gross, credited)
+                  CAST(:grosses AS numeric[]), CAST(:numbers AS text[]),
+                  CAST(:credited AS numeric[]))
+           AS c(order_id, status, gross, number, credited)
      WHERE o.order_id = c.order_id
     """
 )
