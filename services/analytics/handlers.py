@@ -34,6 +34,7 @@ from services.analytics.models import (
     ReceivableMove,
     ReceivablesByDay,
     Rollup,
+    WaitingDocument,
 )
 from shared.bulk import add_to, insert_rows
 from shared.config import get_settings
@@ -116,6 +117,8 @@ class Batch:
     )
     customer_days: dict[tuple[UUID, date], int] = field(default_factory=lambda: defaultdict(int))
     newest: datetime | None = None
+    # Credit notes and cancellations whose invoice is not held (yet), in arrival order.
+    waiting: list[Event] = field(default_factory=list)
 
     def add_sales(self, key: tuple[Any, ...], **amounts: Any) -> None:
         row = self.sales.get(key)
@@ -138,13 +141,52 @@ async def apply_events(session: AsyncSession, events: list[Event], *, rollups: b
     sales tables are left for `fill_rollups` to compute once (a rebuild)."""
     batch = Batch()
     await _load_invoices(session, batch, events)
+    waited = await _waiting_for(session, events)
     for event in events:
         handle = _HANDLERS.get(event.type)
         if handle is not None:
             handle(batch, event)
         if batch.newest is None or event.occurred_at > batch.newest:
             batch.newest = event.occurred_at
+    await _apply_waiting(session, batch, waited)
     await _flush(session, batch, rollups=rollups)
+
+
+async def _waiting_for(session: AsyncSession, events: list[Event]) -> list[tuple[int, Event]]:
+    """The credit notes and cancellations held back for the invoices this batch brings, in
+    the order they came (see models.WaitingDocument)."""
+    confirmed = [UUID(e.data["order"]["order_id"]) for e in events if e.type == "order.confirmed"]
+    if not confirmed:
+        return []
+    table = table_of(WaitingDocument)
+    rows = await session.execute(
+        select(table.c.id, table.c.event)
+        .where(table.c.order_id.in_(confirmed))
+        .order_by(table.c.id)
+    )
+    return [(row.id, Event.model_validate(row.event)) for row in rows]
+
+
+async def _apply_waiting(
+    session: AsyncSession, batch: Batch, waited: list[tuple[int, Event]]
+) -> None:
+    """Apply what waited for an invoice this batch brought, then this batch's documents that
+    came before theirs; keep waiting what still has no invoice."""
+    table = table_of(WaitingDocument)
+    if waited:
+        await session.execute(table.delete().where(table.c.id.in_([i for i, _ in waited])))
+    pending = [event for _, event in waited] + batch.waiting
+    batch.waiting = []
+    for event in pending:
+        _HANDLERS[event.type](batch, event)  # an invoice still missing: back to batch.waiting
+    await insert_rows(
+        session,
+        table,
+        [
+            {"order_id": UUID(e.data["order_id"]), "event": e.model_dump(mode="json")}
+            for e in batch.waiting
+        ],
+    )
 
 
 async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event]) -> None:
@@ -284,7 +326,8 @@ def _move(invoice: dict[str, Any], day: date, kind: str, amount: Decimal) -> dic
 def _on_returned(batch: Batch, event: Event) -> None:
     returned = event.payload_as(OrderReturned)
     invoice = batch.invoices.get(returned.order_id)
-    if invoice is None:  # a credit note for an order confirmed before analytics existed
+    if invoice is None:  # its invoice has not come (yet): the credit note waits for it
+        batch.waiting.append(event)
         return
     day = returned.business_date
     by_line = {line["line_no"]: line for line in invoice["lines"]}
@@ -311,6 +354,9 @@ def _on_returned(batch: Batch, event: Event) -> None:
 def _on_cancelled(batch: Batch, event: Event) -> None:
     cancelled = event.payload_as(OrderCancelled)
     invoice = batch.invoices.get(cancelled.order_id)
+    if cancelled.was_confirmed and invoice is None:  # it waits for its invoice to come
+        batch.waiting.append(event)
+        return
     if not cancelled.was_confirmed or invoice is None or invoice["cancelled_on"] is not None:
         return
     day = cancelled.business_date

@@ -118,6 +118,18 @@ class InvoiceInstalment(SQLModel, table=True):
     gross: Decimal = _money()
 
 
+class WaitingDocument(SQLModel, table=True):
+    """A credit note or cancellation that came before its invoice (an order event published
+    again after a broker lost it comes after newer ones): applied when the invoice comes."""
+
+    __tablename__ = "waiting_documents"
+    __table_args__ = (Index("ix_waiting_documents_order", "order_id"), {"schema": SCHEMA})
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    order_id: UUID
+    event: dict[str, Any] = Field(sa_type=JSONB)
+
+
 class ReceivableMove(SQLModel, table=True):
     """A dated change to an invoice's open amount: + invoice, − credit note, cancellation and
     allocation, + released allocation. Summing up to a date gives the open amount then."""
