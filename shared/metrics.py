@@ -82,6 +82,13 @@ class AppMetrics:
             ["source"],
             registry=self.registry,
         )
+        self.broker_log_losses = Gauge(
+            "salesbook_broker_log_losses",
+            "Times the kafka relay of a schema found a partition's log restarted below where it "
+            "had left it (the broker lost events it had acknowledged; run salesbook republish).",
+            ["source"],
+            registry=self.registry,
+        )
         self.consumer_stuck = Gauge(
             "salesbook_consumer_stuck",
             "1 while a subscription is stuck on an event it cannot apply, 0 otherwise.",
@@ -113,6 +120,7 @@ class AppMetrics:
         self.consumer_lag.clear()
         self.outbox_backlog.clear()
         self.events_relayed.clear()
+        self.broker_log_losses.clear()
         self.consumer_stuck.clear()
         for worker in self.workers:
             health = getattr(worker, "health", None)
@@ -146,6 +154,7 @@ class AppMetrics:
             for worker in self.workers:
                 if isinstance(worker, KafkaRelay):
                     self.events_relayed.labels(worker.source).set(worker.relayed)
+                    self.broker_log_losses.labels(worker.source).set(worker.log_losses)
                     top = await head(worker.source)
                     done = await position(worker.source, RELAY_CONSUMER, worker.source)
                     if top is not None and done is not None:

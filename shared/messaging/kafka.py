@@ -135,6 +135,10 @@ class KafkaRelay:
         self.relayed = 0
         self.position = 0
         self.failures = 0
+        # Where each partition's log ended after this relay's last publish to it, and how
+        # often the broker was found to have lost what it had acknowledged.
+        self._log_ends: dict[int, int] = {}
+        self.log_losses = 0
         self._producer: AIOKafkaProducer | None = None
         self._healthy = False
         self._stopping = asyncio.Event()
@@ -193,7 +197,7 @@ class KafkaRelay:
             )
             if not rows:
                 return 0
-            await self._publish(producer, [event for _, event in rows])
+            self._check_log(await self._publish(producer, [event for _, event in rows]))
             await store_position(
                 session,
                 schema=self.source,
@@ -205,8 +209,33 @@ class KafkaRelay:
         self.position = rows[-1][0]
         return len(rows)
 
-    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
-        await publish(producer, self.topic, events)
+    def _check_log(self, logs: dict[int, tuple[int, int]]) -> None:
+        """Say loudly when a partition's log restarted below where this relay last left it:
+        the broker lost events it had acknowledged (a broker keeping its log in memory
+        restarted, or the topic was recreated). They are in the outbox still; `salesbook
+        republish` publishes them again (README, "Kafka"), and consumers drop what they
+        applied already."""
+        lost = [
+            (partition, first, self._log_ends[partition])
+            for partition, (first, _) in sorted(logs.items())
+            if 0 <= first < self._log_ends.get(partition, 0)
+        ]
+        for partition, (_, end) in logs.items():
+            self._log_ends[partition] = end
+        if lost:
+            self.log_losses += 1
+            log.error(
+                "the broker lost events of %s it had acknowledged (partition %s restarted at "
+                "offset %s, below %s): run `salesbook republish %s` to publish them again",
+                self.topic,
+                *lost[0],
+                self.source,
+            )
+
+    async def _publish(
+        self, producer: AIOKafkaProducer, events: list[Event]
+    ) -> dict[int, tuple[int, int]]:
+        return await publish(producer, self.topic, events)
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -224,8 +253,11 @@ class KafkaRelay:
             await _close(producer)
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, events: list[Event]) -> None:
-    """Publish events to a topic keyed by their key, each partition's share in order."""
+async def publish(
+    producer: AIOKafkaProducer, topic: str, events: list[Event]
+) -> dict[int, tuple[int, int]]:
+    """Publish events to a topic keyed by their key, each partition's share in order; per
+    partition, the offset of the first event published and the offset after the last."""
     known = await producer.partitions_for(topic)
     if not known:
         raise UnknownTopicOrPartitionError(f"topic {topic} has no partitions")
@@ -235,14 +267,18 @@ async def publish(producer: AIOKafkaProducer, topic: str, events: list[Event]) -
         by_partition.setdefault(partition_of(event.key, partitions), []).append(event)
     # A TaskGroup cancels the other partitions' sends as soon as one fails.
     async with asyncio.TaskGroup() as group:
-        for partition, share in by_partition.items():
-            group.create_task(_publish_partition(producer, topic, partition, share))
+        sends = {
+            partition: group.create_task(_publish_partition(producer, topic, partition, share))
+            for partition, share in by_partition.items()
+        }
+    return {partition: send.result() for partition, send in sends.items()}
 
 
 async def _publish_partition(
     producer: AIOKafkaProducer, topic: str, partition: int, events: list[Event]
-) -> None:
+) -> tuple[int, int]:
     remaining = events
+    first = end = -1
     while remaining:
         batch = producer.create_batch()
         taken = 0
@@ -253,8 +289,11 @@ async def _publish_partition(
             taken += 1
         batch.close()
         acked = await producer.send_batch(batch, topic, partition=partition)
-        await acked
+        offset = (await acked).offset
+        first = offset if first < 0 else first
+        end = offset + taken
         remaining = remaining[taken:]
+    return first, end
 
 
 async def started_producer(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 
 from services.cli import main
@@ -16,7 +17,8 @@ from services.registry import SERVICES, all_modules, service_module
 from shared.app import create_app
 from shared.config import Settings
 from shared.db import Database
-from shared.messaging.kafka import KafkaRelay, KafkaSubscriber
+from shared.events.envelope import Event
+from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, republish, topic_of
 from tests.conftest import auth, kafka_settings, migrate_all
 from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
 from tests.support.database import fresh_database
@@ -201,3 +203,75 @@ def _ready(worker: KafkaSubscriber):
         return worker.ready()
 
     return probe
+
+
+async def test_the_relay_says_when_a_restarted_broker_lost_its_log(
+    contract_db: Database, tmp_path
+) -> None:
+    """A broker that keeps its log in memory restarts empty, so what it had acknowledged is
+    gone and its offsets start again below where they ended: the relay says so (an ERROR and
+    a metric), and `salesbook republish` brings back every event."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = Settings(
+        transport="kafka",
+        kafka_bootstrap=bootstrap,
+        kafka_partitions=2,
+        consumer_batch_size=25,
+        consumer_poll_seconds=0.2,
+        data_dir=tmp_path,
+        _env_file=None,
+    )
+    async with prepared(Harness("kafka", contract_db, settings)) as harness:
+        with tansu_broker(port):
+            running = harness.relay()
+            assert running is not None and isinstance(running.worker, KafkaRelay)
+            relay = running.worker
+            await harness.publish(KEYS, 5)
+            await eventually(_relayed_all(harness, relay), bool, seconds=60)
+            assert relay.log_losses == 0
+        with tansu_broker(port):
+            await harness.publish(KEYS, 5, first_seq=5)
+            await eventually(_relayed_all(harness, relay), bool, seconds=90)
+            assert relay.log_losses == 1
+            topic = topic_of(harness.source)
+            assert await _every_event_in(bootstrap, topic) == {
+                (key, seq) for key in KEYS for seq in range(5, 10)
+            }
+            await republish(harness.db, settings, source=harness.source, from_id=1)
+            seen = await _every_event_in(bootstrap, topic)
+            await harness.stop_all()
+    assert seen == {(key, seq) for key in KEYS for seq in range(10)}
+
+
+def _relayed_all(harness: Harness, relay: KafkaRelay):
+    async def probe() -> bool:
+        async with relay.db.sessions() as session:
+            head = (
+                await session.execute(text(f'SELECT max(id) FROM "{harness.source}".outbox'))
+            ).scalar_one()
+        return relay.position == head
+
+    return probe
+
+
+async def _every_event_in(bootstrap: str, topic: str) -> set[tuple[str, int]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        await consumer.seek_to_beginning()
+        ends = await consumer.end_offsets(list(consumer.assignment()))
+        seen: set[tuple[str, int]] = set()
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    assert record.key is not None and record.value is not None
+                    event = Event.from_json(record.value)
+                    seen.add((record.key.decode(), event.data["seq"]))
+        return seen
+    finally:
+        await consumer.stop()

@@ -94,11 +94,14 @@ class RelayDyingAfterPublish(KafkaRelay):
 
     crashed = False
 
-    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
-        await super()._publish(producer, events)
+    async def _publish(
+        self, producer: AIOKafkaProducer, events: list[Event]
+    ) -> dict[int, tuple[int, int]]:
+        published = await super()._publish(producer, events)
         if not self.crashed:
             self.crashed = True
             raise Crash("between publish and position store")
+        return published
 
 
 @pytest.mark.parametrize("transport", ["kafka"])
