@@ -84,7 +84,7 @@ class AppMetrics:
         )
         self.broker_log_losses = Gauge(
             "salesbook_broker_log_losses",
-            "Times the kafka relay of a schema found a partition's log restarted below where it "
+            "Partitions whose log the kafka relay of a schema found restarted below where it "
             "had left it (the broker lost events it had acknowledged; run salesbook republish).",
             ["source"],
             registry=self.registry,

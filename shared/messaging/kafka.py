@@ -223,7 +223,7 @@ class KafkaRelay:
         for partition, (_, end) in logs.items():
             self._log_ends[partition] = end
         if lost:
-            self.log_losses += 1
+            self.log_losses += len(lost)
             log.error(
                 "the broker lost events of %s it had acknowledged (partition %s restarted at "
                 "offset %s, below %s): run `salesbook republish %s` to publish them again",
