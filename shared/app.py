@@ -155,6 +155,10 @@ async def _supervise(worker: Worker) -> None:
             await asyncio.sleep(1)
 
 
+READY_BROKER_SECONDS = 1.0
+"""How long readiness waits for the broker to answer."""
+
+
 def _worker_name(worker: Worker) -> str:
     subscription = getattr(worker, "subscription", None)
     if subscription is not None:
@@ -236,7 +240,11 @@ def _health_router() -> APIRouter:
         if settings.effective_transport == "kafka" and settings.kafka_bootstrap:
             from shared.messaging.kafka import broker_reachable
 
-            reachable = await broker_reachable(settings.kafka_bootstrap)
+            # Within a second: a probe gives up after its own timeout (a second, by default,
+            # in Kubernetes), and a broker that answers at all answers in milliseconds.
+            reachable = await broker_reachable(
+                settings.kafka_bootstrap, timeout_seconds=READY_BROKER_SECONDS
+            )
             checks["broker"] = "ok" if reachable else "unavailable"
         for worker in request.app.state.workers:
             probe = getattr(worker, "ready", None)
