@@ -4,26 +4,21 @@ checked against, settling pending allocations and releasing what no longer fits.
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import Select, case, select, text
+from sqlalchemy import Select, select, text
 from sqlalchemy import event as sa_event
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from services.payments import cutoff, replica
 from services.payments.domain import (
     LIVE,
-    ORDER_PROGRESS,
-    ZERO,
     check_allocation,
-    later_status,
     take_newest,
 )
 from services.payments.domain import AllocationStatus as A
-from services.payments.models import SCHEMA, Allocation, KnownCustomer, KnownOrder, Payment
+from services.payments.models import SCHEMA, Allocation, KnownOrder, Payment
 from services.payments.service import (
     emit_allocated,
     guard_order,
@@ -33,17 +28,12 @@ from services.payments.service import (
 from shared.errors import DomainError
 from shared.events.envelope import Event
 from shared.events.orders import (
-    CustomerCreated,
-    CustomerUpdated,
     OrderCancelled,
     OrderConfirmed,
-    OrderFulfilled,
     OrderRejected,
     OrderReturned,
-    OrderSubmitted,
 )
 from shared.messaging.consumer import BatchHandler, Subscription
-from shared.tables import table_of
 
 
 def subscriptions() -> list[Subscription]:
@@ -114,125 +104,28 @@ async def _with_allocations(session: AsyncSession, order_ids: list[UUID]) -> set
 
 
 async def on_event(session: AsyncSession, event: Event) -> None:
+    """One event into the replica (as a batch of one, so both paths keep it the same way),
+    then what it does to the allocations of its order."""
     if event.type.startswith("order."):
         await guard_order(session, UUID(_order_id_of(event)))
+    await replica.project(session, [event])
     match event.type:
-        case "customer.created" | "customer.updated":
-            payload = event.payload()
-            assert isinstance(payload, CustomerCreated | CustomerUpdated)
-            await _upsert_customer(session, payload.customer_id, payload.name)
-        case "order.submitted":
-            submitted = event.payload_as(OrderSubmitted)
-            await _upsert_order(
-                session,
-                submitted.order.order_id,
-                submitted.order.customer_id,
-                submitted.order.number,
-                submitted.order.gross,
-                "submitted",
-            )
         case "order.confirmed":
-            confirmed = event.payload_as(OrderConfirmed)
-            await _upsert_order(
-                session,
-                confirmed.order.order_id,
-                confirmed.order.customer_id,
-                confirmed.order.number,
-                confirmed.order.gross,
-                "confirmed",
-            )
-            await settle_pending(session, confirmed.order.order_id)
-        case "order.fulfilled":
-            fulfilled = event.payload_as(OrderFulfilled)
-            await _known(session, fulfilled.order_id, fulfilled.customer_id, "fulfilled")
-            order = await session.get(KnownOrder, fulfilled.order_id)
-            if order is not None:
-                order.status = later_status(order.status, "fulfilled")
+            await settle_pending(session, event.payload_as(OrderConfirmed).order.order_id)
         case "order.rejected":
             rejected = event.payload_as(OrderRejected)
-            await _known(session, rejected.order_id, rejected.customer_id, "rejected")
             await _end_order(session, rejected.order_id, "rejected", event.business_date)
         case "order.cancelled":
             cancelled = event.payload_as(OrderCancelled)
-            await _known(
-                session, cancelled.order_id, cancelled.customer_id, "cancelled", cancelled.number
-            )
             await _end_order(session, cancelled.order_id, "cancelled", cancelled.business_date)
         case "order.returned":
             returned = event.payload_as(OrderReturned)
-            await _known(session, returned.order_id, returned.customer_id, "confirmed")
-            await _credit_order(session, returned.order_id, returned.gross, returned.business_date)
+            await _release_overpaid(session, returned.order_id, returned.business_date)
 
 
 def _order_id_of(event: Event) -> str:
     data = event.data
     return data["order"]["order_id"] if "order" in data else data["order_id"]
-
-
-async def _upsert_customer(session: AsyncSession, customer_id: UUID, name: str) -> None:
-    table = table_of(KnownCustomer)
-    await session.execute(
-        insert(table)
-        .values(customer_id=customer_id, name=name)
-        .on_conflict_do_update(index_elements=[table.c.customer_id], set_={"name": name})
-    )
-
-
-async def _upsert_order(
-    session: AsyncSession,
-    order_id: UUID,
-    customer_id: UUID,
-    number: str,
-    gross: Decimal,
-    status: str,
-) -> None:
-    """The order as a submission or confirmation tells it; its status only moves forward (see
-    domain.ORDER_PROGRESS), and what credit notes and allocations took is kept."""
-    table = table_of(KnownOrder)
-    progress = case(
-        *((table.c.status == name, rank) for name, rank in ORDER_PROGRESS.items()), else_=0
-    )
-    await session.execute(
-        insert(table)
-        .values(
-            order_id=order_id,
-            customer_id=customer_id,
-            number=number,
-            status=status,
-            gross=gross,
-            credited=ZERO,
-            applied=ZERO,
-        )
-        .on_conflict_do_update(
-            index_elements=[table.c.order_id],
-            set_={
-                "status": case((progress < ORDER_PROGRESS[status], status), else_=table.c.status),
-                "gross": gross,
-                "number": number,
-            },
-        )
-    )
-
-
-async def _known(
-    session: AsyncSession, order_id: UUID, customer_id: UUID, status: str, number: str = ""
-) -> None:
-    """Hold a row for an order whose later event arrived before its submission or
-    confirmation (published again after a broker lost it): the submission, when it comes,
-    fills in its number and gross and leaves what the later event recorded."""
-    await session.execute(
-        insert(table_of(KnownOrder))
-        .values(
-            order_id=order_id,
-            customer_id=customer_id,
-            number=number,
-            status=status,
-            gross=ZERO,
-            credited=ZERO,
-            applied=ZERO,
-        )
-        .on_conflict_do_nothing()
-    )
 
 
 async def _locked_allocations(
@@ -296,8 +189,6 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
 async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: date | None) -> None:
     """A rejected or cancelled order gives back every allocation made to it."""
     live, payments, orders = await _locked_allocations(session, order_id, LIVE)
-    if order_id in orders:
-        orders[order_id].status = status
     for allocation in live:
         await release(
             session,
@@ -310,15 +201,11 @@ async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: da
         )
 
 
-async def _credit_order(
-    session: AsyncSession, order_id: UUID, credited: Decimal, day: date
-) -> None:
-    """A credit note lowers what the order can carry; release the newest excess allocations."""
+async def _release_overpaid(session: AsyncSession, order_id: UUID, day: date) -> None:
+    """A credit note (counted in the replica already) lowers what the order can carry:
+    release the newest allocations it can no longer carry."""
     live, payments, orders = await _locked_allocations(session, order_id, (A.APPLIED,))
-    order = orders.get(order_id)
-    if order is None:
-        return
-    order.credited += credited
+    order = orders[order_id]
     for allocation, part in take_newest(
         reversed(live), -order.open_amount, amount_of=lambda a: a.amount
     ):

@@ -112,8 +112,9 @@ def order_id_of(event: Event) -> UUID:
 
 
 async def project(session: AsyncSession, events: list[Event]) -> None:
-    """Apply a batch's customers and orders to the replica set-wise, as applying its events
-    one by one would (handlers.on_event). Events may come out of order (one published again
+    """Apply a batch's customers and orders to the replica set-wise (handlers.on_event applies
+    an order with allocations through it too, a batch of one event at a time, before what the
+    event does to the allocations). Events may come out of order (one published again
     after a broker lost it comes after newer ones): an order's status only moves forward
     (domain.ORDER_PROGRESS), and an event of an order the replica does not hold yet holds a
     row for it, which the submission or confirmation fills in when it comes."""
