@@ -28,14 +28,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-from alembic import command
-from sqlalchemy import Connection
 
 from bench._server import bench_server
 from bench.analytics_queries import analytics_client, bench_database, percentiles, vacuum
 from services.registry import migration_targets, service_module
 from shared.db import Database, plain_url
-from shared.migrations import alembic_config, upgrade
+from shared.migrations import migrate_schema, upgrade
 
 BEFORE_OPEN_AMOUNTS = "0008_invoice_instalments"
 AS_OF = (date(2026, 3, 31), date(2025, 6, 30))  # after every move, and mid-year
@@ -103,16 +101,9 @@ FROM aged GROUP BY customer_id HAVING sum(open) <> 0 ORDER BY customer_id
 
 async def _migrate_analytics(url: str, direction: str, revision: str) -> None:
     ((schema, folder),) = migration_targets([service_module("analytics")])
-    config = alembic_config(migrations=folder, schema=schema)
     database = Database(url)
     try:
-        async with database.engine.begin() as conn:
-
-            def run(connection: Connection) -> None:
-                config.attributes["connection"] = connection
-                getattr(command, direction)(config, revision)
-
-            await conn.run_sync(run)
+        await migrate_schema(database, schema, folder, direction=direction, revision=revision)
     finally:
         await database.dispose()
 

@@ -163,3 +163,18 @@ async def upgrade(db: Database, targets: list[tuple[str, Path]]) -> None:
             # Serialise concurrent migrators (several processes starting at once).
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('salesbook.migrate'))"))
             await conn.run_sync(run)
+
+
+async def migrate_schema(
+    db: Database, schema: str, migrations: Path, *, direction: str, revision: str
+) -> None:
+    """Move one schema to `revision`, `direction` being "upgrade" or "downgrade": for the tests
+    and benchmarks that replay a migration over data written before it."""
+    config = alembic_config(migrations=migrations, schema=schema)
+
+    def run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        getattr(command, direction)(config, revision)
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(run)

@@ -5,27 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 
 from services.registry import migration_targets, service_module
 from shared.db import Database
-from shared.migrations import alembic_config
+from shared.migrations import migrate_schema
 
 
 async def migrate_service(url: str, service: str, direction: str, revision: str) -> None:
     """`direction` ("upgrade" or "downgrade") the service's schema to `revision`."""
     ((schema, folder),) = migration_targets([service_module(service)])
-    config = alembic_config(migrations=folder, schema=schema)
     database = Database(url)
     try:
-        async with database.engine.begin() as conn:
-
-            def run(connection: Connection) -> None:
-                config.attributes["connection"] = connection
-                getattr(command, direction)(config, revision)
-
-            await conn.run_sync(run)
+        await migrate_schema(database, schema, folder, direction=direction, revision=revision)
     finally:
         await database.dispose()
 
