@@ -21,7 +21,7 @@ from shared.db import Database
 from shared.events.envelope import Event
 from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, republish, topic_of
 from tests.conftest import auth, kafka_settings, migrate_all
-from tests.messaging.conftest import Harness, assert_each_once_in_order, prepared
+from tests.messaging.conftest import Harness, prepared
 from tests.support.database import fresh_database
 from tests.support.tansu import free_port, tansu_broker
 from tests.support.waiting import eventually
@@ -173,7 +173,12 @@ async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
 ) -> None:
     """The restarted broker knows neither the group nor the topics; the subscriber carries on
     with what is published there and is ready again (a consumer whose commits keep failing
-    is rebuilt after a session timeout)."""
+    is rebuilt after a session timeout). Every event takes effect exactly once, and those
+    from before the restart in order; of those published to the new log, a subscriber that
+    fetched from its old position before noticing the restart may apply the later ones
+    first and the earlier ones when its refused commit sends it back to the log's start, so
+    their order is not asserted (the read models take events out of order: see
+    tests/payments/test_out_of_order.py and tests/analytics/test_out_of_order.py)."""
     port = free_port()
     settings = _restartable(port, tmp_path)
     async with prepared(Harness("kafka", contract_db, settings)) as harness:
@@ -188,7 +193,12 @@ async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
             assert isinstance(subscriber.worker, KafkaSubscriber)
             await eventually(_ready(subscriber.worker), bool, seconds=30)
             await harness.stop_all()
-        assert_each_once_in_order(await harness.effects(), KEYS, 10)
+        applied = await harness.effects()
+    assert len({event_id for _, _, event_id in applied}) == len(applied), "duplicate effects"
+    for key in KEYS:
+        seqs = [seq for k, seq, _ in applied if k == key]
+        assert seqs[:5] == list(range(5)), f"key {key}: {seqs}"
+        assert sorted(seqs) == list(range(10)), f"key {key}: {seqs}"
 
 
 def _restartable(port: int, folder: Path) -> Settings:
