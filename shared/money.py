@@ -26,13 +26,20 @@ def _decimal_places(value: Decimal) -> int:
 # it skips the general checks below (they would accept it unchanged).
 _PLAIN = {places: re.compile(rf"-?[0-9]+(\.[0-9]{{1,{places}}})?") for places in (2, 3, 4)}
 _PLAIN_CENTS = re.compile(r"-?[0-9]+\.[0-9]{2}")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 _LARGE = Decimal("1e20")  # far from what quantize() cannot hold
 
 
 def _parse_decimal(raw: Any, *, places: int, what: str) -> Decimal:
     if type(raw) is str and _PLAIN[places].fullmatch(raw):
         return Decimal(raw)
-    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, str | int | float | Decimal)
+        # Text is ASCII digits with an optional point, as the OpenAPI pattern says: Decimal()
+        # alone would also take "1e3", "1_000", " 1 " and digits of other scripts ("１０").
+        or (isinstance(raw, str) and not _DECIMAL_TEXT.fullmatch(raw))
+    ):
         raise ValueError(f'{what} must be a decimal string such as "12.50"')
     try:
         # Floats go through str() so 0.1 stays 0.1 instead of its binary expansion.

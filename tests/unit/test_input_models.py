@@ -80,3 +80,19 @@ def test_every_decimal_field_is_a_bounded_string(model: type[BaseModel]) -> None
             with pytest.raises(ValidationError) as caught:
                 model.model_validate({name: value})
             assert any(e["loc"][0] == name for e in caught.value.errors()), (model, name, value)
+
+
+# Each of these is a number to Python's Decimal(), and none is what the OpenAPI pattern
+# (ASCII digits, an optional point) lets a client send.
+NOT_DECIMAL_TEXT = ("１０.００", "1_0.00", "1e3", "1E+1", " 1 ", "٣", ".5", "5.", "+5", "NaN")
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+def test_every_decimal_field_takes_only_plain_ascii_text(model: type[BaseModel]) -> None:
+    for name, _ in fields(model, "decimal"):
+        for value in NOT_DECIMAL_TEXT:
+            with pytest.raises(ValidationError) as caught:
+                model.model_validate({name: value})
+            assert any(
+                e["loc"][0] == name and "decimal string" in e["msg"] for e in caught.value.errors()
+            ), (model, name, value)
