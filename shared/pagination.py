@@ -48,7 +48,10 @@ def decode_cursor(cursor: str) -> str:
         value = base64.urlsafe_b64decode(padded.encode()).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput("cursor", "not a cursor this API returned") from None
-    if "\x00" in value:  # no key this API pages by holds one; the database cannot
+    # The decoder passes over characters outside its alphabet ("!!!" decodes to nothing), so
+    # only a cursor written exactly as this API writes it is one; no key is empty or holds
+    # NUL (which the database cannot).
+    if not value or "\x00" in value or encode_cursor(value) != cursor:
         raise InvalidInput("cursor", "not a cursor this API returned")
     return value
 
