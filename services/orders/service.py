@@ -802,6 +802,12 @@ async def _enter(
             f"an order may come to at most {money_str(MAX_AMOUNT)}",
         )
     if data.instalments:
+        for i, instalment in enumerate(data.instalments):
+            if instalment.due_date < day:
+                raise InvalidInput(
+                    f"instalments.{i}.due_date",
+                    f"falls due on {instalment.due_date}, before the order's date {day}",
+                )
         scheduled = sum((i.amount for i in data.instalments), ZERO)
         if scheduled != total.gross:
             raise InvalidInput(

@@ -122,6 +122,30 @@ async def test_instalments_must_sum_to_gross(client: httpx.AsyncClient) -> None:
     assert body["field"] == "instalments"
 
 
+async def test_an_instalment_cannot_fall_due_before_the_order(client: httpx.AsyncClient) -> None:
+    customer = await make_customer(client)
+    product = await make_product(client, unit_price="100")  # 113.00 with tax
+    body = {
+        "customer_id": customer["id"],
+        "channel": "online",
+        "lines": [{"sku": product["sku"], "quantity": "1"}],
+        "submit": True,
+        "instalments": [
+            {"due_date": "2999-04-10", "amount": "100.00"},
+            {"due_date": "2020-03-09", "amount": "13.00"},
+        ],
+    }
+    problem = assert_problem(
+        await client.post("/v1/orders", json=body, headers=POS), 422, "2020-03-09", "before"
+    )
+    assert problem["field"] == "instalments.1.due_date"
+    created = ok(await client.post("/v1/orders", json=body | {"instalments": []}, headers=POS), 201)
+    today = created["business_date"]
+    body["instalments"][1]["due_date"] = today  # on the order's own date: due at once
+    created = ok(await client.post("/v1/orders", json=body, headers=POS), 201)
+    assert [i["due_date"] for i in created["instalments"]] == [today, "2999-04-10"]
+
+
 async def test_future_business_date_is_422(client: httpx.AsyncClient) -> None:
     tomorrow = (business_today() + timedelta(days=1)).isoformat()
     customer = await make_customer(client)
