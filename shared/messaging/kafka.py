@@ -15,8 +15,13 @@ later one, putting a key's events out of order.)
 
 Subscriber. One consumer group per subscription, offsets committed by hand: each fetched
 batch is applied in one database transaction (inbox dedupe plus the handler's effects), and
-the Kafka offsets are committed only after that commit. Any failure rewinds to the last
-committed offsets, so an event is applied late or twice but never skipped.
+the Kafka offsets are committed only after that commit, and only under the group assignment
+the batch was fetched under. Any failure rewinds to the last committed offsets, so an event
+is applied late or twice but never skipped.
+
+A broker that lost what it acknowledged (restarted without its log) is noticed by the relay
+at its next publish to a partition whose log now starts below where it left it: it
+publishes its outbox again from the start.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
@@ -197,24 +208,25 @@ class KafkaRelay:
             )
             if not rows:
                 return 0
-            self._check_log(await self._publish(producer, [event for _, event in rows]))
+            lost = self._check_log(await self._publish(producer, [event for _, event in rows]))
+            # After a loss the outbox is published again from its start: the events the
+            # broker lost are in it still, and consumers drop what they applied already.
+            position = 0 if lost else rows[-1][0]
             await store_position(
                 session,
                 schema=self.source,
                 consumer=RELAY_CONSUMER,
                 source=self.source,
-                position=rows[-1][0],
+                position=position,
             )
         self.relayed += len(rows)
-        self.position = rows[-1][0]
+        self.position = position
         return len(rows)
 
-    def _check_log(self, logs: dict[int, tuple[int, int]]) -> None:
-        """Say loudly when a partition's log restarted below where this relay last left it:
-        the broker lost events it had acknowledged (a broker keeping its log in memory
-        restarted, or the topic was recreated). They are in the outbox still; `salesbook
-        republish` publishes them again (README, "Kafka"), and consumers drop what they
-        applied already."""
+    def _check_log(self, logs: dict[int, tuple[int, int]]) -> bool:
+        """Whether a partition's log restarted below where this relay last left it: the
+        broker lost events it had acknowledged (a broker keeping its log in memory
+        restarted, or the topic was recreated). Said loudly, and counted."""
         lost = [
             (partition, first, self._log_ends[partition])
             for partition, (first, _) in sorted(logs.items())
@@ -226,11 +238,12 @@ class KafkaRelay:
             self.log_losses += len(lost)
             log.error(
                 "the broker lost events of %s it had acknowledged (partition %s restarted at "
-                "offset %s, below %s): run `salesbook republish %s` to publish them again",
+                "offset %s, below %s): publishing the %s outbox again from its start",
                 self.topic,
                 *lost[0],
                 self.source,
             )
+        return bool(lost)
 
     async def _publish(
         self, producer: AIOKafkaProducer, events: list[Event]
@@ -376,6 +389,42 @@ class RebuildConsumer(Exception):
     """Commits have failed for longer than a session: start over with a new consumer."""
 
 
+class _Reassigned(Exception):
+    """The group assigned the partitions again while a fetched batch was being applied."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__(f"partitions reassigned {when} the commit of a batch")
+        self.when = when
+
+
+class _Assignments(ConsumerRebalanceListener):
+    """Counts the assignments the group made to this member, and keeps the offsets the broker
+    held for the group's partitions when each began. Records fetched under one assignment
+    are not committed under the next: after a broker restarted empty, a member that fetched
+    from its old positions in the new log would otherwise commit those positions there, and
+    the new log's records before them would never be read."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, timeout_seconds: float) -> None:
+        self.consumer = consumer
+        self.timeout_seconds = timeout_seconds
+        self.count = 0
+        self.committed: dict[TopicPartition, int | None] = {}
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.count += 1
+        self.committed = {}
+        for tp in assigned:
+            try:
+                self.committed[tp] = await asyncio.wait_for(
+                    self.consumer.committed(tp), self.timeout_seconds
+                )
+            except (KafkaError, TimeoutError, OSError):
+                self.committed[tp] = None  # unknown: read the partition from its start
+
+
 class KafkaSubscriber:
     """Runs one subscription on the kafka transport until cancelled."""
 
@@ -414,6 +463,7 @@ class KafkaSubscriber:
         self.undecodable = 0
         self.failures = 0
         self._consumer: AIOKafkaConsumer | None = None
+        self._assignments: _Assignments | None = None
         self._next_offsets: dict[TopicPartition, int] = {}
         self._healthy = False
         self._commits_failing_since: float | None = None
@@ -476,7 +526,6 @@ class KafkaSubscriber:
         # start before the relay and the broker would otherwise auto-create with its default.
         await ensure_topics(self.bootstrap, self.topics, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=self.bootstrap,
             group_id=self.group,
             enable_auto_commit=False,
@@ -484,6 +533,8 @@ class KafkaSubscriber:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
+        self._assignments = _Assignments(consumer, self.session_timeout_ms / 1000)
+        consumer.subscribe(self.topics, listener=self._assignments)
         self._consumer = consumer
         self._next_offsets = {}
         try:
@@ -492,28 +543,36 @@ class KafkaSubscriber:
                 batches = await consumer.getmany(
                     timeout_ms=int(self.poll_seconds * 1000), max_records=self.batch_size
                 )
+                fetched_under = self._assignment()
                 self._healthy = self._commits_failing_since is None
                 rebuild.reset()
                 if not batches:
                     self.health.idle()
                     continue
-                await self._handle(consumer, batches)
+                await self._handle(consumer, batches, fetched_under)
         finally:
             self._consumer = None
             await _close(consumer)
 
     async def _handle(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        fetched_under: int,
     ) -> None:
         """Apply a fetched batch; on failure, record why and go back to the committed offsets."""
         careful = self._careful > 0
         self._attempt = None
         try:
             if careful:
-                await self._apply_one_by_one(consumer, batches)
+                await self._apply_one_by_one(consumer, batches, fetched_under)
             else:
-                await self._apply(consumer, batches)
+                await self._apply(consumer, batches, fetched_under)
             self.backoff.reset()
+            return
+        except _Reassigned as exc:
+            # What was applied stays applied (the inbox drops it when it comes again).
+            await self._read_again(consumer, batches, exc)
             return
         except _CommitFailed as exc:
             self._commit_failed(exc)
@@ -561,12 +620,20 @@ class KafkaSubscriber:
                 f"{self.group} could not commit for {failing_for:.1f}s"
             ) from exc.__cause__
 
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], fetched_under: int
+    ) -> None:
+        if self._assignment() != fetched_under:
+            raise _Reassigned("before")
         try:
             # Bounded: a commit waits for a coordinator, which a broker that went away never is.
             await asyncio.wait_for(consumer.commit(offsets), self.session_timeout_ms / 1000)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise _CommitFailed() from exc
+        if self._assignment() != fetched_under:
+            # The group was joined again while the commit waited for its coordinator, and the
+            # commit went out under the new assignment.
+            raise _Reassigned("during")
         self._commits_failing_since = None
         self._healthy = True
         self._next_offsets.update(offsets)
@@ -587,7 +654,10 @@ class KafkaSubscriber:
         return events, per_source
 
     async def _apply(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        fetched_under: int,
     ) -> None:
         events, per_source = self._events(batches)
         async with self.db.transaction() as session:
@@ -597,11 +667,16 @@ class KafkaSubscriber:
             for source, count in per_source.items():
                 self.on_batch(source, count)
         await self._commit(
-            consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
+            consumer,
+            {tp: records[-1].offset + 1 for tp, records in batches.items()},
+            fetched_under,
         )
 
     async def _apply_one_by_one(
-        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        fetched_under: int,
     ) -> None:
         """After a failed batch: each event in a transaction of its own, its offset committed
         after it, so the one at fault is known and the ones before it are applied."""
@@ -623,7 +698,7 @@ class KafkaSubscriber:
                     self.health.applied()
                     if self.on_batch:
                         self.on_batch(source, 1)
-                await self._commit(consumer, {tp: record.offset + 1})
+                await self._commit(consumer, {tp: record.offset + 1}, fetched_under)
                 self._careful = max(0, self._careful - 1)
 
     def _decode(self, record: ConsumerRecord, source: str) -> Event | None:
@@ -657,6 +732,35 @@ class KafkaSubscriber:
             )
             return None
         return event
+
+    def _assignment(self) -> int:
+        """Which of the group's assignments to this member is the current one."""
+        return self._assignments.count if self._assignments is not None else 0
+
+    async def _read_again(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+        exc: _Reassigned,
+    ) -> None:
+        """After the group assigned the partitions again under a batch in flight: read from
+        what the broker held for the group when the new assignment began (the start of a
+        log it no longer knows the group in), since a commit that went out under the new
+        assignment may have moved that."""
+        log.warning("subscription %s: %s; reading it again", self.subscription.name, exc)
+        if exc.when == "before" or self._assignments is None:
+            await self._rewind(consumer)
+            return
+        assigned = consumer.assignment()
+        for tp in batches:
+            if tp not in assigned:
+                continue
+            held = self._assignments.committed.get(tp)
+            if held is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, held)
+            self._next_offsets.pop(tp, None)
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Go back to the last committed offsets, so the failed batch is fetched again."""
