@@ -96,6 +96,10 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+# A cancelled worker closes its clients within CLOSE_TIMEOUT_SECONDS each.
+STOP_SECONDS = 30.0
+
+
 @dataclass
 class Running:
     """A worker running in a task; `stop` cancels it like a process shutdown would."""
@@ -104,9 +108,10 @@ class Running:
     task: asyncio.Task[None]
 
     async def stop(self) -> None:
+        """Cancel the worker; a worker still running after STOP_SECONDS fails the test."""
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Crash):
-            await self.task
+            await asyncio.wait_for(self.task, STOP_SECONDS)
 
     async def crashed(self, within: float = 20.0) -> None:
         """Wait until the worker died of an injected Crash."""
