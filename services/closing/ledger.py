@@ -80,10 +80,8 @@ async def load_book(session: AsyncSession) -> PeriodBook:
 def add_posting(batch: Batch, book: PeriodBook, posting: Posting) -> None:
     if not posting.balanced():
         raise ValueError(f"unbalanced posting for event {posting.event.event_id}")
-    dated = str(periods.Period.of(posting.business_date))
-    period = book.posting_period(dated)
+    dated, period, posting_date = placement(book, posting.business_date)
     late = period != dated
-    posting_date = periods.Period.parse(period).first_day if late else posting.business_date
     batch.entries.append(
         {
             "event_id": posting.event.event_id,
@@ -130,6 +128,15 @@ def add_posting(batch: Batch, book: PeriodBook, posting: Posting) -> None:
         )
 
 
+def placement(book: PeriodBook, day: date) -> tuple[str, str, date]:
+    """Where something dated `day` goes: (its own period, the period it is posted into, the
+    day it counts from). Into a closed period nothing goes: it is posted into the first open
+    period after the latest closed one, from that period's first day."""
+    dated = str(periods.Period.of(day))
+    period = book.posting_period(dated)
+    return dated, period, day if period == dated else periods.Period.parse(period).first_day
+
+
 def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: EventPayload) -> None:
     """What ageing needs besides the journal: instalments, credits and allocations per invoice."""
     match payload:
@@ -146,41 +153,36 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                 }
             )
             batch.instalments.extend(instalment_rows(inv))
+        # A credit or an allocation moves an invoice from the day it is posted on, like the
+        # journal: one dated into a closed period counts from the first open one, so the
+        # closed period's ageing stays what its close stored.
         case OrderReturned() as crn:
+            _, _, day = placement(book, crn.business_date)
             batch.movements.append(
-                _movement(crn.order_id, crn.customer_id, "credit", crn.business_date, crn.gross)
+                _movement(crn.order_id, crn.customer_id, "credit", day, crn.gross)
             )
         case OrderCancelled() as cnl if cnl.was_confirmed:
+            _, _, day = placement(book, cnl.business_date)
             batch.movements.append(
-                _movement(
-                    cnl.order_id,
-                    cnl.customer_id,
-                    "credit",
-                    cnl.business_date,
-                    cnl.reversed_gross,
-                )
+                _movement(cnl.order_id, cnl.customer_id, "credit", day, cnl.reversed_gross)
             )
         case PaymentAllocated() as alloc:
+            day = _allocation_day(batch, book, event, alloc.business_date, alloc.amount, alloc)
             batch.movements.append(
-                _movement(
-                    alloc.order_id,
-                    alloc.customer_id,
-                    "allocation",
-                    alloc.business_date,
-                    alloc.amount,
-                )
+                _movement(alloc.order_id, alloc.customer_id, "allocation", day, alloc.amount)
             )
         case AllocationReleased() as rel:
             zone = get_settings().zone
-            day = rel.business_date or periods.business_date_of(event.occurred_at, zone)
+            dated_day = rel.business_date or periods.business_date_of(event.occurred_at, zone)
             if rel.was_applied:
+                day = _allocation_day(batch, book, event, dated_day, rel.amount, rel)
                 batch.movements.append(
                     _movement(rel.order_id, rel.customer_id, "allocation", day, -rel.amount)
                 )
             elif rel.reason not in ORDINARY_RELEASES:
                 batch.exceptions.append(
                     {
-                        "period": book.posting_period(str(periods.Period.of(day))),
+                        "period": book.posting_period(str(periods.Period.of(dated_day))),
                         "kind": "failed_allocation",
                         "customer_id": rel.customer_id,
                         "document": str(rel.order_id),
@@ -190,6 +192,35 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                         "event_id": event.event_id,
                     }
                 )
+
+
+def _allocation_day(
+    batch: Batch,
+    book: PeriodBook,
+    event: Event,
+    day: date,
+    amount: Decimal,
+    allocation: PaymentAllocated | AllocationReleased,
+) -> date:
+    """The day an allocation (or its release) counts from; one dated into a closed period (a
+    pending allocation the payments service resolved after the close) is listed as late."""
+    dated, period, placed = placement(book, day)
+    if period != dated:
+        what = "allocation" if isinstance(allocation, PaymentAllocated) else "release"
+        batch.exceptions.append(
+            {
+                "period": period,
+                "kind": "late_event",
+                "customer_id": allocation.customer_id,
+                "document": str(allocation.order_id),
+                "amount": amount,
+                "detail": f"{what} of payment {allocation.payment_id} to order "
+                f"{allocation.order_id} dated {day} in closed period {dated}; "
+                f"placed in {period}",
+                "event_id": event.event_id,
+            }
+        )
+    return placed
 
 
 def instalment_rows(inv: OrderConfirmed) -> list[dict[str, Any]]:

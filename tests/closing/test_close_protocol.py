@@ -17,10 +17,12 @@ import pytest
 
 from services.registry import service_module
 from shared.events.closing import ControlTotal, PeriodCutoff
-from shared.events.orders import CustomerCreated
+from shared.events.orders import CustomerCreated, OrderConfirmed
+from shared.events.payments import PaymentAllocated
 from shared.ids import new_id
 from tests.closing.world import World
 from tests.conftest import AppClient, auth, migrate_all
+from tests.support.documents import order_facts
 from tests.support.feed import publish
 from tests.support.waiting import eventually
 
@@ -326,6 +328,65 @@ async def test_late_event_goes_to_the_first_open_period(client, db) -> None:
     # The late document does not upset the next month's control totals.
     closed_next = await close(client, db, nxt)
     assert closed_next["totals"]["received"] == "7.00"
+
+
+def _invoice(cid: UUID, day: date, due: date, gross: str) -> OrderConfirmed:
+    return OrderConfirmed(
+        order=order_facts(customer_id=cid, net=gross),
+        invoice_number=f"INV-{new_id().hex[:8]}",
+        business_date=day,
+        due_date=due,
+        instalments=[],
+        confirmed_at=datetime.now(UTC),
+    )
+
+
+async def test_an_allocation_resolved_after_the_close_is_late(client, db) -> None:
+    """A pending allocation the payments service resolves after the month closed (it had not
+    seen the order yet) is dated into the closed month; like any late event it counts from
+    the first open month, so the closed month's ageing, which placed the payment oldest
+    first, still verifies."""
+    month, nxt = next_month(), next_month()
+    cid = await customer(db)
+    old = _invoice(cid, day_in(month, 1), day_in(month, 1), "100.00")  # 27 days overdue
+    new = _invoice(cid, day_in(month, 2), day_in(month, 2) + timedelta(days=90), "40.00")
+    await publish(db, [(i, "orders", str(cid), i.business_date) for i in (old, new)])
+    paid = await pay(client, cid, "40.00", day_in(month, 3))  # unallocated when the month closes
+    assert paid.status_code == 201
+    response = await client.post(f"/v1/closing/periods/{month}/close", headers=FINANCE)
+    assert response.status_code == 202
+    invoices = ControlTotal(count=2, amount=Decimal("140.00"))
+    none = ControlTotal(count=0, amount=Decimal(0))
+    cutoff = PeriodCutoff(
+        period=month,
+        close_id=UUID(response.json()["close_id"]),
+        source="orders",
+        control_totals={"invoice": invoices, "credit_note": none, "cancellation": none},
+        locked_at=datetime.now(UTC),
+    )
+    await publish(db, [(cutoff, "orders", "period-control", None)])
+    await eventually(lambda: get_period(client, month), lambda p: p["status"] == "closed")
+    url = f"/v1/closing/periods/{month}/verify"
+    assert (await client.get(url, headers=FINANCE)).json()["ok"]
+    payment = paid.json()
+    allocated = PaymentAllocated(
+        allocation_id=new_id(),
+        payment_id=UUID(payment["id"]),
+        payment_number=payment["number"],
+        customer_id=cid,
+        order_id=new.order.order_id,
+        amount=Decimal("40.00"),
+        business_date=day_in(month, 3),
+    )
+    await publish(db, [(allocated, "payments", str(cid), allocated.business_date)])
+    report = await eventually(
+        lambda: client.get(f"/v1/closing/periods/{nxt}/reconciliation", headers=FINANCE),
+        lambda r: r.json()["late_events"],
+    )
+    late = report.json()["late_events"][0]
+    assert late["document"] == str(new.order.order_id) and month in late["detail"]
+    verified = (await client.get(url, headers=FINANCE)).json()
+    assert verified["ok"], verified
 
 
 async def test_statement_csv_send_confirm_dispute(client, db) -> None:
