@@ -415,14 +415,17 @@ class _Assignments(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.count += 1
-        self.committed = {}
-        for tp in assigned:
-            try:
-                self.committed[tp] = await asyncio.wait_for(
-                    self.consumer.committed(tp), self.timeout_seconds
-                )
-            except (KafkaError, TimeoutError, OSError):
-                self.committed[tp] = None  # unknown: read the partition from its start
+        partitions = list(assigned)
+        held: list[int | None]
+        try:
+            # One bounded wait for them all: the group's rebalance waits for this callback.
+            held = await asyncio.wait_for(
+                asyncio.gather(*(self.consumer.committed(tp) for tp in partitions)),
+                self.timeout_seconds,
+            )
+        except (KafkaError, TimeoutError, OSError):
+            held = [None] * len(partitions)  # unknown: read those partitions from their start
+        self.committed = dict(zip(partitions, held, strict=True))
 
 
 class KafkaSubscriber:
@@ -533,7 +536,7 @@ class KafkaSubscriber:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
         )
-        self._assignments = _Assignments(consumer, self.session_timeout_ms / 1000)
+        self._assignments = _Assignments(consumer, self.session_timeout_ms / 2000)
         consumer.subscribe(self.topics, listener=self._assignments)
         self._consumer = consumer
         self._next_offsets = {}
