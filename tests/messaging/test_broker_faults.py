@@ -190,8 +190,9 @@ async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
             await harness.wait_for_effects(len(KEYS) * 5, within=60)
         with tansu_broker(port):
             await harness.publish(KEYS, 5, first_seq=5)
-            await harness.wait_for_effects(len(KEYS) * 10, within=90)
             assert isinstance(subscriber.worker, KafkaSubscriber)
+            # What is still missing, and where the subscriber reads, should it never come.
+            await eventually(_missing(harness, subscriber.worker), lambda m: not m[0], seconds=90)
             await eventually(_ready(subscriber.worker), bool, seconds=30)
             await harness.stop_all()
         applied = await harness.effects()
@@ -200,6 +201,15 @@ async def test_a_subscriber_outlives_a_broker_that_restarts_empty(
         seqs = [seq for k, seq, _ in applied if k == key]
         assert seqs[:5] == list(range(5)), f"key {key}: {seqs}"
         assert sorted(seqs) == list(range(10)), f"key {key}: {seqs}"
+
+
+def _missing(harness: Harness, worker: KafkaSubscriber):
+    async def probe() -> tuple[list[tuple[str, int]], dict[str, int]]:
+        applied = {(key, seq) for key, seq, _ in await harness.effects()}
+        wanted = {(key, seq) for key in KEYS for seq in range(10)}
+        return sorted(wanted - applied), worker.positions()
+
+    return probe
 
 
 def _restartable(port: int, folder: Path) -> Settings:
