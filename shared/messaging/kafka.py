@@ -20,8 +20,9 @@ the batch was fetched under. Any failure rewinds to the last committed offsets, 
 is applied late or twice but never skipped.
 
 A broker that lost what it acknowledged (restarted without its log) is noticed by the relay
-at its next publish to a partition whose log now starts below where it left it: it
-publishes its outbox again from the start.
+at its next publish to a partition whose log now starts below where it left it, or, when
+there is nothing to publish, by asking where the logs end: it publishes its outbox again
+from the start.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ MAX_RECORD_BATCH_BYTES = 512 * 1024
 # How long a client may take to close before it is abandoned: shutdown must not hang on a
 # broker that went away.
 CLOSE_TIMEOUT_SECONDS = 5.0
+# How often an idle relay asks where its partitions' logs end, to notice a broker that lost
+# what it had acknowledged even when nothing new is published.
+LOG_WATCH_SECONDS = 5.0
 
 
 def topic_of(source: str, prefix: str = TOPIC_PREFIX) -> str:
@@ -150,6 +154,7 @@ class KafkaRelay:
         # often the broker was found to have lost what it had acknowledged.
         self._log_ends: dict[int, int] = {}
         self.log_losses = 0
+        self._log_watched = time.monotonic()
         self._producer: AIOKafkaProducer | None = None
         self._healthy = False
         self._stopping = asyncio.Event()
@@ -173,6 +178,8 @@ class KafkaRelay:
             while not self._stopping.is_set():
                 try:
                     await self.drain()
+                    if time.monotonic() - self._log_watched >= LOG_WATCH_SECONDS:
+                        await self.watch_log()
                     self._healthy = True
                     backoff.reset()
                 except Exception as exc:
@@ -188,6 +195,41 @@ class KafkaRelay:
         finally:
             await waker.stop()
             await self._discard_producer()
+
+    async def watch_log(self) -> bool:
+        """Whether the broker lost what it acknowledged, seen from where the partitions' logs
+        end now: below where this relay left them. Then the outbox is published again from
+        its start, as when a publish finds it (see _check_log)."""
+        self._log_watched = time.monotonic()
+        if not self._log_ends:
+            return False
+        try:
+            ends = await asyncio.wait_for(
+                log_ends(self.bootstrap, self.topic, list(self._log_ends)),
+                self.request_timeout_ms / 1000,
+            )
+        except (KafkaError, TimeoutError, OSError) as exc:
+            # A broker away now is met by the next publish; nothing to conclude from it here.
+            log.debug("relay of %s could not see where its logs end: %r", self.source, exc)
+            return False
+        lost = self._note_losses(
+            [(p, end, self._log_ends[p]) for p, end in sorted(ends.items())], ends
+        )
+        if lost:
+            async with self.db.transaction() as session:
+                await locked_position(
+                    session, schema=self.source, consumer=RELAY_CONSUMER, source=self.source
+                )
+                await store_position(
+                    session,
+                    schema=self.source,
+                    consumer=RELAY_CONSUMER,
+                    source=self.source,
+                    position=0,
+                )
+            self.position = 0
+            self._wake.set()
+        return lost
 
     async def drain(self) -> int:
         """Publish everything committed so far; returns how many events were published."""
@@ -227,13 +269,19 @@ class KafkaRelay:
         """Whether a partition's log restarted below where this relay last left it: the
         broker lost events it had acknowledged (a broker keeping its log in memory
         restarted, or the topic was recreated). Said loudly, and counted."""
-        lost = [
-            (partition, first, self._log_ends[partition])
-            for partition, (first, _) in sorted(logs.items())
-            if 0 <= first < self._log_ends.get(partition, 0)
-        ]
-        for partition, (_, end) in logs.items():
-            self._log_ends[partition] = end
+        return self._note_losses(
+            [
+                (partition, first, self._log_ends.get(partition, 0))
+                for partition, (first, _) in sorted(logs.items())
+            ],
+            {partition: end for partition, (_, end) in logs.items()},
+        )
+
+    def _note_losses(self, seen: list[tuple[int, int, int]], ends: dict[int, int]) -> bool:
+        """Of (partition, offset the log is at now, where this relay left it): whether any
+        is below, said loudly and counted; `ends` become where the logs end."""
+        lost = [(partition, at, left) for partition, at, left in seen if 0 <= at < left]
+        self._log_ends.update(ends)
         if lost:
             self.log_losses += len(lost)
             log.error(
@@ -362,6 +410,18 @@ async def republish(db: Database, settings: Settings, *, source: str, from_id: i
             after = rows[-1][0]
     finally:
         await _close(producer)
+
+
+async def log_ends(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Where each of the topic's `partitions` ends now (the offset the next record gets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        wanted = [TopicPartition(topic, partition) for partition in partitions]
+        ends = await consumer.end_offsets(wanted)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await _close(consumer)
 
 
 async def broker_reachable(bootstrap: str, *, timeout_seconds: float = 3.0) -> bool:

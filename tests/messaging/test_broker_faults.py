@@ -261,6 +261,33 @@ async def test_a_relay_that_finds_its_log_lost_publishes_the_outbox_again(
             await harness.stop_all()
 
 
+async def test_an_idle_relay_notices_a_broker_that_lost_its_log(
+    contract_db: Database, tmp_path
+) -> None:
+    """Nothing new is published after the broker restarted empty (a quiet shop at month end,
+    its last documents and the close's cutoff already relayed): the relay still finds the
+    logs ending below where it left them, and publishes its outbox again."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = _restartable(port, tmp_path)
+    async with prepared(Harness("kafka", contract_db, settings)) as harness:
+        with tansu_broker(port):
+            running = harness.relay()
+            assert running is not None and isinstance(running.worker, KafkaRelay)
+            relay = running.worker
+            await harness.publish(KEYS, 5)
+            await eventually(_relayed_all(harness, relay), bool, seconds=60)
+        with tansu_broker(port):
+            await eventually(_losses(relay), bool, seconds=60)
+            everything = {(key, seq) for key in KEYS for seq in range(5)}
+            await eventually(
+                _on_topic(bootstrap, topic_of(harness.source)),
+                lambda seen: seen == everything,
+                seconds=60,
+            )
+            await harness.stop_all()
+
+
 def _losses(relay: KafkaRelay):
     async def probe() -> bool:
         return relay.log_losses > 0
