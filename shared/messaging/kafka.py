@@ -50,6 +50,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
 from shared.db import Database
@@ -217,16 +218,8 @@ class KafkaRelay:
         )
         if lost:
             async with self.db.transaction() as session:
-                await locked_position(
-                    session, schema=self.source, consumer=RELAY_CONSUMER, source=self.source
-                )
-                await store_position(
-                    session,
-                    schema=self.source,
-                    consumer=RELAY_CONSUMER,
-                    source=self.source,
-                    position=0,
-                )
+                await self._locked_position(session)
+                await self._store_position(session, 0)
             self.position = 0
             self._wake.set()
         return lost
@@ -242,9 +235,7 @@ class KafkaRelay:
         """Publish the next batch of the outbox and store the position; returns its size."""
         producer = await self._started_producer()
         async with self.db.transaction() as session:
-            position = await locked_position(
-                session, schema=self.source, consumer=RELAY_CONSUMER, source=self.source
-            )
+            position = await self._locked_position(session)
             rows = await read_outbox(
                 session, source=self.source, after=position, limit=self.batch_size
             )
@@ -254,16 +245,25 @@ class KafkaRelay:
             # After a loss the outbox is published again from its start: the events the
             # broker lost are in it still, and consumers drop what they applied already.
             position = 0 if lost else rows[-1][0]
-            await store_position(
-                session,
-                schema=self.source,
-                consumer=RELAY_CONSUMER,
-                source=self.source,
-                position=position,
-            )
+            await self._store_position(session, position)
         self.relayed += len(rows)
         self.position = position
         return len(rows)
+
+    async def _locked_position(self, session: AsyncSession) -> int:
+        """The relay's position in its outbox, row-locked so replicas take turns."""
+        return await locked_position(
+            session, schema=self.source, consumer=RELAY_CONSUMER, source=self.source
+        )
+
+    async def _store_position(self, session: AsyncSession, position: int) -> None:
+        await store_position(
+            session,
+            schema=self.source,
+            consumer=RELAY_CONSUMER,
+            source=self.source,
+            position=position,
+        )
 
     def _check_log(self, logs: dict[int, tuple[int, int]]) -> bool:
         """Whether a partition's log restarted below where this relay last left it: the

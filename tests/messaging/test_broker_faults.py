@@ -244,11 +244,7 @@ async def test_a_relay_that_finds_its_log_lost_publishes_the_outbox_again(
     settings = _restartable(port, tmp_path)
     async with prepared(Harness("kafka", contract_db, settings)) as harness:
         with tansu_broker(port):
-            running = harness.relay()
-            assert running is not None and isinstance(running.worker, KafkaRelay)
-            relay = running.worker
-            await harness.publish(KEYS, 5)
-            await eventually(_relayed_all(harness, relay), bool, seconds=60)
+            relay = await _relayed_to_a_first_broker(harness)
             assert relay.log_losses == 0
         with tansu_broker(port):
             await harness.publish(KEYS, 5, first_seq=5)
@@ -272,11 +268,7 @@ async def test_an_idle_relay_notices_a_broker_that_lost_its_log(
     settings = _restartable(port, tmp_path)
     async with prepared(Harness("kafka", contract_db, settings)) as harness:
         with tansu_broker(port):
-            running = harness.relay()
-            assert running is not None and isinstance(running.worker, KafkaRelay)
-            relay = running.worker
-            await harness.publish(KEYS, 5)
-            await eventually(_relayed_all(harness, relay), bool, seconds=60)
+            relay = await _relayed_to_a_first_broker(harness)
         with tansu_broker(port):
             await eventually(_losses(relay), bool, seconds=60)
             everything = {(key, seq) for key in KEYS for seq in range(5)}
@@ -286,6 +278,15 @@ async def test_an_idle_relay_notices_a_broker_that_lost_its_log(
                 seconds=60,
             )
             await harness.stop_all()
+
+
+async def _relayed_to_a_first_broker(harness: Harness) -> KafkaRelay:
+    """A relay started, and five events of each key published and relayed."""
+    running = harness.relay()
+    assert running is not None and isinstance(running.worker, KafkaRelay)
+    await harness.publish(KEYS, 5)
+    await eventually(_relayed_all(harness, running.worker), bool, seconds=60)
+    return running.worker
 
 
 def _losses(relay: KafkaRelay):
