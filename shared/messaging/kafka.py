@@ -200,23 +200,26 @@ class KafkaRelay:
     async def watch_log(self) -> bool:
         """Whether the broker lost what it acknowledged, seen from where the partitions' logs
         end now: below where this relay left them. Then the outbox is published again from
-        its start, as when a publish finds it (see _check_log)."""
-        self._log_watched = time.monotonic()
+        its start, as when a publish finds it (see _check_log), by a new producer, which
+        creates the topic again if the broker lost it whole."""
         if not self._log_ends:
+            self._log_watched = time.monotonic()
             return False
         try:
             ends = await asyncio.wait_for(
-                log_ends(self.bootstrap, self.topic, list(self._log_ends)),
-                self.request_timeout_ms / 1000,
+                log_ends(self.bootstrap, self.topic, list(self._log_ends)), LOG_WATCH_SECONDS * 2
             )
         except (KafkaError, TimeoutError, OSError) as exc:
             # A broker away now is met by the next publish; nothing to conclude from it here.
             log.debug("relay of %s could not see where its logs end: %r", self.source, exc)
             return False
+        finally:
+            self._log_watched = time.monotonic()
         lost = self._note_losses(
             [(p, end, self._log_ends[p]) for p, end in sorted(ends.items())], ends
         )
         if lost:
+            await self._discard_producer()
             async with self.db.transaction() as session:
                 await self._locked_position(session)
                 await self._store_position(session, 0)
@@ -413,15 +416,29 @@ async def republish(db: Database, settings: Settings, *, source: str, from_id: i
 
 
 async def log_ends(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Where each of the topic's `partitions` ends now (the offset the next record gets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    """Where each of the topic's `partitions` ends now (the offset the next record gets); 0
+    for one the broker does not have, as after it lost the topic whole. Asked without
+    creating the topic: a lookup of one topic would create it, with the broker's default
+    partition count rather than ours."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
     try:
-        await consumer.start()
-        wanted = [TopicPartition(topic, partition) for partition in partitions]
-        ends = await consumer.end_offsets(wanted)
-        return {tp.partition: offset for tp, offset in ends.items()}
+        await client.bootstrap()
+        cluster = await client.fetch_all_metadata()  # every topic: creates none
     finally:
-        await _close(consumer)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS)
+    held = cluster.partitions_for_topic(topic) or set()
+    ends = dict.fromkeys(partitions, 0)
+    present = [TopicPartition(topic, partition) for partition in partitions if partition in held]
+    if present:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        try:
+            await consumer.start()
+            for tp, offset in (await consumer.end_offsets(present)).items():
+                ends[tp.partition] = offset
+        finally:
+            await _close(consumer)
+    return ends
 
 
 async def broker_reachable(bootstrap: str, *, timeout_seconds: float = 3.0) -> bool:
@@ -458,23 +475,28 @@ class _Reassigned(Exception):
 
 
 class _Assignments(ConsumerRebalanceListener):
-    """Counts the assignments the group made to this member, and keeps the offsets the broker
-    held for the group's partitions when each began. Records fetched under one assignment
-    are not committed under the next: after a broker restarted empty, a member that fetched
-    from its old positions in the new log would otherwise commit those positions there, and
-    the new log's records before them would never be read."""
+    """Counts the group's rebalances this member took part in (each revocation and each
+    assignment), and keeps the offsets the broker held for the group's partitions when the
+    current assignment began. Records fetched under one assignment are not committed under
+    the next: after a broker restarted empty, a member that fetched from its old positions
+    in the new log would otherwise commit those positions there, and the new log's records
+    before them would never be read."""
 
     def __init__(self, consumer: AIOKafkaConsumer, timeout_seconds: float) -> None:
         self.consumer = consumer
         self.timeout_seconds = timeout_seconds
         self.count = 0
         self.committed: dict[TopicPartition, int | None] = {}
+        self.settled = asyncio.Event()  # `committed` is the current assignment's
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        return None
+        # Before the group is joined again: a batch fetched until now is not committed.
+        self.count += 1
+        self.settled.clear()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.count += 1
+        self.settled.clear()
         partitions = list(assigned)
         held: list[int | None]
         try:
@@ -486,6 +508,7 @@ class _Assignments(ConsumerRebalanceListener):
         except (KafkaError, TimeoutError, OSError):
             held = [None] * len(partitions)  # unknown: read those partitions from their start
         self.committed = dict(zip(partitions, held, strict=True))
+        self.settled.set()
 
 
 class KafkaSubscriber:
@@ -693,12 +716,12 @@ class KafkaSubscriber:
             await asyncio.wait_for(consumer.commit(offsets), self.session_timeout_ms / 1000)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise _CommitFailed() from exc
+        self._commits_failing_since = None
+        self._healthy = True
         if self._assignment() != fetched_under:
             # The group was joined again while the commit waited for its coordinator, and the
             # commit went out under the new assignment.
             raise _Reassigned("during")
-        self._commits_failing_since = None
-        self._healthy = True
         self._next_offsets.update(offsets)
 
     def _events(
@@ -811,14 +834,18 @@ class KafkaSubscriber:
         log it no longer knows the group in), since a commit that went out under the new
         assignment may have moved that."""
         log.warning("subscription %s: %s; reading it again", self.subscription.name, exc)
-        if exc.when == "before" or self._assignments is None:
+        assignments = self._assignments
+        if exc.when == "before" or assignments is None:
             await self._rewind(consumer)
             return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(assignments.settled.wait(), assignments.timeout_seconds)
+        held_at_start = assignments.committed if assignments.settled.is_set() else {}
         assigned = consumer.assignment()
         for tp in batches:
             if tp not in assigned:
                 continue
-            held = self._assignments.committed.get(tp)
+            held = held_at_start.get(tp)
             if held is None:
                 await consumer.seek_to_beginning(tp)
             else:

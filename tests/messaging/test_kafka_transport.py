@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from sqlalchemy import select
 
 from shared.config import Settings
 from shared.db import Database
 from shared.events.envelope import Event
-from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, ensure_topics, topic_of
+from shared.messaging.kafka import (
+    KafkaRelay,
+    KafkaSubscriber,
+    ensure_topics,
+    log_ends,
+    topic_of,
+)
 from shared.messaging.transport import build_workers
 from shared.tables import common_tables
 from tests.messaging.conftest import (
@@ -157,3 +164,29 @@ async def test_records_that_are_not_events_of_the_topics_source_are_passed_over(
             select(inbox.c.event_id).where(inbox.c.event_id == foreign.event_id)
         )
         assert recorded.first() is None
+
+
+async def test_asking_where_logs_end_creates_no_topic() -> None:
+    """The relay's watch asks where its logs end without creating a topic the broker lost
+    (a lookup of that one topic would create it with the broker's default partition count):
+    a partition the broker does not have ends at 0."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    with tansu_broker(port):
+        await ensure_topics(bootstrap, ["salesbook.kept"], partitions=2)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for _ in range(3):
+                await producer.send_and_wait("salesbook.kept", b"x", partition=1)
+        finally:
+            await producer.stop()
+        assert await log_ends(bootstrap, "salesbook.kept", [0, 1, 5]) == {0: 0, 1: 3, 5: 0}
+        assert await log_ends(bootstrap, "salesbook.lost", [0, 1]) == {0: 0, 1: 0}
+        client = AIOKafkaClient(bootstrap_servers=bootstrap)
+        await client.bootstrap()
+        try:
+            topics = (await client.fetch_all_metadata()).topics()
+        finally:
+            await client.close()
+        assert "salesbook.kept" in topics and "salesbook.lost" not in topics
