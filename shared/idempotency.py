@@ -83,8 +83,11 @@ async def idempotent(
         ).one()
         if stored.request_hash != digest:
             raise InvalidInput(HEADER, "this key was already used with a different request body")
-        return JSONResponse(
-            stored.response,
+        # Kept as the text first sent (a JSON string), so the retry gets the same bytes;
+        # answers kept before were stored as objects, whose keys the database reorders.
+        saved = stored.response
+        return StoredAnswer(
+            saved.encode() if isinstance(saved, str) else saved,
             status_code=stored.status_code,
             headers={REPLAYED_HEADER: "true"},
             media_type=PROBLEM_JSON if stored.status_code >= 400 else None,
@@ -93,9 +96,16 @@ async def idempotent(
     await session.execute(
         table.update()
         .where(table.c.subject == actor.subject, table.c.endpoint == endpoint, table.c.key == key)
-        .values(status_code=answer.status_code, response=json.loads(bytes(answer.body)))
+        .values(status_code=answer.status_code, response=bytes(answer.body).decode())
     )
     return answer
+
+
+class StoredAnswer(JSONResponse):
+    """An answer sent again: the bytes first sent, or an object kept from before."""
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else super().render(content)
 
 
 def _answer(created: BaseModel | JSONResponse, status_code: int) -> JSONResponse:

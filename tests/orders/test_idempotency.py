@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from tests.conftest import auth
 from tests.orders.factories import (
     POS,
     SALES,
     assert_problem,
+    database,
     make_customer,
     make_order,
     make_product,
@@ -28,24 +31,29 @@ async def count_orders(client: httpx.AsyncClient, customer_id: str) -> int:
     return len(page["items"])
 
 
-async def test_order_retry_returns_first_response(client: httpx.AsyncClient) -> None:
+async def _one_line_order(client: httpx.AsyncClient, *, submit: bool) -> dict[str, Any]:
+    """The body of an order of one unit of a new product for a new customer."""
     customer = await make_customer(client)
     product = await make_product(client)
-    body = {
+    return {
         "customer_id": customer["id"],
         "channel": "pos",
         "lines": [{"sku": product["sku"], "quantity": "1"}],
-        "submit": True,
+        "submit": submit,
     }
+
+
+async def test_order_retry_returns_first_response(client: httpx.AsyncClient) -> None:
+    body = await _one_line_order(client, submit=True)
     key = str(uuid.uuid4())
     first = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
     again = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
     assert first.status_code == again.status_code == 201
-    assert again.json() == first.json()
+    assert again.content == first.content  # the same bytes, keys in the same order
     assert again.headers.get("Idempotent-Replayed") == "true"
-    assert await count_orders(client, customer["id"]) == 1
+    assert await count_orders(client, body["customer_id"]) == 1
 
-    changed = {**body, "lines": [{"sku": product["sku"], "quantity": "2"}]}
+    changed = {**body, "lines": [{**body["lines"][0], "quantity": "2"}]}
     response = await client.post("/v1/orders", json=changed, headers=keyed(POS, key))
     assert_problem(response, 422, "Idempotency-Key", "different request body")
     # Keys are per caller: another till may use the same key for its own order.
@@ -94,13 +102,11 @@ async def test_credit_hold_answer_is_replayed_too(client: httpx.AsyncClient) -> 
         "submit": True,
     }
     key = str(uuid.uuid4())
-    first = assert_problem(
-        await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 409, "credit limit"
-    )
-    again = assert_problem(
-        await client.post("/v1/orders", json=body, headers=keyed(POS, key)), 409, "credit limit"
-    )
-    assert again == first
+    held = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    replayed = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    assert_problem(held, 409, "credit limit")
+    assert_problem(replayed, 409, "credit limit")
+    assert replayed.content == held.content
     assert await count_orders(client, customer["id"]) == 1
 
 
@@ -145,3 +151,26 @@ async def test_bad_key_is_422(client: httpx.AsyncClient) -> None:
         "/v1/customers", json={"name": "x"}, headers=keyed(SALES, "k" * 201)
     )
     assert_problem(response, 422, "Idempotency-Key")
+
+
+async def test_an_answer_kept_as_an_object_is_replayed_as_well(client: httpx.AsyncClient) -> None:
+    """Answers kept before they were kept as the text first sent were kept as JSON objects:
+    a retry of one still gets the same answer, its keys in the database's order."""
+    body = await _one_line_order(client, submit=False)
+    key = str(uuid.uuid4())
+    first = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    assert first.status_code == 201
+    kind = text("SELECT jsonb_typeof(response) FROM orders.idempotency_keys WHERE key = :key")
+    async with database(client).transaction() as session:
+        assert await session.scalar(kind, {"key": key}) == "string"  # the text first sent
+        await session.execute(
+            text(
+                "UPDATE orders.idempotency_keys SET response = (response #>> '{}')::jsonb "
+                "WHERE key = :key"
+            ),
+            {"key": key},
+        )
+        assert await session.scalar(kind, {"key": key}) == "object"
+    again = await client.post("/v1/orders", json=body, headers=keyed(POS, key))
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
