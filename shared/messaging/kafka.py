@@ -626,10 +626,11 @@ class KafkaSubscriber:
         try:
             await consumer.start()
             while not self._stopping.is_set():
+                # Taken before the fetch: a rebalance during it makes its records not committed.
+                fetched_under = self._assignment()
                 batches = await consumer.getmany(
                     timeout_ms=int(self.poll_seconds * 1000), max_records=self.batch_size
                 )
-                fetched_under = self._assignment()
                 self._healthy = self._commits_failing_since is None
                 rebuild.reset()
                 if not batches:
