@@ -167,7 +167,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
                 _movement(cnl.order_id, cnl.customer_id, "credit", day, cnl.reversed_gross)
             )
         case PaymentAllocated() as alloc:
-            day = _allocation_day(batch, book, event, alloc.business_date, alloc.amount, alloc)
+            day = _allocation_day(batch, book, event, alloc.business_date, alloc)
             batch.movements.append(
                 _movement(alloc.order_id, alloc.customer_id, "allocation", day, alloc.amount)
             )
@@ -175,7 +175,7 @@ def add_invoice_facts(batch: Batch, book: PeriodBook, event: Event, payload: Eve
             zone = get_settings().zone
             dated_day = rel.business_date or periods.business_date_of(event.occurred_at, zone)
             if rel.was_applied:
-                day = _allocation_day(batch, book, event, dated_day, rel.amount, rel)
+                day = _allocation_day(batch, book, event, dated_day, rel)
                 batch.movements.append(
                     _movement(rel.order_id, rel.customer_id, "allocation", day, -rel.amount)
                 )
@@ -199,7 +199,6 @@ def _allocation_day(
     book: PeriodBook,
     event: Event,
     day: date,
-    amount: Decimal,
     allocation: PaymentAllocated | AllocationReleased,
 ) -> date:
     """The day an allocation (or its release) counts from; one dated into a closed period (a
@@ -213,7 +212,7 @@ def _allocation_day(
                 "kind": "late_event",
                 "customer_id": allocation.customer_id,
                 "document": str(allocation.order_id),
-                "amount": amount,
+                "amount": allocation.amount,
                 "detail": f"{what} of payment {allocation.payment_id} to order "
                 f"{allocation.order_id} dated {day} in closed period {dated}; "
                 f"placed in {period}",
