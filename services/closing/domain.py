@@ -24,13 +24,9 @@ from shared.periods import Period
 ZERO = Decimal("0.00")
 SOURCES_KINDS = {"orders": ORDERS_KINDS, "payments": PAYMENTS_KINDS}
 ACTIVITY_COLUMNS = ("invoiced", "returned", "received", "refunded")
-# Releases that are ordinary business, not a failed check of a pending allocation.
-ORDINARY_RELEASES = (
-    "refund",
-    "order cancelled",
-    "order rejected",
-    "credit note left the order overpaid",
-)
+# Releases of a pending allocation that are ordinary business, not a failed check of it: a
+# refund took it back. One whose order was cancelled or rejected failed its check (SPEC §4).
+ORDINARY_RELEASES = ("refund", "credit note left the order overpaid")
 
 
 class PeriodStatus(StrEnum):

@@ -88,9 +88,17 @@ class KnownOrderTerms(Protocol):
 
 
 def check_allocation(
-    order: KnownOrderTerms, customer_id: UUID, amount: Decimal, field: str
+    order: KnownOrderTerms,
+    customer_id: UUID,
+    amount: Decimal,
+    field: str,
+    *,
+    waiting: Decimal = ZERO,
 ) -> None:
-    """The rules an allocation to a known order must pass (409 otherwise)."""
+    """The rules an allocation to a known order must pass (409 otherwise).
+
+    An order known but not confirmed yet takes no more than its gross less what pending
+    allocations (`waiting`) already ask of it: more could never apply once it is confirmed."""
     if order.customer_id != customer_id:
         raise Conflict(f"{field}: order {order.number} belongs to another customer", field=field)
     if order.status in ENDED:
@@ -101,16 +109,30 @@ def check_allocation(
             field=field,
             open_amount=str(order.open_amount),
         )
+    if order.status not in INVOICED and amount > order.open_amount - waiting:
+        room = max(order.open_amount - waiting, ZERO)
+        raise OverAllocation(
+            f"{field}: {amount} exceeds the {room} order {order.number} can still take "
+            f"(its gross less the allocations already waiting for its confirmation)",
+            field=field,
+            open_amount=str(room),
+        )
 
 
 def allocation_status(
-    order: KnownOrderTerms | None, customer_id: UUID, amount: Decimal, field: str
+    order: KnownOrderTerms | None,
+    customer_id: UUID,
+    amount: Decimal,
+    field: str,
+    *,
+    waiting: Decimal = ZERO,
 ) -> AllocationStatus:
     """A new allocation applies at once to an invoiced order and waits (pending) for an order
-    not yet known or not yet confirmed; one the rules refuse raises (409)."""
+    not yet known or not yet confirmed; one the rules refuse raises (409). `waiting` is what
+    pending allocations already ask of a known order that is not confirmed yet."""
     if order is None:
         return A.PENDING
-    check_allocation(order, customer_id, amount, field)
+    check_allocation(order, customer_id, amount, field, waiting=waiting)
     return A.APPLIED if order.status in INVOICED else A.PENDING
 
 

@@ -23,6 +23,7 @@ from sqlmodel import col
 from services.payments import replica
 from services.payments.cutoff import GUARD
 from services.payments.domain import (
+    INVOICED,
     ZERO,
     allocation_status,
     check_unapplied_covers,
@@ -435,12 +436,21 @@ async def _plan(
     total = sum((r.amount for r in requests), ZERO)
     check_unapplied_covers(total, unapplied=payment.unapplied, name=name or payment.number)
     orders = await lock_orders(session, {r.order_id for r in requests})
+    waiting = await _waiting_for(session, [o for o in orders.values() if o.status not in INVOICED])
     created: list[Allocation] = []
     for index, request in enumerate(requests):
         order = orders.get(request.order_id)
-        status = allocation_status(order, payment.customer_id, request.amount, f"{field}.{index}")
+        status = allocation_status(
+            order,
+            payment.customer_id,
+            request.amount,
+            f"{field}.{index}",
+            waiting=waiting.get(request.order_id, ZERO),
+        )
         if order is not None and status == A.APPLIED:
             order.applied += request.amount
+        elif order is not None:
+            waiting[order.order_id] = waiting.get(order.order_id, ZERO) + request.amount
         created.append(
             Allocation(
                 payment_id=payment.id,
@@ -451,6 +461,21 @@ async def _plan(
             )
         )
     return created
+
+
+async def _waiting_for(session: AsyncSession, orders: list[KnownOrder]) -> dict[UUID, Decimal]:
+    """What pending allocations ask of each of these (locked) orders."""
+    if not orders:
+        return {}
+    rows = await session.execute(
+        select(col(Allocation.order_id), func.sum(col(Allocation.amount)))
+        .where(
+            col(Allocation.order_id).in_([o.order_id for o in orders]),
+            col(Allocation.status) == A.PENDING,
+        )
+        .group_by(col(Allocation.order_id))
+    )
+    return {order_id: Decimal(total) for order_id, total in rows.all()}
 
 
 def _emit_applied(session: AsyncSession, payment: Payment, applied: list[Allocation]) -> None:

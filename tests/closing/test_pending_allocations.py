@@ -59,6 +59,23 @@ async def received_with_pending(db: str, customer: UUID, order: UUID) -> tuple[U
     return payment, allocation
 
 
+def pending_released(
+    allocation: UUID, payment: UUID, customer: UUID, order: UUID, amount: str, reason: str
+) -> tuple[AllocationReleased, str, str, date]:
+    """A pending allocation given up, as the payments service publishes it."""
+    released = AllocationReleased(
+        allocation_id=allocation,
+        payment_id=payment,
+        customer_id=customer,
+        order_id=order,
+        amount=Decimal(amount),
+        was_applied=False,
+        reason=reason,
+        business_date=DAY,
+    )
+    return released, "payments", str(customer), DAY
+
+
 async def pending_in(client: httpx.AsyncClient, period: str) -> list[dict]:
     response = await client.get(f"/v1/closing/periods/{period}/reconciliation", headers=FINANCE)
     assert response.status_code == 200, response.text
@@ -106,20 +123,13 @@ async def test_pending_allocations_are_reported_after_the_setting_until_resolved
                 str(customer),
                 DAY,
             ),
-            (
-                AllocationReleased(
-                    allocation_id=second,
-                    payment_id=second_payment,
-                    customer_id=customer,
-                    order_id=other_order,
-                    amount=Decimal("30.00"),
-                    was_applied=False,
-                    reason="the order belongs to another customer",
-                    business_date=DAY,
-                ),
-                "payments",
-                str(customer),
-                DAY,
+            pending_released(
+                second,
+                second_payment,
+                customer,
+                other_order,
+                "30.00",
+                "the order belongs to another customer",
             ),
         ],
     )
@@ -162,3 +172,33 @@ async def test_a_pending_allocation_made_after_the_payment_is_reported(
         row = next(r for r in listed if r["allocation_id"] == pending["id"])
         assert (row["order_id"], row["amount"]) == (str(never_arrives), "15.00")
         assert row["payment_number"] == paid.json()["number"]
+
+
+async def test_a_pending_allocation_whose_order_ended_is_a_failed_allocation(
+    app_client: AppClient, migrated: str
+) -> None:
+    """An allocation waiting for an order that was then cancelled or rejected failed its check
+    and is reported; one a refund took back was ordinary business and is not."""
+    customer, payment = new_id(), new_id()
+    releases = {reason: (new_id(), new_id()) for reason in ("order cancelled", "order rejected")}
+    releases["refund"] = (new_id(), new_id())
+    await publish(
+        migrated,
+        [
+            pending_released(allocation, payment, customer, order, "12.30", reason)
+            for reason, (allocation, order) in releases.items()
+        ],
+    )
+    async with app_client([service_module("closing")]) as client:
+
+        async def failed() -> list[dict]:
+            answer = await client.get("/v1/closing/periods/2022-06/reconciliation", headers=FINANCE)
+            assert answer.status_code == 200, answer.text
+            return [
+                f for f in answer.json()["failed_allocations"] if f["customer_id"] == str(customer)
+            ]
+
+        listed = await eventually(failed, lambda rows: len(rows) >= 2)
+    assert sorted((f["document"], f["amount"]) for f in listed) == sorted(
+        (str(order), "12.30") for reason, (_, order) in releases.items() if reason != "refund"
+    )

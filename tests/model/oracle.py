@@ -231,11 +231,14 @@ class Books:
                 self.release(payment, allocation, allocation.amount, day=self.today)
 
     def allocations_to(self, order: Order, *statuses: str) -> list[tuple[Payment, Allocation]]:
+        return self.allocations_to_id(order.id, *statuses)
+
+    def allocations_to_id(self, order_id: str, *statuses: str) -> list[tuple[Payment, Allocation]]:
         found = [
             (p, a)
             for p in self.payments.values()
             for a in p.allocations
-            if a.order == order.id and a.status in statuses
+            if a.order == order_id and a.status in statuses
         ]
         return sorted(found, key=lambda pa: pa[1].seq)
 
@@ -243,8 +246,7 @@ class Books:
         if order.status != "submitted":
             raise Refused(409, f"order is {order.status}")
         order.status = "rejected"
-        for payment, allocation in self.allocations_to(order, "pending", "applied"):
-            self.release(payment, allocation, allocation.amount, day=self.today)
+        self.release_all(order)
 
     def cancel(self, order: Order) -> None:
         if order.status not in ("submitted", "confirmed"):
@@ -254,7 +256,14 @@ class Books:
             order.reversed_gross = order.gross - order.credited
         order.cancelled_on = self.today
         order.status = "cancelled"
+        self.release_all(order)
+
+    def release_all(self, order: Order) -> None:
+        """An order that ended gives back what was allocated to it; an allocation still
+        pending failed its check (the order must not be cancelled or rejected)."""
         for payment, allocation in self.allocations_to(order, "pending", "applied"):
+            if allocation.status == "pending":
+                self.failed.append((order.id, allocation.amount))
             self.release(payment, allocation, allocation.amount, day=self.today)
 
     def fulfil(self, order: Order) -> None:
@@ -289,9 +298,12 @@ class Books:
 
     # --- payments --------------------------------------------------------------------------
 
-    def check_allocation(self, payment: Payment, order_id: str, amount: Decimal) -> str:
+    def check_allocation(
+        self, payment: Payment, order_id: str, amount: Decimal, waiting: Decimal = ZERO
+    ) -> str:
         """The state a new allocation starts in, or Refused: an order not yet known to
-        payments (or known but not yet confirmed) waits as pending."""
+        payments (or known but not yet confirmed) waits as pending; a known one takes no
+        more than its gross less what pending allocations (`waiting`) ask of it."""
         order = self.orders.get(order_id)
         if order is None:
             return "pending"
@@ -303,6 +315,8 @@ class Books:
             if amount > self.open_amount(order):
                 raise Refused(409, "above what the order has open")
             return "applied"
+        if amount > self.open_amount(order) - waiting:
+            raise Refused(409, "above what the order could take")
         return "pending"
 
     def allocate(self, payment: Payment, requests: list[tuple[str, Decimal]], known: set[str]):
@@ -329,7 +343,12 @@ class Books:
     ) -> list[Allocation]:
         made: list[Allocation] = []
         for order_id, amount in requests:
-            status = self.check_allocation(payment, order_id if order_id in known else "", amount)
+            waiting = sum(
+                (a.amount for _, a in self.allocations_to_id(order_id, "pending")), ZERO
+            ) + sum((a.amount for a in made if a.order == order_id and a.status == "pending"), ZERO)
+            status = self.check_allocation(
+                payment, order_id if order_id in known else "", amount, waiting
+            )
             allocation = Allocation(order=order_id, amount=amount, status=status)
             made.append(allocation)
             if status == "applied":

@@ -98,6 +98,42 @@ async def test_allocation_to_another_customers_order_is_refused(client, feed) ->
     assert "another customer" in response.json()["detail"]
 
 
+async def test_a_known_order_awaiting_approval_takes_no_more_than_its_gross(client, feed) -> None:
+    customer = await feed.customer()
+    order = await feed.submitted(customer, "300.00")
+    await feed.replicated(order, "submitted")
+    first = await take_payment(
+        client, customer, "500.00", allocations=[{"order_id": str(order), "amount": "200.00"}]
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["allocations"][0]["status"] == "pending"
+    # 200.00 already waits for the order's confirmation: 100.01 more could never apply.
+    too_much = await take_payment(
+        client, customer, "500.00", allocations=[{"order_id": str(order), "amount": "100.01"}]
+    )
+    assert too_much.status_code == 409, too_much.text
+    assert too_much.json()["open_amount"] == "100.00"
+    # Two lines of one request to the order count together.
+    split = await take_payment(
+        client,
+        customer,
+        "500.00",
+        allocations=[
+            {"order_id": str(order), "amount": "60.00"},
+            {"order_id": str(order), "amount": "60.00"},
+        ],
+    )
+    assert split.status_code == 409, split.text
+    assert split.json()["field"] == "allocations.1"
+    fits = await client.post(
+        f"/v1/payments/{first.json()['id']}/allocations",
+        json={"order_id": str(order), "amount": "100.00"},
+        headers=auth("pos"),
+    )
+    assert fits.status_code == 201, fits.text
+    assert [a["status"] for a in fits.json()["allocations"]] == ["pending", "pending"]
+
+
 @BOTH_TRANSPORTS
 async def test_payment_before_its_order_is_pending_then_applied(client, feed) -> None:
     customer = await feed.customer()
