@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -17,6 +18,8 @@ from shared.db import request_session
 from shared.errors import InvalidInput
 from shared.pagination import Page, PageParams, cut_page, page_params
 from shared.tables import common_tables
+
+_AUDIT_ID = re.compile(r"[0-9]{1,18}")  # an audit row's id, as its cursor carries it (int8)
 
 
 async def record_audit(
@@ -77,7 +80,7 @@ def audit_router(*, schema: str, path: str) -> APIRouter:
         if entity_id:
             query = query.where(table.c.entity_id == entity_id)
         if page.after:
-            if not page.after.isdigit():
+            if not _AUDIT_ID.fullmatch(page.after):
                 raise InvalidInput("cursor", "not a cursor this API returned")
             query = query.where(table.c.id > int(page.after))
         rows = (await session.execute(query)).mappings().all()

@@ -102,7 +102,8 @@ Moment = Annotated[
 
 
 def is_period(value: str) -> bool:
-    return bool(_PERIOD.match(value))
+    # fullmatch: with match, "$" also matches before a trailing newline ("2026-12\n").
+    return bool(_PERIOD.fullmatch(value))
 
 
 def _check_period(value: str) -> str:
@@ -140,6 +141,11 @@ PositiveQuantity = Annotated[Quantity, _STRICT, Field(gt=0, le=MAX_QUANTITY)]
 TaxRate = Annotated[Rate, _STRICT, Field(ge=0, le=1)]
 """A rate in a request body: a string from 0 to 1."""
 StrictMoney = Annotated[Money, _STRICT]
+
+MAX_BALANCE = Decimal("9999999999999999.99")
+"""The largest figure a NUMERIC(18, 2) column (a balance, a sum) holds."""
+BalanceFigure = Annotated[Money, Field(ge=-MAX_BALANCE, le=MAX_BALANCE)]
+"""A balance to compare with, as a query parameter: decimal text a money column can hold."""
 """An amount in a request body with bounds of its own."""
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from services.registry import all_modules
 from shared.config import Settings
 from shared.db import Database
 from shared.limits import MAX_AMOUNT, MAX_QUANTITY
+from shared.pagination import encode_cursor
 from tests.conftest import AppClient, auth, serving
 from tests.orders.factories import (
     FINANCE,
@@ -132,6 +134,7 @@ async def test_payments_refunds_and_targets_beyond_the_bounds_are_refused(
         ({"amount": 100}, "targets.0.amount"),
         ({"salesperson": "x" * 101}, "targets.0.salesperson"),
         ({"period": "0000-01"}, "targets.0.period"),
+        ({"period": "2026-12\n"}, "targets.0.period"),
     ]:
         body = {"targets": [{"salesperson": "sally", "period": "2026-01", "amount": "1.00"}]}
         body["targets"][0] |= target
@@ -265,6 +268,23 @@ async def test_nul_in_any_text_is_422(client: httpx.AsyncClient, world: dict[str
     for cursor in ("!!!", "~", "YWJj=", "YW Jj"):
         for url in ("/v1/orders", "/v1/customers", "/v1/payments"):
             refused(await client.get(url, params={"cursor": cursor}, headers=ADMIN), "cursor")
+    # An audit cursor carries a row id: not other scripts' digits ("²"), nor past int8.
+    for cursor in (encode_cursor("²"), encode_cursor("١٢"), encode_cursor(str(2**63))):
+        for service in ("orders", "payments", "closing", "analytics"):
+            answer = await client.get(
+                f"/v1/{service}/audit", params={"cursor": cursor}, headers=ADMIN
+            )
+            refused(answer, "cursor")
+
+
+@pytest.mark.parametrize("figure", ["10000000000000000", "-10000000000000000", "1e17", "1.005"])
+async def test_a_balance_filter_a_column_cannot_hold_is_422(
+    client: httpx.AsyncClient, figure: str
+) -> None:
+    answer = await client.get(
+        "/v1/closing/periods/2026-01/balances", params={"min_closing": figure}, headers=FINANCE
+    )
+    refused(answer, "min_closing")
 
 
 async def test_a_dispute_refuses_nul(client: httpx.AsyncClient) -> None:
@@ -287,10 +307,12 @@ PERIOD_URLS = [
 ]
 
 
-@pytest.mark.parametrize("period", ["0000-01", "9999-12", "1999-12", "3000-01", "٢٠٢٦-11"])
+@pytest.mark.parametrize(
+    "period", ["0000-01", "9999-12", "1999-12", "3000-01", "٢٠٢٦-11", "2026-12\n"]
+)
 async def test_periods_outside_the_books_are_422(client: httpx.AsyncClient, period: str) -> None:
     for method, url, headers in PERIOD_URLS:
-        answer = await client.request(method.upper(), url.format(p=period), headers=headers)
+        answer = await client.request(method.upper(), url.format(p=quote(period)), headers=headers)
         refused(answer, "period", "YYYY-MM")
     for url, headers in [
         ("/v1/orders", SALES),

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing import queries, service, statements
@@ -32,7 +30,7 @@ from shared.auth import Actor, Role, require
 from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
-from shared.limits import INT32_MAX, BusinessDate, PeriodText
+from shared.limits import INT32_MAX, BalanceFigure, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
 from shared.openapi import CSV_ANSWER, conflict
 from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
@@ -137,7 +135,7 @@ async def period_balances(
     period: PeriodPath,
     request: Request,
     customer_id: UUID | None = None,
-    min_closing: Annotated[Decimal, Field(max_digits=20, decimal_places=2)] | None = None,
+    min_closing: BalanceFigure | None = None,
     overdue_only: bool = False,
     version: int | None = Query(default=None, ge=1, le=INT32_MAX),
     page: PageParams = Depends(page_params),
