@@ -28,7 +28,7 @@ from shared.messaging.consumer import Subscription
 from shared.messaging.transport import Worker, build_workers
 from shared.metrics import install_metrics
 from shared.openapi import install_openapi
-from shared.strict import STRICT_QUERY
+from shared.strict import STRICT_QUERY, refused_at_the_door
 
 log = logging.getLogger("salesbook.app")
 
@@ -106,7 +106,7 @@ def create_app(
     app.state.settings = settings
     app.state.token_secret = signing_secret(settings)
     app.state.workers = []
-    install_error_handlers(app)
+    install_error_handlers(app, door=refused_at_the_door)
     _install_request_id(app)
     install_metrics(app)
     app.include_router(_health_router(), dependencies=[STRICT_QUERY])

@@ -110,16 +110,22 @@ def _verified(token: str, secret: str) -> tuple[Actor, float]:
 
 
 _bearer = HTTPBearer(auto_error=False)
+TOKEN_REQUIRED = "a bearer token is required"
 
 
 async def current_actor(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Actor:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("a bearer token is required")
+        raise Unauthorized(TOKEN_REQUIRED)
     actor = decode_token(credentials.credentials, secret=request.app.state.token_secret)
     request.state.actor = actor
     return actor
+
+
+def forbidden(actor: Actor, allowed: frozenset[Role] | set[Role]) -> Forbidden:
+    names = ", ".join(sorted(r.value for r in allowed))
+    return Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
 
 
 def require(*roles: Role) -> Callable[..., Awaitable[Actor]]:
@@ -128,8 +134,7 @@ def require(*roles: Role) -> Callable[..., Awaitable[Actor]]:
 
     async def dependency(actor: Actor = Depends(current_actor)) -> Actor:
         if actor.role not in allowed:
-            names = ", ".join(sorted(r.value for r in allowed))
-            raise Forbidden(f"role {actor.role.value} may not do this; allowed: {names}")
+            raise forbidden(actor, allowed)
         return actor
 
     # Read by the OpenAPI document (shared/openapi.py) and the query check (shared/strict.py).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -157,6 +157,10 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+def _domain_problem(exc: DomainError) -> JSONResponse:
+    return problem(exc.status, exc.title, exc.detail, **exc.extra)
+
+
 def malformed_body(reason: str) -> JSONResponse:
     """The one answer to a body that is not JSON the server can read."""
     message = f"malformed JSON: {reason}"
@@ -200,15 +204,29 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every error a request can raise to problem+json; nothing a client sends yields a 500."""
+Door = Callable[[Request], DomainError | None]
+
+
+def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
+    """Map every error a request can raise to problem+json; nothing a client sends yields a 500.
+
+    `door` says what a caller who may not use the operation is answered (401 or 403); it
+    comes before any refusal of the input (422), whichever was found first."""
+
+    def _at_the_door(request: Request) -> JSONResponse | None:
+        refused = door(request) if door is not None else None
+        return None if refused is None else _domain_problem(refused)
 
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+        if exc.status == 422 and (first := _at_the_door(request)) is not None:
+            return first
+        return _domain_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (first := _at_the_door(request)) is not None:
+            return first
         errors = []
         for err in exc.errors():
             field = _field_path(tuple(err.get("loc", ())))
@@ -223,7 +241,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
-            return malformed_body("not UTF-8 text, or nested too deeply")
+            return _at_the_door(request) or malformed_body("not UTF-8 text, or nested too deeply")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")

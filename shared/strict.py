@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from shared.auth import Role, current_actor, decode_token
-from shared.errors import DomainError, InvalidInput
+from shared.auth import TOKEN_REQUIRED, Role, current_actor, decode_token, forbidden
+from shared.errors import DomainError, InvalidInput, Unauthorized
 
 _DECLARED = "salesbook_query_rules"
 
@@ -42,18 +42,33 @@ def _rules(route: APIRoute) -> _Rules:
     return rules
 
 
-def _admitted(request: Request, rules: _Rules) -> bool:
-    """Whether the operation's own authentication and roles would let the caller in."""
+def _refusal(request: Request, rules: _Rules) -> DomainError | None:
+    """What the operation's own authentication and roles would answer the caller (401 or
+    403), or None when they let it in."""
     if not rules.authenticated:
-        return True
+        return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
+    if scheme.lower() != "bearer" or not token.strip():
+        return Unauthorized(TOKEN_REQUIRED)
     try:
         actor = decode_token(token.strip(), secret=request.app.state.token_secret)
-    except DomainError:
-        return False
-    return all(actor.role in roles for roles in rules.admits)
+    except DomainError as refused:
+        return refused
+    for roles in rules.admits:
+        if actor.role not in roles:
+            return forbidden(actor, roles)
+    return None
+
+
+def refused_at_the_door(request: Request) -> DomainError | None:
+    """The 401 or 403 a request to an operation gets before anything else it sent is judged:
+    a caller who may not use an operation learns nothing of what its input must be. Asked
+    when the input was refused (422), which FastAPI can decide before the operation's own
+    dependencies run (a body that is not JSON, a cursor read by a shared dependency)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return None
+    return _refusal(request, _rules(route))
 
 
 async def strict_query(request: Request) -> None:
@@ -65,7 +80,7 @@ async def strict_query(request: Request) -> None:
     if not given:
         return  # nothing to refuse (the usual case): no token to check either
     rules = _rules(route)
-    if not _admitted(request, rules):
+    if _refusal(request, rules) is not None:
         return  # the operation's own authentication answers 401 or 403 first
     for name, value in given:
         if name not in rules.names:

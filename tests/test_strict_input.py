@@ -377,6 +377,29 @@ async def test_integers_have_bounds(client: httpx.AsyncClient) -> None:
 # Strict requests ------------------------------------------------------------------------------
 
 
+async def test_integers_and_booleans_are_json_ones(client: httpx.AsyncClient) -> None:
+    """The OpenAPI says integer and boolean: text, numbers for booleans and booleans for
+    numbers are 422, not read as what they might mean."""
+    for value in ("7", True, 7.5):
+        answer = await client.post(
+            "/v1/customers", json={"name": "N", "payment_terms_days": value}, headers=SALES
+        )
+        refused(answer, "payment_terms_days")
+    product = {"sku": "STRICT-1", "name": "P", "unit_price": "1.00", "tax_rate": "0"}
+    for value in (1, "yes"):
+        answer = await client.post("/v1/products", json=product | {"active": value}, headers=ADMIN)
+        refused(answer, "active")
+    customer = await make_customer(client)
+    made = await make_product(client, unit_price="2.00", tax_rate="0")
+    order = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": made["sku"], "quantity": "1"}],
+    }
+    answer = await client.post("/v1/orders", json=order | {"submit": 1}, headers=auth("pos"))
+    refused(answer, "submit")
+
+
 async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> None:
     for url, params, headers in [
         ("/v1/orders", {"number": "SO-2026-000003"}, SALES),
@@ -396,6 +419,30 @@ async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> No
     assert (await client.get("/v1/orders", params={"number": "x"})).status_code == 401
     answer = await client.get("/v1/orders/audit", params={"number": "x"}, headers=SALES)
     assert answer.status_code == 403
+
+
+async def test_who_may_not_call_learns_nothing_of_the_input(client: httpx.AsyncClient) -> None:
+    """401 without a token and 403 with a role the operation does not admit come before any
+    422, including the ones found before the operation's own checks run: a body that is not
+    JSON, a cursor, a path parameter. (None: the operation admits every role.)"""
+    json_type = {"Content-Type": "application/json"}
+    cases: list[tuple[str, str, bytes | None, dict[str, str] | None]] = [
+        ("GET", "/v1/orders/audit?cursor=zz", None, SALES),
+        ("GET", "/v1/closing/periods/2026-11/balances?cursor=zz", None, auth("pos")),
+        ("GET", "/v1/analytics/sales?cursor=zz", None, auth("pos")),
+        ("GET", "/v1/payments?cursor=zz", None, None),
+        ("GET", "/v1/orders/not-an-id", None, None),
+        ("POST", "/v1/customers", b"{bad", ANALYST),
+        ("POST", "/v1/customers", b'{"name": "\xff"}', ANALYST),
+        ("POST", "/v1/closing/periods/2026-13/close", None, SALES),
+    ]
+    for method, url, body, role in cases:
+        for headers, status in [({}, 401), (role, 403), (ADMIN, 422)]:
+            if headers is None:
+                continue
+            sent = {**headers, **(json_type if body is not None else {})}
+            answer = await client.request(method, url, content=body, headers=sent)
+            assert_problem(answer, status)
 
 
 async def test_unreadable_bodies_are_the_malformed_json_problem(client: httpx.AsyncClient) -> None:

@@ -7,7 +7,15 @@ from decimal import Decimal
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
 
 from services.orders.domain import Channel, OrderStatus
 from shared.limits import (
@@ -39,7 +47,8 @@ Person = Annotated[str, *text(strip=True, min_length=1, max_length=100)]
 
 Price = Amount
 CreditLimit = Annotated[StrictMoney, Field(ge=0, le=MAX_LIMIT)]
-Terms = Annotated[int, Field(ge=0, le=3650)]
+# Integers and booleans as JSON writes them: "7", 7.0, true for 1 or 0 for false are 422.
+Terms = Annotated[StrictInt, Field(ge=0, le=3650)]
 
 
 def tidy(value: Decimal) -> Decimal:
@@ -101,7 +110,7 @@ class ProductCreate(_Input):
     category: Label | None = None
     unit_price: Price
     tax_rate: TaxRate
-    active: bool = True
+    active: StrictBool = True
 
 
 class ProductUpdate(_Input):
@@ -109,7 +118,7 @@ class ProductUpdate(_Input):
     category: Label | None = None
     unit_price: Price | None = None
     tax_rate: TaxRate | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
 
 
 class ProductPublic(BaseModel):
@@ -149,7 +158,7 @@ class OrderCreate(_Input):
     )
     note: Note | None = None
     instalments: Annotated[list[InstalmentIn], Field(max_length=MAX_INSTALMENTS)] = []
-    submit: bool = Field(False, description="Submit at once (the POS path)")
+    submit: StrictBool = Field(False, description="Submit at once (the POS path)")
 
 
 class Reason(_Input):
@@ -159,7 +168,7 @@ class Reason(_Input):
 class ReturnLineIn(_Input):
     sku: Sku
     quantity: PositiveQuantity
-    line_no: int | None = Field(
+    line_no: StrictInt | None = Field(
         None, ge=1, le=MAX_LINES, description="Which line of the sku; by default its lines in order"
     )
 
