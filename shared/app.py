@@ -16,12 +16,14 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import signing_secret
 from shared.config import Settings, get_settings
 from shared.db import Database
-from shared.errors import install_error_handlers
+from shared.errors import install_error_handlers, problem
+from shared.limits import MAX_BODY_BYTES
 from shared.logs import request_id_var
 from shared.messaging.admin import subscription_workers, subscriptions_router
 from shared.messaging.consumer import Subscription
@@ -168,7 +170,44 @@ def _worker_name(worker: Worker) -> str:
 
 
 def _install_request_id(app: FastAPI) -> None:
+    app.add_middleware(_BodyLimit)
     app.add_middleware(_RequestId)
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, f"the body is larger than the {MAX_BODY_BYTES} bytes read")
+
+
+class _BodyLimit:
+    """Reads no body past MAX_BODY_BYTES: 413 problem+json at once when Content-Length says
+    so, else when the bytes received pass it (a chunked body). FastAPI's own limit answers
+    413 as plain text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            too_large = _BodyTooLarge()
+            await problem(413, "Content too large", str(too_large.detail))(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise _BodyTooLarge()
+            return message
+
+        await self.app(scope, limited, send)
 
 
 class _RequestId:

@@ -28,6 +28,9 @@ MAX_QUANTITY = Decimal("1000000")
 MAX_AMOUNT = Decimal("1000000000.00")
 """The most one unit price, discount, line, order, instalment, payment, allocation, refund,
 write-off or target may amount to."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest request body read (413 beyond): many times the largest document the bounds
+allow (an order of the most lines, a thousand targets), far below what would tie up a server."""
 MIN_YEAR = Period.FIRST_YEAR
 MAX_YEAR = Period.LAST_YEAR
 INT32_MAX = 2**31 - 1

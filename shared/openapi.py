@@ -63,6 +63,7 @@ _DESCRIPTIONS = {
     403: "The token's role is not one this operation admits",
     404: "What the path names does not exist",
     409: "The request conflicts with the current state",
+    413: "The body is larger than the server reads (4 MiB)",
     422: "A parameter, header or the body is refused (unknown query parameters too); "
     "`errors` names each field",
     503: "The database cannot be reached right now; try again after `Retry-After` seconds",
@@ -138,6 +139,8 @@ def _describe(operation: dict[str, Any], route: RouteContext) -> None:
             statuses.add(403)
     if route.dependant.path_params:
         statuses.add(404)
+    if "requestBody" in operation:
+        statuses.add(413)
     if _depends_on(route.dependant, request_session):
         statuses.add(503)
     for status in statuses:

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from services.registry import all_modules
 from shared.config import Settings
 from shared.db import Database
-from shared.limits import MAX_AMOUNT, MAX_QUANTITY
+from shared.limits import MAX_AMOUNT, MAX_BODY_BYTES, MAX_QUANTITY
 from shared.pagination import encode_cursor
 from tests.conftest import AppClient, auth, serving
 from tests.orders.factories import (
@@ -398,6 +398,24 @@ async def test_integers_and_booleans_are_json_ones(client: httpx.AsyncClient) ->
     }
     answer = await client.post("/v1/orders", json=order | {"submit": 1}, headers=auth("pos"))
     refused(answer, "submit")
+
+
+async def test_a_body_past_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    huge = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    answer = await client.post(
+        "/v1/customers", content=huge, headers={**SALES, "Content-Type": "application/json"}
+    )
+    assert_problem(answer, 413)
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        yield huge[: len(huge) // 2]
+        yield huge[len(huge) // 2 :]
+
+    answer = await client.post(
+        "/v1/customers", content=chunks(), headers={**SALES, "Content-Type": "application/json"}
+    )
+    assert "content-length" not in answer.request.headers
+    assert_problem(answer, 413)
 
 
 async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> None:
