@@ -151,9 +151,11 @@ class KafkaRelay:
         self.relayed = 0
         self.position = 0
         self.failures = 0
-        # Where each partition's log ended after this relay's last publish to it, and how
-        # often the broker was found to have lost what it had acknowledged.
+        # Where each partition's log ended after this relay's last publish to it, the offset
+        # of the first record of that publish's last batch (a log that holds the batch ends
+        # past it), and how often the broker was found to have lost what it had acknowledged.
         self._log_ends: dict[int, int] = {}
+        self._log_marks: dict[int, int] = {}
         self.log_losses = 0
         self._log_watched = time.monotonic()
         self._producer: AIOKafkaProducer | None = None
@@ -202,12 +204,12 @@ class KafkaRelay:
         end now: below where this relay left them. Then the outbox is published again from
         its start, as when a publish finds it (see _check_log), by a new producer, which
         creates the topic again if the broker lost it whole."""
-        if not self._log_ends:
+        if not self._log_marks:
             self._log_watched = time.monotonic()
             return False
         try:
             ends = await asyncio.wait_for(
-                log_ends(self.bootstrap, self.topic, list(self._log_ends)), LOG_WATCH_SECONDS * 2
+                log_ends(self.bootstrap, self.topic, list(self._log_marks)), LOG_WATCH_SECONDS * 2
             )
         except (KafkaError, TimeoutError, OSError) as exc:
             # A broker away now is met by the next publish; nothing to conclude from it here.
@@ -215,9 +217,14 @@ class KafkaRelay:
             return False
         finally:
             self._log_watched = time.monotonic()
+        # Compared with the last batch's first record, not with where the publish left the
+        # log: a broker may answer the offset after the last batch's first record as its end
+        # (Tansu does), and a batch is written whole or not at all.
         lost = self._note_losses(
-            [(p, end, self._log_ends[p]) for p, end in sorted(ends.items())], ends
+            [(p, end, self._log_marks[p] + 1) for p, end in sorted(ends.items())], ends
         )
+        for partition, end in ends.items():
+            self._log_marks[partition] = min(self._log_marks[partition], end - 1)
         if lost:
             await self._discard_producer()
             async with self.db.transaction() as session:
@@ -268,16 +275,17 @@ class KafkaRelay:
             position=position,
         )
 
-    def _check_log(self, logs: dict[int, tuple[int, int]]) -> bool:
+    def _check_log(self, logs: dict[int, tuple[int, int, int]]) -> bool:
         """Whether a partition's log restarted below where this relay last left it: the
         broker lost events it had acknowledged (a broker keeping its log in memory
         restarted, or the topic was recreated). Said loudly, and counted."""
+        self._log_marks.update({partition: last for partition, (_, last, _) in logs.items()})
         return self._note_losses(
             [
                 (partition, first, self._log_ends.get(partition, 0))
-                for partition, (first, _) in sorted(logs.items())
+                for partition, (first, _, _) in sorted(logs.items())
             ],
-            {partition: end for partition, (_, end) in logs.items()},
+            {partition: end for partition, (_, _, end) in logs.items()},
         )
 
     def _note_losses(self, seen: list[tuple[int, int, int]], ends: dict[int, int]) -> bool:
@@ -298,7 +306,7 @@ class KafkaRelay:
 
     async def _publish(
         self, producer: AIOKafkaProducer, events: list[Event]
-    ) -> dict[int, tuple[int, int]]:
+    ) -> dict[int, tuple[int, int, int]]:
         return await publish(producer, self.topic, events)
 
     async def _started_producer(self) -> AIOKafkaProducer:
@@ -319,9 +327,10 @@ class KafkaRelay:
 
 async def publish(
     producer: AIOKafkaProducer, topic: str, events: list[Event]
-) -> dict[int, tuple[int, int]]:
+) -> dict[int, tuple[int, int, int]]:
     """Publish events to a topic keyed by their key, each partition's share in order; per
-    partition, the offset of the first event published and the offset after the last."""
+    partition, the offsets of the first event published, of the last batch's first event, and
+    after the last event."""
     known = await producer.partitions_for(topic)
     if not known:
         raise UnknownTopicOrPartitionError(f"topic {topic} has no partitions")
@@ -340,9 +349,11 @@ async def publish(
 
 async def _publish_partition(
     producer: AIOKafkaProducer, topic: str, partition: int, events: list[Event]
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
+    """The offsets of the first record published, of the last batch's first record, and
+    after the last record."""
     remaining = events
-    first = end = -1
+    first = last = end = -1
     while remaining:
         batch = producer.create_batch()
         taken = 0
@@ -355,9 +366,9 @@ async def _publish_partition(
         acked = await producer.send_batch(batch, topic, partition=partition)
         offset = (await acked).offset
         first = offset if first < 0 else first
-        end = offset + taken
+        last, end = offset, offset + taken
         remaining = remaining[taken:]
-    return first, end
+    return first, last, end
 
 
 async def started_producer(

@@ -103,7 +103,7 @@ class RelayDyingAfterPublish(KafkaRelay):
 
     async def _publish(
         self, producer: AIOKafkaProducer, events: list[Event]
-    ) -> dict[int, tuple[int, int]]:
+    ) -> dict[int, tuple[int, int, int]]:
         published = await super()._publish(producer, events)
         if not self.crashed:
             self.crashed = True
