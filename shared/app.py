@@ -159,6 +159,9 @@ async def _supervise(worker: Worker) -> None:
 
 READY_BROKER_SECONDS = 1.0
 """How long readiness waits for the broker to answer."""
+READY_DATABASE_SECONDS = 2.0
+"""How long readiness waits for the database's answer: longer than the broker's, as a busy
+pool may make it wait for a connection."""
 
 
 def _worker_name(worker: Worker) -> str:
@@ -270,9 +273,14 @@ def _health_router() -> APIRouter:
         naming what is not."""
         checks: dict[str, str] = {}
         try:
-            async with request.app.state.db.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            # Bounded: a database that stopped answering (a stopped server, a partition)
+            # holds a query for as long as TCP waits, and readiness must say so meanwhile.
+            async with asyncio.timeout(READY_DATABASE_SECONDS):
+                async with request.app.state.db.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
+        except TimeoutError:
+            checks["database"] = f"unavailable: no answer within {READY_DATABASE_SECONDS:g} s"
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"
         settings: Settings = request.app.state.settings

@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from services.registry import all_modules
 from shared.app import create_app
@@ -17,6 +18,7 @@ from shared.messaging.outbox import NOTIFY_CHANNEL
 from shared.messaging.postgres import PostgresSubscriber
 from tests.conftest import auth
 from tests.messaging.conftest import Harness
+from tests.support.stall import StallingProxy
 from tests.support.tansu import free_port
 from tests.support.waiting import eventually
 
@@ -126,3 +128,39 @@ async def test_a_request_whose_backend_is_terminated_answers_503(
             assert response.status_code == 503, response.text
             assert response.headers["retry-after"]
             assert (await client.get("/v1/customers", headers=auth("sales"))).status_code == 200
+
+
+async def test_readiness_says_so_while_the_database_does_not_answer(
+    migrated: str, settings: Settings
+) -> None:
+    """A database that hangs (stopped, or cut off by the network) rather than refusing: the
+    readiness probe answers 503 naming the database instead of waiting with it."""
+    url = make_url(migrated)
+    socket_dir = url.query.get("host")
+    target = (
+        f"{socket_dir}/.s.PGSQL.{url.port or 5432}"
+        if isinstance(socket_dir, str)
+        else url.host or "127.0.0.1"
+    )
+    async with StallingProxy(target, url.port or 5432).running() as proxy:
+        through = url.difference_update_query(["host"]).set(host="127.0.0.1", port=proxy.port)
+        through_url = through.render_as_string(hide_password=False)
+        app = create_app(
+            all_modules(), settings=settings, database_url=through_url, run_workers=False
+        )
+        async with app.router.lifespan_context(app):
+            asgi = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=asgi, base_url="http://test") as client:
+                first = await client.get("/readyz")
+                assert first.status_code == 200, first.text
+                proxy.stall()
+                try:
+                    async with asyncio.timeout(60):  # a guard against hanging, not a measure
+                        stalled = await client.get("/readyz")
+                finally:
+                    proxy.flow()
+                assert stalled.status_code == 503, stalled.text
+                assert stalled.json()["checks"]["database"].startswith("unavailable")
+                await eventually(
+                    lambda: client.get("/readyz"), lambda answer: answer.status_code == 200
+                )
