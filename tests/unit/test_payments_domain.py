@@ -49,7 +49,9 @@ def test_a_released_allocation_is_final() -> None:
 
 def test_an_allocation_applies_to_an_invoice_and_waits_for_an_order_not_yet_invoiced() -> None:
     assert allocation_status(None, CUSTOMER, D(1), "f") == A.PENDING
-    assert allocation_status(order("submitted"), CUSTOMER, D(500), "f") == A.PENDING
+    assert allocation_status(order("submitted"), CUSTOMER, D(100), "f") == A.PENDING
+    waiting = D("60.00")  # what pending allocations already ask of the order
+    assert allocation_status(order("submitted"), CUSTOMER, D(40), "f", waiting=waiting) == A.PENDING
     assert allocation_status(order("confirmed"), CUSTOMER, D("100.00"), "f") == A.APPLIED
     assert allocation_status(order("fulfilled"), CUSTOMER, D("0.01"), "f") == A.APPLIED
 
@@ -61,6 +63,7 @@ def test_an_allocation_applies_to_an_invoice_and_waits_for_an_order_not_yet_invo
         (order("cancelled"), CUSTOMER, D(1), Conflict),
         (order("rejected"), CUSTOMER, D(1), Conflict),
         (order("confirmed", "99.99"), CUSTOMER, D("100.00"), OverAllocation),
+        (order("submitted", "99.99"), CUSTOMER, D("100.00"), OverAllocation),
     ],
 )
 def test_refused_allocations_name_their_field(
@@ -69,6 +72,15 @@ def test_refused_allocations_name_their_field(
     with pytest.raises(refusal) as refused:
         allocation_status(known, customer, amount, "allocations.2")
     assert refused.value.extra["field"] == "allocations.2"
+
+
+def test_an_order_awaiting_approval_takes_what_pending_allocations_leave_of_it() -> None:
+    with pytest.raises(OverAllocation) as refused:
+        allocation_status(order("submitted"), CUSTOMER, D("40.01"), "f", waiting=D("60.00"))
+    assert refused.value.extra["open_amount"] == "40.00"
+    with pytest.raises(OverAllocation) as refused:  # more waits than it can take already
+        allocation_status(order("submitted"), CUSTOMER, D("0.01"), "f", waiting=D("120.00"))
+    assert refused.value.extra["open_amount"] == "0.00"
 
 
 def test_allocations_take_at_most_the_unapplied_credit() -> None:
