@@ -135,21 +135,77 @@ def _strict_decimal(raw: Any) -> Any:
 
 _STRICT = BeforeValidator(_strict_decimal)
 
-Amount = Annotated[Money, _STRICT, Field(ge=0, le=MAX_AMOUNT)]
+
+def _unsigned(raw: Any) -> Any:
+    # "-0" is zero, but no one writes an amount that cannot be negative with a sign.
+    if isinstance(raw, str) and raw.startswith("-"):
+        raise ValueError("must not be negative")
+    return raw
+
+
+UNSIGNED = BeforeValidator(_unsigned)
+"""Refuses a sign on decimal text that cannot be negative."""
+
+
+def decimal_pattern(*, places: int, top: Decimal, positive: bool) -> str:
+    """The decimal text a request may carry for a number from 0 (or above 0, if `positive`)
+    to `top` (a power of ten) with at most `places` decimals, as the validators read it
+    (leading zeros, and zeros after the last decimal, change nothing): what the OpenAPI
+    document says, so that what it admits is what the server takes."""
+    digits = len(str(int(top))) - 1
+    fraction = rf"(\.[0-9]{{1,{places}}}0*)?"
+    at_top = rf"0*{int(top)}(\.0+)?"
+    if not positive:
+        below = rf"0*[0-9]{{1,{digits}}}" if digits else "0+"
+        return rf"^({below}{fraction}|{at_top})$"
+    small = "|".join(f"{'0' * k}[1-9][0-9]{{0,{places - k - 1}}}" for k in range(places))
+    parts = [rf"0+\.({small})0*", at_top]
+    if digits:
+        parts.insert(0, rf"0*[1-9][0-9]{{0,{digits - 1}}}{fraction}")
+    return rf"^({'|'.join(parts)})$"
+
+
+def decimal_schema(*, places: int, top: Decimal, positive: bool = False) -> WithJsonSchema:
+    """The OpenAPI schema of decimal text from 0 (or above 0) to `top`."""
+    pattern = decimal_pattern(places=places, top=top, positive=positive)
+    return WithJsonSchema({"type": "string", "pattern": pattern})
+
+
+Amount = Annotated[
+    Money,
+    _STRICT,
+    UNSIGNED,
+    Field(ge=0, le=MAX_AMOUNT),
+    decimal_schema(places=2, top=MAX_AMOUNT),
+]
 """An amount in a request body: a string, 0 to 1,000,000,000.00."""
-PositiveAmount = Annotated[Money, _STRICT, Field(gt=0, le=MAX_AMOUNT)]
+PositiveAmount = Annotated[
+    Money,
+    _STRICT,
+    UNSIGNED,
+    Field(gt=0, le=MAX_AMOUNT),
+    decimal_schema(places=2, top=MAX_AMOUNT, positive=True),
+]
 """An amount in a request body that must be more than zero."""
-PositiveQuantity = Annotated[Quantity, _STRICT, Field(gt=0, le=MAX_QUANTITY)]
+PositiveQuantity = Annotated[
+    Quantity,
+    _STRICT,
+    UNSIGNED,
+    Field(gt=0, le=MAX_QUANTITY),
+    decimal_schema(places=3, top=MAX_QUANTITY, positive=True),
+]
 """A quantity in a request body: a string, more than 0 and at most 1,000,000."""
-TaxRate = Annotated[Rate, _STRICT, Field(ge=0, le=1)]
+TaxRate = Annotated[
+    Rate, _STRICT, UNSIGNED, Field(ge=0, le=1), decimal_schema(places=4, top=Decimal(1))
+]
 """A rate in a request body: a string from 0 to 1."""
 StrictMoney = Annotated[Money, _STRICT]
+"""An amount in a request body with bounds of its own."""
 
 MAX_BALANCE = Decimal("9999999999999999.99")
 """The largest figure a NUMERIC(18, 2) column (a balance, a sum) holds."""
 BalanceFigure = Annotated[Money, Field(ge=-MAX_BALANCE, le=MAX_BALANCE)]
 """A balance to compare with, as a query parameter: decimal text a money column can hold."""
-"""An amount in a request body with bounds of its own."""
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 """An ISO 4217 currency code."""

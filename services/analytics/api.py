@@ -103,7 +103,7 @@ async def sales(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
     end: Annotated[BusinessDate, Query(alias="to")],
-    group_by: str = Query("day"),
+    group_by: str = Query("day", json_schema_extra={"enum": list(queries.GROUPS)}),
     channel: Dimension | None = None,
     region: Dimension | None = None,
     salesperson: Dimension | None = None,
@@ -189,7 +189,7 @@ async def customer_lifetime(
 @router.get("/top", response_model=TopReport, responses=CSV_ANSWER)
 async def top(
     request: Request,
-    dimension: str = Query("product"),
+    dimension: str = Query("product", json_schema_extra={"enum": list(TOP_DIMENSIONS)}),
     limit: int = Query(10, ge=1, le=1000),
     start: Annotated[BusinessDate, Query(alias="from")] = date(MIN_YEAR, 1, 1),
     end: Annotated[BusinessDate, Query(alias="to")] = date(MAX_YEAR, 12, 31),
@@ -257,8 +257,8 @@ async def trend_report(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
     end: Annotated[BusinessDate, Query(alias="to")],
-    metric: str = Query("revenue"),
-    interval: str = Query("month"),
+    metric: str = Query("revenue", json_schema_extra={"enum": list(queries.TREND_METRICS)}),
+    interval: str = Query("month", json_schema_extra={"enum": list(domain.INTERVALS)}),
     forecast: int = Query(0, ge=0, le=366),
     today: date = Depends(business_today),
     session: AsyncSession = Session,

@@ -16,9 +16,11 @@ from pydantic import (
     StrictInt,
     StringConstraints,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from services.orders.domain import Channel, OrderStatus
 from shared.limits import (
+    UNSIGNED,
     Amount,
     BusinessDate,
     Currency,
@@ -26,6 +28,7 @@ from shared.limits import (
     PositiveQuantity,
     StrictMoney,
     TaxRate,
+    decimal_schema,
     text,
 )
 from shared.money import Money, Quantity, Rate
@@ -46,7 +49,9 @@ Person = Annotated[str, *text(strip=True, min_length=1, max_length=100)]
 """A salesperson: as long as analytics keeps one (its dimension columns hold 100)."""
 
 Price = Amount
-CreditLimit = Annotated[StrictMoney, Field(ge=0, le=MAX_LIMIT)]
+CreditLimit = Annotated[
+    StrictMoney, UNSIGNED, Field(ge=0, le=MAX_LIMIT), decimal_schema(places=2, top=MAX_LIMIT)
+]
 # Integers and booleans as JSON writes them: "7", 7.0, true for 1 or 0 for false are 422.
 Terms = Annotated[StrictInt, Field(ge=0, le=3650)]
 
@@ -78,13 +83,14 @@ class CustomerCreate(_Input):
 
 
 class CustomerUpdate(_Input):
-    """Only the fields sent are changed; send null to clear an optional one."""
+    """Only the fields sent are changed; send null to clear an optional one (name and
+    payment_terms_days cannot be cleared: the document says they take no null)."""
 
-    name: Name | None = None
+    name: Name | SkipJsonSchema[None] = None
     contact: Contact | None = None
     region: Label | None = None
     segment: Label | None = None
-    payment_terms_days: Terms | None = None
+    payment_terms_days: Terms | SkipJsonSchema[None] = None
     credit_limit: CreditLimit | None = None
 
 
@@ -114,11 +120,13 @@ class ProductCreate(_Input):
 
 
 class ProductUpdate(_Input):
-    name: Name | None = None
+    """Only the fields sent are changed; only category can be cleared (with null)."""
+
+    name: Name | SkipJsonSchema[None] = None
     category: Label | None = None
-    unit_price: Price | None = None
-    tax_rate: TaxRate | None = None
-    active: StrictBool | None = None
+    unit_price: Price | SkipJsonSchema[None] = None
+    tax_rate: TaxRate | SkipJsonSchema[None] = None
+    active: StrictBool | SkipJsonSchema[None] = None
 
 
 class ProductPublic(BaseModel):

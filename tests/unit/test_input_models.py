@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from services.orders.schemas import CreditLimit
+from shared.limits import Amount, PositiveAmount, PositiveQuantity, TaxRate
 
 SERVICES = ("orders", "payments", "closing", "analytics")
 
@@ -37,8 +43,11 @@ def fields(model: type[BaseModel], wanted: str) -> list[tuple[str, Any]]:
     found: list[tuple[str, Any]] = []
     for name, prop in schema.get("properties", {}).items():
         for kind in _kinds(prop):
+            pattern = str(kind.get("pattern", ""))
             is_decimal = (
-                kind.get("type") == "string" and "pattern" in kind and "\\d" in str(kind["pattern"])
+                kind.get("type") == "string"
+                and ("\\d" in pattern or "[0-9]" in pattern)
+                and "\\." in pattern
             )
             is_text = (
                 kind.get("type") == "string"
@@ -96,3 +105,37 @@ def test_every_decimal_field_takes_only_plain_ascii_text(model: type[BaseModel])
             assert any(
                 e["loc"][0] == name and "decimal string" in e["msg"] for e in caught.value.errors()
             ), (model, name, value)
+
+
+# What the OpenAPI document admits is what the server takes -------------------------------
+
+BOUNDED_DECIMALS = {
+    "Amount": Amount,
+    "PositiveAmount": PositiveAmount,
+    "PositiveQuantity": PositiveQuantity,
+    "TaxRate": TaxRate,
+    "CreditLimit": CreditLimit,
+}
+EDGES = (
+    "0", "0.0", "-0", "-1", "00", "0.00", "0.01", "0.001", "0.0001", "0.00001", "1", "1.5",
+    "1.50", "1.500", "1.501", "1.0000", "1.00001", "999999999.99", "1000000000",
+    "1000000000.00", "1000000000.01", "0001000000000", "1000000", "1000000.000",
+    "1000000.001", "999999.999", "1000000000000000", "1000000000000000.01", "10000000000",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", BOUNDED_DECIMALS)
+@given(
+    text=st.one_of(
+        st.sampled_from(EDGES), st.from_regex(r"-?0{0,3}[0-9]{1,17}(\.[0-9]{1,6})?", fullmatch=True)
+    )
+)
+def test_the_documented_pattern_admits_what_the_server_takes(name: str, text: str) -> None:
+    kind = TypeAdapter(BOUNDED_DECIMALS[name])
+    pattern = kind.json_schema()["pattern"]
+    try:
+        kind.validate_python(text)
+        taken = True
+    except ValidationError:
+        taken = False
+    assert (re.fullmatch(pattern, text) is not None) == taken, (pattern, text, taken)
