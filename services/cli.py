@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from services.registry import SERVICES
-from shared.config import Settings
+from shared.config import MAX_TOKEN_TTL_HOURS, Settings
 from shared.logs import configure_logging
 
 log = logging.getLogger("salesbook.cli")
@@ -85,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--subject", required=True, help="who the token speaks for")
     tok.add_argument(
         "--ttl-hours",
-        type=_positive_int,
+        type=_ttl_hours,
         default=None,
-        help="lifetime in hours (default: SALESBOOK_TOKEN_TTL_HOURS, 720)",
+        help="lifetime in hours, at most ten years (default: SALESBOOK_TOKEN_TTL_HOURS, 720)",
     )
     tok.set_defaults(command=token_command)
 
@@ -137,6 +137,13 @@ def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value < 65536:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return value
+
+
+def _ttl_hours(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_TOKEN_TTL_HOURS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TOKEN_TTL_HOURS} (ten years)")
     return value
 
 

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRET = "change-me"
 # HMAC-SHA256 keys shorter than its 32-byte output make tokens easier to forge than the hash.
 MIN_PRODUCTION_SECRET_BYTES = 32
+MAX_TOKEN_TTL_HOURS = 24 * 365 * 10
+"""The longest a token may live: ten years (an expiry far past that overflows a date)."""
 
 Transport = Literal["postgres", "kafka"]
 
@@ -44,7 +46,7 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(
         default=None, description="Token signing secret; generated into data_dir when unset."
     )
-    token_ttl_hours: int = 24 * 30
+    token_ttl_hours: int = Field(24 * 30, gt=0, le=MAX_TOKEN_TTL_HOURS)
     currency: str = "CNY"
     timezone: str = "Asia/Shanghai"
     approval_thresholds: list[Decimal] = Field(

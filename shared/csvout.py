@@ -14,8 +14,30 @@ from fastapi.responses import Response
 CSV = "text/csv"
 
 
+_JSON_RANGES = ("application/json", "application/*", "*/*")
+
+
 def wants_csv(request: Request) -> bool:
-    return CSV in request.headers.get("accept", "")
+    """Whether the client asks for CSV: `text/csv` with a weight (q) above 0 and not below
+    the weight it gives JSON (`Accept: text/csv;q=0, application/json` asks for JSON)."""
+    accept = request.headers.get("accept", "").lower()
+    if CSV not in accept:
+        return False
+    weights = {"csv": 0.0, "json": 0.0}
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        kind = "csv" if media == CSV else "json" if media in _JSON_RANGES else None
+        if kind is not None and weight > weights[kind]:
+            weights[kind] = weight
+    return weights["csv"] > 0 and weights["csv"] >= weights["json"]
 
 
 # Text a spreadsheet would run as a formula (=, +, -, @, or a tab or carriage return before

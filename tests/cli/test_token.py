@@ -98,6 +98,18 @@ async def test_token_authenticates_against_an_app_using_the_data_folder(
         assert await status(finance + "x") == 401
 
 
+def test_a_lifetime_past_ten_years_is_refused(
+    run_cli: RunCli, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usage error naming the option, not an overflow's traceback."""
+    for hours in ("100000000", "87601", "0"):
+        with pytest.raises(SystemExit) as exited:
+            run_cli("token", "--role", "admin", "--subject", "me", "--ttl-hours", hours)
+        assert exited.value.code == 2
+        assert "--ttl-hours" in capsys.readouterr().err
+    issue(run_cli, "--role", "admin", "--subject", "me", "--ttl-hours", "87600")
+
+
 def test_a_subject_no_column_could_hold_is_refused(run_cli: RunCli) -> None:
     outcome = run_cli("token", "--role", "admin", "--subject", "x" * 101)
     assert outcome.code == 2 and "1 to 100 characters" in outcome.err
