@@ -17,6 +17,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_LIMIT = 500
+NEXT_CURSOR = "X-Next-Cursor"
+"""The header carrying the next page's cursor where the body is the page's rows alone."""
 
 
 class Page(BaseModel, Generic[T]):

@@ -38,7 +38,7 @@ from shared.db import request_session
 from shared.errors import InvalidInput, NotFound
 from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
 from shared.openapi import CSV_ANSWER
-from shared.pagination import cursor_uuid, cut_page, decode_cursor
+from shared.pagination import NEXT_CURSOR, cursor_uuid, cut_page, decode_cursor
 from shared.responses import json_answer
 
 router = APIRouter(prefix="/analytics", tags=["analytics"])
@@ -82,7 +82,7 @@ def _paged_answer(
     """A page as `_list_answer` gives it; as CSV, the next page's cursor in X-Next-Cursor."""
     answer = _list_answer(request, report, rows, columns, name)
     if wants_csv(request) and next_cursor:
-        answer.headers["X-Next-Cursor"] = next_cursor
+        answer.headers[NEXT_CURSOR] = next_cursor
     return answer
 
 

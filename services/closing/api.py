@@ -33,7 +33,16 @@ from shared.db import request_session
 from shared.limits import INT32_MAX, BalanceFigure, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
 from shared.openapi import CSV_ANSWER, conflict
-from shared.pagination import Page, PageParams, cursor_uuid, cut_page, page_params
+from shared.pagination import (
+    MAX_LIMIT,
+    NEXT_CURSOR,
+    Page,
+    PageParams,
+    cursor_uuid,
+    cut_page,
+    decode_cursor,
+    page_params,
+)
 
 router = APIRouter(prefix="/closing", tags=["closing"])
 router.include_router(audit_router(schema=SCHEMA, path="/audit"))
@@ -278,16 +287,47 @@ async def send_statement(
     return StatementPublic.model_validate(statement, from_attributes=True)
 
 
-@router.get("/statements", response_model=list[StatementPublic])
+@router.get(
+    "/statements",
+    response_model=list[StatementPublic],
+    responses={
+        200: {
+            "headers": {
+                NEXT_CURSOR: {
+                    "description": "with `limit`, the `cursor` of the next page, if any",
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
 async def list_statements(
+    response: Response,
     status: str | None = Query(default=None, pattern="^(sent|confirmed|disputed)$"),
     period: Annotated[PeriodText | None, Query(description="YYYY-MM")] = None,
     customer_id: UUID | None = None,
+    limit: int | None = Query(
+        None, ge=1, le=MAX_LIMIT, description="Statements per page (default: every one)"
+    ),
+    cursor: str | None = Query(None, description=f"{NEXT_CURSOR} of the previous page"),
     session: AsyncSession = Session,
     _: Actor = Depends(require(*READERS)),
 ) -> list[StatementPublic]:
-    """Statements sent for confirmation; `status=disputed` lists the open disputes."""
-    rows = await queries.statements(session, status=status, period=period, customer_id=customer_id)
+    """Statements sent for confirmation, by id; `status=disputed` lists the open disputes.
+    With `limit`, one page, and the next page's cursor in X-Next-Cursor."""
+    after = cursor_uuid(decode_cursor(cursor)) if cursor else None
+    rows = await queries.statements(
+        session,
+        status=status,
+        period=period,
+        customer_id=customer_id,
+        after=after,
+        limit=None if limit is None else limit + 1,
+    )
+    if limit is not None:
+        rows, next_cursor = cut_page(rows, limit=limit, key=lambda s: str(s.id))
+        if next_cursor is not None:
+            response.headers[NEXT_CURSOR] = next_cursor
     return [StatementPublic.model_validate(s, from_attributes=True) for s in rows]
 
 

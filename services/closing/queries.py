@@ -546,10 +546,19 @@ async def versions(session: AsyncSession, period: str) -> list[VersionPublic]:
 
 
 async def statements(
-    session: AsyncSession, *, status: str | None, period: str | None, customer_id: UUID | None
+    session: AsyncSession,
+    *,
+    status: str | None,
+    period: str | None,
+    customer_id: UUID | None,
+    after: UUID | None = None,
+    limit: int | None = None,
 ) -> list[Statement]:
-    """Statements sent for confirmation, by id, filtered by status, period and customer."""
-    query = select(Statement).order_by(col(Statement.id))
+    """Statements sent for confirmation, by id (after `after`, at most `limit`), filtered by
+    status, period and customer."""
+    query = select(Statement).order_by(col(Statement.id)).limit(limit)
+    if after is not None:
+        query = query.where(col(Statement.id) > after)
     if status:
         query = query.where(col(Statement.status) == status)
     if period:

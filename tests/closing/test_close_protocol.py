@@ -453,6 +453,23 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
     )
     assert stranger.status_code == 422, stranger.text
     assert stranger.json()["field"] == "customer_id"
+    # Paged with limit: one statement at a time, the next page's cursor in a header.
+    mine = {"customer_id": str(cid)}
+    every = (await client.get("/v1/closing/statements", params=mine, headers=FINANCE)).json()
+    assert [s["id"] for s in every] == sorted([sent.json()["id"], second.json()["id"]])
+    paged, cursor = [], None
+    while True:
+        page = await client.get(
+            "/v1/closing/statements",
+            params={**mine, "limit": 1, **({"cursor": cursor} if cursor else {})},
+            headers=FINANCE,
+        )
+        assert page.status_code == 200 and len(page.json()) <= 1, page.text
+        paged += page.json()
+        cursor = page.headers.get("X-Next-Cursor")
+        if cursor is None:
+            break
+    assert paged == every
 
 
 async def test_bad_requests(client) -> None:
