@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -464,13 +464,17 @@ async def _plan(
 
 
 async def _waiting_for(session: AsyncSession, orders: list[KnownOrder]) -> dict[UUID, Decimal]:
-    """What pending allocations ask of each of these (locked) orders."""
+    """What pending allocations of each order's own customer ask of these (locked) orders.
+    Another customer's, made before the order was known, can never apply (its confirmation
+    releases them), so they take none of its room."""
     if not orders:
         return {}
     rows = await session.execute(
         select(col(Allocation.order_id), func.sum(col(Allocation.amount)))
         .where(
-            col(Allocation.order_id).in_([o.order_id for o in orders]),
+            tuple_(col(Allocation.order_id), col(Allocation.customer_id)).in_(
+                [(o.order_id, o.customer_id) for o in orders]
+            ),
             col(Allocation.status) == A.PENDING,
         )
         .group_by(col(Allocation.order_id))

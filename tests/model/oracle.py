@@ -343,8 +343,14 @@ class Books:
     ) -> list[Allocation]:
         made: list[Allocation] = []
         for order_id, amount in requests:
+            # Pending allocations of the payer's own (another's never apply and take no room).
             waiting = sum(
-                (a.amount for _, a in self.allocations_to_id(order_id, "pending")), ZERO
+                (
+                    a.amount
+                    for p, a in self.allocations_to_id(order_id, "pending")
+                    if p.customer == payment.customer
+                ),
+                ZERO,
             ) + sum((a.amount for a in made if a.order == order_id and a.status == "pending"), ZERO)
             status = self.check_allocation(
                 payment, order_id if order_id in known else "", amount, waiting

@@ -134,6 +134,25 @@ async def test_a_known_order_awaiting_approval_takes_no_more_than_its_gross(clie
     assert [a["status"] for a in fits.json()["allocations"]] == ["pending", "pending"]
 
 
+async def test_another_customers_pending_allocation_takes_no_room_on_an_order(client, feed) -> None:
+    """One made before the order was known can never apply (confirmation releases it)."""
+    alice, bob = await feed.customer("Alice"), await feed.customer("Bob")
+    from shared.ids import new_id
+
+    order_id = new_id()
+    bobs = await take_payment(
+        client, bob, "300.00", allocations=[{"order_id": str(order_id), "amount": "300.00"}]
+    )
+    assert bobs.json()["allocations"][0]["status"] == "pending"
+    await feed.submitted(alice, "300.00", order_id=order_id)
+    await feed.replicated(order_id, "submitted")
+    alices = await take_payment(
+        client, alice, "300.00", allocations=[{"order_id": str(order_id), "amount": "300.00"}]
+    )
+    assert alices.status_code == 201, alices.text
+    assert alices.json()["allocations"][0]["status"] == "pending"
+
+
 @BOTH_TRANSPORTS
 async def test_payment_before_its_order_is_pending_then_applied(client, feed) -> None:
     customer = await feed.customer()
