@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import signing_secret
 from shared.config import Settings, get_settings
 from shared.db import Database
-from shared.errors import install_error_handlers, problem
+from shared.errors import TOO_LARGE, install_error_handlers, problem
 from shared.limits import MAX_BODY_BYTES
 from shared.logs import request_id_var
 from shared.messaging.admin import subscription_workers, subscriptions_router
@@ -164,6 +164,23 @@ READY_DATABASE_SECONDS = 2.0
 pool may make it wait for a connection."""
 
 
+_ABANDONED: set[asyncio.Future[None]] = set()
+
+
+async def _database_answers(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def _abandon(probe: asyncio.Future[None]) -> None:
+    """Cancel a probe that took too long and let it end in the background, kept referenced
+    until then and its outcome read (nobody waits for it)."""
+    probe.cancel()
+    _ABANDONED.add(probe)
+    probe.add_done_callback(_ABANDONED.discard)
+    probe.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 def _worker_name(worker: Worker) -> str:
     subscription = getattr(worker, "subscription", None)
     if subscription is not None:
@@ -197,7 +214,7 @@ class _BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             too_large = _BodyTooLarge()
-            await problem(413, "Content too large", str(too_large.detail))(scope, receive, send)
+            await problem(413, TOO_LARGE, str(too_large.detail))(scope, receive, send)
             return
         received = 0
 
@@ -272,14 +289,15 @@ def _health_router() -> APIRouter:
         consumer works, and no subscription is stuck on an event (SPEC §9); 503 otherwise,
         naming what is not."""
         checks: dict[str, str] = {}
+        # Bounded: a database that stopped answering (a stopped server, a partition) holds a
+        # query for as long as TCP waits, and readiness must say so meanwhile. Shielded, so
+        # that giving up does not wait for the abandoned connection to be closed.
+        answered = asyncio.ensure_future(_database_answers(request.app.state.db))
         try:
-            # Bounded: a database that stopped answering (a stopped server, a partition)
-            # holds a query for as long as TCP waits, and readiness must say so meanwhile.
-            async with asyncio.timeout(READY_DATABASE_SECONDS):
-                async with request.app.state.db.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+            await asyncio.wait_for(asyncio.shield(answered), READY_DATABASE_SECONDS)
             checks["database"] = "ok"
         except TimeoutError:
+            _abandon(answered)
             checks["database"] = f"unavailable: no answer within {READY_DATABASE_SECONDS:g} s"
         except Exception as exc:
             checks["database"] = f"unavailable: {type(exc).__name__}"

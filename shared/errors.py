@@ -172,6 +172,9 @@ def malformed_body(reason: str) -> JSONResponse:
     )
 
 
+TOO_LARGE = "Content too large"
+"""The title of a 413: a body larger than the server reads."""
+
 # What FastAPI says when a body could not be decoded at all (not UTF-8, nested too deeply).
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 _DECIMAL_REPR = re.compile(r"Decimal\('([^']*)'\)")
@@ -242,6 +245,8 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
             return _at_the_door(request) or malformed_body("not UTF-8 text, or nested too deeply")
+        if exc.status_code == 413:
+            return problem(413, TOO_LARGE, str(exc.detail))
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")

@@ -204,7 +204,11 @@ StrictMoney = Annotated[Money, _STRICT]
 
 MAX_BALANCE = Decimal("9999999999999999.99")
 """The largest figure a NUMERIC(18, 2) column (a balance, a sum) holds."""
-BalanceFigure = Annotated[Money, Field(ge=-MAX_BALANCE, le=MAX_BALANCE)]
+BalanceFigure = Annotated[
+    Money,
+    Field(ge=-MAX_BALANCE, le=MAX_BALANCE),
+    WithJsonSchema({"type": "string", "pattern": r"^-?0*[0-9]{1,16}(\.[0-9]{1,2}0*)?$"}),
+]
 """A balance to compare with, as a query parameter: decimal text a money column can hold."""
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

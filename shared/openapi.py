@@ -63,7 +63,7 @@ _DESCRIPTIONS = {
     403: "The token's role is not one this operation admits",
     404: "What the path names does not exist",
     409: "The request conflicts with the current state",
-    413: "The body is larger than the server reads (4 MiB)",
+    413: "The body is larger than the server reads (4 MiB); answered before 401 and 403",
     422: "A parameter, header or the body is refused (unknown query parameters too); "
     "`errors` names each field",
     503: "The database cannot be reached right now; try again after `Retry-After` seconds",
@@ -119,11 +119,11 @@ def document(app: FastAPI) -> dict[str, Any]:
         for method in route.methods or ():
             operation = schema["paths"][route.path_format].get(method.lower())
             if operation is not None:
-                _describe(operation, route)
+                _describe(operation, route, method)
     return schema
 
 
-def _describe(operation: dict[str, Any], route: RouteContext) -> None:
+def _describe(operation: dict[str, Any], route: RouteContext, method: str) -> None:
     roles = admitted_roles(route.dependant)
     responses: dict[str, Any] = operation.setdefault("responses", {})
     statuses = {422}
@@ -139,8 +139,8 @@ def _describe(operation: dict[str, Any], route: RouteContext) -> None:
             statuses.add(403)
     if route.dependant.path_params:
         statuses.add(404)
-    if "requestBody" in operation:
-        statuses.add(413)
+    if method.upper() in ("POST", "PUT", "PATCH"):
+        statuses.add(413)  # a body too large to read is refused whatever the operation
     if _depends_on(route.dependant, request_session):
         statuses.add(503)
     for status in statuses:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from services.orders.schemas import CreditLimit
-from shared.limits import Amount, PositiveAmount, PositiveQuantity, TaxRate
+from shared.limits import Amount, BalanceFigure, PositiveAmount, PositiveQuantity, TaxRate
 
 SERVICES = ("orders", "payments", "closing", "analytics")
 
@@ -115,12 +115,14 @@ BOUNDED_DECIMALS = {
     "PositiveQuantity": PositiveQuantity,
     "TaxRate": TaxRate,
     "CreditLimit": CreditLimit,
+    "BalanceFigure": BalanceFigure,
 }
 EDGES = (
     "0", "0.0", "-0", "-1", "00", "0.00", "0.01", "0.001", "0.0001", "0.00001", "1", "1.5",
     "1.50", "1.500", "1.501", "1.0000", "1.00001", "999999999.99", "1000000000",
     "1000000000.00", "1000000000.01", "0001000000000", "1000000", "1000000.000",
     "1000000.001", "999999.999", "1000000000000000", "1000000000000000.01", "10000000000",
+    "9999999999999999.99", "-9999999999999999.99", "10000000000000000", "-0.5",
 )  # fmt: skip
 
 
