@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -33,6 +34,22 @@ from shared.tables import common_tables
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 200
+
+
+def _key_schema(schema: dict[str, Any]) -> None:
+    schema.pop("anyOf", None)  # a header is text or absent, never null
+    schema.update(type="string", minLength=1, maxLength=MAX_KEY_LENGTH)
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="Retry-safe key: a retry with the same body answers the same",
+        json_schema_extra=_key_schema,
+    ),
+]
+"""The header as an operation that creates a document takes it."""
 
 
 def request_hash(body: Any) -> str:

@@ -52,8 +52,13 @@ def no_nul(value: str) -> str:
 def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[Any, ...]:
     """The rules of a text field of at most `max_length` characters without NUL, for
     `Annotated[str, *text(...)]`: a type the checker reads as str."""
+    # Stripped text that must not be empty holds a character other than white space: what
+    # the document's pattern says, so that "\t" is not a name it admits.
+    pattern = r"\S" if strip and min_length > 0 else None
     return (
-        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        StringConstraints(
+            strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=pattern
+        ),
         AfterValidator(no_nul),
     )
 
@@ -79,7 +84,21 @@ def _check_moment(value: datetime) -> datetime:
     return value
 
 
+_DATE_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _before_date(raw: Any) -> Any:
+    # A date is written YYYY-MM-DD: not a number (seconds since 1970?), not a date and time.
+    if isinstance(raw, str | int | float) and not (
+        isinstance(raw, str) and _DATE_TEXT.fullmatch(raw)
+    ):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return raw
+
+
 def _before_moment(raw: Any) -> Any:
+    if isinstance(raw, int | float):
+        raise ValueError("must be a time written in ISO 8601, such as 2026-11-30T10:00:00+08:00")
     # datetime.min with an offset cannot even be turned into UTC; say so as a range error.
     if isinstance(raw, str) and raw[:4].isascii() and raw[:4].isdigit():
         if not _year_in_range(int(raw[:4])):
@@ -91,6 +110,7 @@ _IN_YEARS = r"^2[0-9]{3}-"  # what the schema can say of 2000-2999
 
 BusinessDate = Annotated[
     date,
+    BeforeValidator(_before_date),
     AfterValidator(_check_date),
     WithJsonSchema({"type": "string", "format": "date", "pattern": _IN_YEARS}),
 ]
@@ -99,9 +119,33 @@ Moment = Annotated[
     datetime,
     BeforeValidator(_before_moment),
     AfterValidator(_check_moment),
-    WithJsonSchema({"type": "string", "format": "date-time", "pattern": _IN_YEARS}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _IN_YEARS,
+            "anyOf": [{"format": "date-time"}, {"format": "date"}],
+            "description": "a time in ISO 8601; a date alone is its midnight in UTC",
+        }
+    ),
 ]
-"""A point in time in the years the books hold."""
+"""A point in time in the years the books hold (a date alone: its midnight in UTC)."""
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]  # left out means unchanged, which the description says
+    kinds = [kind for kind in schema.pop("anyOf", []) if kind.get("type") != "null"]
+    if len(kinds) == 1:
+        schema.update(kinds[0])
+    elif kinds:
+        schema["anyOf"] = kinds
+
+
+NOT_CLEARABLE = Field(json_schema_extra=_without_null)
+"""For `Annotated[X | None, NOT_CLEARABLE] = None` in a PATCH body: a field that may be left
+out but not sent as null (422 naming it), which the document says by admitting no null. (X |
+None keeps its errors named after the field; a union with a None the document skips would
+name the union's branches.)"""
 
 
 def is_period(value: str) -> bool:

@@ -400,6 +400,41 @@ async def test_integers_and_booleans_are_json_ones(client: httpx.AsyncClient) ->
     refused(answer, "submit")
 
 
+async def test_dates_blank_text_and_patches_are_refused_by_name(
+    client: httpx.AsyncClient,
+) -> None:
+    """A date is YYYY-MM-DD (not seconds since 1970, not a date and time), a time is not a
+    number, a reason is more than white space, and a PATCH names the field it refuses."""
+    customer = await make_customer(client)
+    made = await make_product(client, unit_price="2.00", tax_rate="0")
+    order = {
+        "customer_id": customer["id"],
+        "channel": "pos",
+        "lines": [{"sku": made["sku"], "quantity": "1"}],
+    }
+    for day in (1796083200, "2026-12-01T00:00:00"):
+        answer = await client.post(
+            "/v1/orders", json=order | {"business_date": day}, headers=auth("pos")
+        )
+        refused(answer, "business_date", "YYYY-MM-DD")
+    payment = {"customer_id": customer["id"], "amount": "1.00", "method": "cash"}
+    answer = await client.post(
+        "/v1/payments", json=payment | {"received_at": 1796083200}, headers=auth("pos")
+    )
+    refused(answer, "received_at", "ISO 8601")
+    span = {"from": "2026-11-01", "to": "2026-12-31T00:00:00Z"}
+    refused(await client.get("/v1/analytics/kpis", params=span, headers=ANALYST), "to")
+    answer = await client.post(
+        "/v1/closing/periods/2026-01/reopen", json={"reason": "   "}, headers=ADMIN
+    )
+    refused(answer, "reason")
+    refused(await client.post("/v1/customers", json={"name": "\t"}, headers=SALES), "name")
+    answer = await client.patch(
+        f"/v1/customers/{customer['id']}", json={"payment_terms_days": "30"}, headers=SALES
+    )
+    assert fields_of(refused(answer, "payment_terms_days")) - {None} == {"payment_terms_days"}
+
+
 async def test_a_body_past_the_limit_is_413(client: httpx.AsyncClient) -> None:
     huge = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
     answer = await client.post(

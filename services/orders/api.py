@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +32,7 @@ from shared.auth import require as require_role
 from shared.config import Settings
 from shared.db import request_session
 from shared.errors import problem
-from shared.idempotency import HEADER, idempotent
+from shared.idempotency import IdempotencyKey, idempotent
 from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
@@ -41,9 +41,6 @@ SCHEMA = "orders"
 
 Session = Annotated[AsyncSession, Depends(request_session, scope="function")]
 Paging = Annotated[PageParams, Depends(page_params)]
-IdempotencyKey = Annotated[
-    str | None, Header(alias=HEADER, description="Retry-safe key: a retry answers the same")
-]
 Reader = Annotated[Actor, Depends(require_role(*ANY_ROLE))]
 Seller = Annotated[Actor, Depends(require_role(Role.SALES))]
 OrderTaker = Annotated[Actor, Depends(require_role(Role.POS, Role.SALES))]

@@ -16,10 +16,10 @@ from pydantic import (
     StrictInt,
     StringConstraints,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from services.orders.domain import Channel, OrderStatus
 from shared.limits import (
+    NOT_CLEARABLE,
     UNSIGNED,
     Amount,
     BusinessDate,
@@ -86,11 +86,11 @@ class CustomerUpdate(_Input):
     """Only the fields sent are changed; send null to clear an optional one (name and
     payment_terms_days cannot be cleared: the document says they take no null)."""
 
-    name: Name | SkipJsonSchema[None] = None
+    name: Annotated[Name | None, NOT_CLEARABLE] = None
     contact: Contact | None = None
     region: Label | None = None
     segment: Label | None = None
-    payment_terms_days: Terms | SkipJsonSchema[None] = None
+    payment_terms_days: Annotated[Terms | None, NOT_CLEARABLE] = None
     credit_limit: CreditLimit | None = None
 
 
@@ -122,11 +122,11 @@ class ProductCreate(_Input):
 class ProductUpdate(_Input):
     """Only the fields sent are changed; only category can be cleared (with null)."""
 
-    name: Name | SkipJsonSchema[None] = None
+    name: Annotated[Name | None, NOT_CLEARABLE] = None
     category: Label | None = None
-    unit_price: Price | SkipJsonSchema[None] = None
-    tax_rate: TaxRate | SkipJsonSchema[None] = None
-    active: StrictBool | SkipJsonSchema[None] = None
+    unit_price: Annotated[Price | None, NOT_CLEARABLE] = None
+    tax_rate: Annotated[TaxRate | None, NOT_CLEARABLE] = None
+    active: Annotated[StrictBool | None, NOT_CLEARABLE] = None
 
 
 class ProductPublic(BaseModel):

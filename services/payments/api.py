@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,8 +22,7 @@ from shared.audit import audit_router
 from shared.auth import ANY_ROLE, Actor, Role, require
 from shared.config import Settings
 from shared.db import request_session
-from shared.idempotency import HEADER as IDEMPOTENCY_HEADER
-from shared.idempotency import idempotent
+from shared.idempotency import IdempotencyKey, idempotent
 from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
@@ -52,7 +51,7 @@ def _settings(request: Request) -> Settings:
 async def receive_payment(
     body: PaymentCreate,
     request: Request,
-    idempotency_key: str | None = Header(default=None, alias=IDEMPOTENCY_HEADER),
+    idempotency_key: IdempotencyKey = None,
     session: AsyncSession = Session,
     actor: Actor = Depends(require(*TAKES_MONEY)),
 ) -> JSONResponse:
@@ -120,7 +119,7 @@ async def allocate_payment(
     payment_id: UUID,
     body: AllocationsCreate,
     request: Request,
-    idempotency_key: str | None = Header(default=None, alias=IDEMPOTENCY_HEADER),
+    idempotency_key: IdempotencyKey = None,
     session: AsyncSession = Session,
     actor: Actor = Depends(require(*TAKES_MONEY)),
 ) -> JSONResponse:
@@ -154,7 +153,7 @@ async def refund_payment(
     payment_id: UUID,
     body: RefundCreate,
     request: Request,
-    idempotency_key: str | None = Header(default=None, alias=IDEMPOTENCY_HEADER),
+    idempotency_key: IdempotencyKey = None,
     session: AsyncSession = Session,
     actor: Actor = Depends(require(*TAKES_MONEY)),
 ) -> JSONResponse:
