@@ -377,6 +377,14 @@ async def test_integers_have_bounds(client: httpx.AsyncClient) -> None:
 # Strict requests ------------------------------------------------------------------------------
 
 
+async def one_line_order(client: httpx.AsyncClient) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new customer, and the body of an order of one line for it."""
+    customer = await make_customer(client)
+    made = await make_product(client, unit_price="2.00", tax_rate="0")
+    lines = [{"sku": made["sku"], "quantity": "1"}]
+    return customer, {"customer_id": customer["id"], "channel": "pos", "lines": lines}
+
+
 async def test_integers_and_booleans_are_json_ones(client: httpx.AsyncClient) -> None:
     """The OpenAPI says integer and boolean: text, numbers for booleans and booleans for
     numbers are 422, not read as what they might mean."""
@@ -389,13 +397,7 @@ async def test_integers_and_booleans_are_json_ones(client: httpx.AsyncClient) ->
     for value in (1, "yes"):
         answer = await client.post("/v1/products", json=product | {"active": value}, headers=ADMIN)
         refused(answer, "active")
-    customer = await make_customer(client)
-    made = await make_product(client, unit_price="2.00", tax_rate="0")
-    order = {
-        "customer_id": customer["id"],
-        "channel": "pos",
-        "lines": [{"sku": made["sku"], "quantity": "1"}],
-    }
+    _, order = await one_line_order(client)
     answer = await client.post("/v1/orders", json=order | {"submit": 1}, headers=auth("pos"))
     refused(answer, "submit")
 
@@ -405,13 +407,7 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
 ) -> None:
     """A date is YYYY-MM-DD (not seconds since 1970, not a date and time), a time is not a
     number, a reason is more than white space, and a PATCH names the field it refuses."""
-    customer = await make_customer(client)
-    made = await make_product(client, unit_price="2.00", tax_rate="0")
-    order = {
-        "customer_id": customer["id"],
-        "channel": "pos",
-        "lines": [{"sku": made["sku"], "quantity": "1"}],
-    }
+    customer, order = await one_line_order(client)
     for day in (1796083200, "2026-12-01T00:00:00"):
         answer = await client.post(
             "/v1/orders", json=order | {"business_date": day}, headers=auth("pos")
