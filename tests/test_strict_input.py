@@ -572,6 +572,10 @@ async def test_audit_records_amounts_as_decimal_strings(
     )
     entries = ok(answer)["items"]
     assert [e["details"]["amount"] for e in entries] == ["10.00"]
+    order = world["order"]
+    answer = await client.get("/v1/orders/audit", params={"entity_id": order["id"]}, headers=ADMIN)
+    created = [e for e in ok(answer)["items"] if e["action"] == "order.created"]
+    assert [e["details"]["gross"] for e in created] == [order["gross"]]
 
 
 async def test_csv_booleans_are_true_and_false(

@@ -43,7 +43,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from fastapi.encoders import jsonable_encoder
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -992,7 +991,8 @@ async def _enter(
 
 def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str, str]]:
     """(action, details as JSON) of each step, as record_audit would write them."""
-    entries = [("order.created", {"number": NUMBER, "gross": gross, "lines": lines})]
+    # Amounts as decimal strings, as record_audit writes them (never a float).
+    entries = [("order.created", {"number": NUMBER, "gross": money_str(gross), "lines": lines})]
     for step in steps[1:]:
         entries.append(
             (
@@ -1005,7 +1005,7 @@ def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str,
                 },
             )
         )
-    return [(action, json.dumps(jsonable_encoder(details))) for action, details in entries]
+    return [(action, json.dumps(details)) for action, details in entries]
 
 
 def _events(
