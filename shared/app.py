@@ -190,49 +190,25 @@ def _worker_name(worker: Worker) -> str:
 
 
 def _install_request_id(app: FastAPI) -> None:
-    app.add_middleware(_BodyLimit)
-    app.add_middleware(_RequestId)
+    app.add_middleware(_Intake)
+
+
+BODY_TOO_LARGE = f"the body is larger than the {MAX_BODY_BYTES} bytes read"
 
 
 class _BodyTooLarge(StarletteHTTPException):
     def __init__(self) -> None:
-        super().__init__(413, f"the body is larger than the {MAX_BODY_BYTES} bytes read")
+        super().__init__(413, BODY_TOO_LARGE)
 
 
-class _BodyLimit:
-    """Reads no body past MAX_BODY_BYTES: 413 problem+json at once when Content-Length says
-    so, else when the bytes received pass it (a chunked body). FastAPI's own limit answers
-    413 as plain text."""
+class _Intake:
+    """What every request gets on the way in, its headers read once:
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            too_large = _BodyTooLarge()
-            await problem(413, TOO_LARGE, str(too_large.detail))(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
-                    raise _BodyTooLarge()
-            return message
-
-        await self.app(scope, limited, send)
-
-
-class _RequestId:
-    """Gives every request an id (the caller's X-Request-ID, or a new one), visible to the
-    route as request.state.request_id, to logs, and to the events the request causes.
+    - an id (the caller's X-Request-ID, or a new one), visible to the route as
+      request.state.request_id, to logs, and to the events the request causes;
+    - no body read past MAX_BODY_BYTES: 413 problem+json at once when Content-Length says
+      so, else when the bytes received pass it (a chunked body). FastAPI's own limit
+      answers 413 as plain text.
 
     A plain ASGI middleware: the decorator form wraps each request in a task group, which
     costs time and can stall under many concurrent requests.
@@ -259,9 +235,24 @@ class _RequestId:
                 ]
             await send(message)
 
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise _BodyTooLarge()
+            return message
+
         token = request_id_var.set(rid)
         try:
-            await self.app(scope, receive, send_with_id)
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:
+                await problem(413, TOO_LARGE, BODY_TOO_LARGE)(scope, receive, send_with_id)
+                return
+            await self.app(scope, limited, send_with_id)
         finally:
             request_id_var.reset(token)
 

@@ -437,6 +437,7 @@ async def test_a_body_past_the_limit_is_413(client: httpx.AsyncClient) -> None:
         "/v1/customers", content=huge, headers={**SALES, "Content-Type": "application/json"}
     )
     assert_problem(answer, 413)
+    assert answer.headers["x-request-id"]  # refused at the door, and still traceable
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
         yield huge[: len(huge) // 2]

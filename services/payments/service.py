@@ -23,6 +23,7 @@ from sqlmodel import col
 from services.payments import replica
 from services.payments.cutoff import GUARD
 from services.payments.domain import (
+    ENDED,
     INVOICED,
     ZERO,
     allocation_status,
@@ -436,7 +437,9 @@ async def _plan(
     total = sum((r.amount for r in requests), ZERO)
     check_unapplied_covers(total, unapplied=payment.unapplied, name=name or payment.number)
     orders = await lock_orders(session, {r.order_id for r in requests})
-    waiting = await _waiting_for(session, [o for o in orders.values() if o.status not in INVOICED])
+    # Only a known order that may still be confirmed takes pending allocations.
+    awaiting = [o for o in orders.values() if o.status not in (*INVOICED, *ENDED)]
+    waiting = await _waiting_for(session, awaiting)
     created: list[Allocation] = []
     for index, request in enumerate(requests):
         order = orders.get(request.order_id)
