@@ -30,6 +30,7 @@ from services.closing import service as closing
 from services.closing.handlers import subscriptions as closing_subscriptions
 from services.registry import all_modules, migration_targets
 from shared.auth import Actor, Role
+from shared.collector import tune_garbage_collection
 from shared.db import Database, plain_url
 from shared.events.closing import ControlTotal, PeriodCutoff
 from shared.events.envelope import Event
@@ -327,6 +328,7 @@ def main() -> None:
     logging.getLogger("salesbook.closing").setLevel(logging.INFO)
     invoices = int(os.environ.get("SALESBOOK_BENCH_INVOICES", "1000000"))
     customers = int(os.environ.get("SALESBOOK_BENCH_CUSTOMERS", "100000"))
+    tune_garbage_collection()  # as every process of the services does
     asyncio.run(run(invoices, customers))
 
 

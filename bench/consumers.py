@@ -30,6 +30,7 @@ from bench._server import bench_server
 from bench.analytics_queries import _event, catalogue, check_payloads, documents
 from services.rebuild import rebuild as rebuild_model
 from services.registry import all_modules, migration_targets, service_module
+from shared.collector import tune_garbage_collection
 from shared.db import Database, plain_url
 from shared.events.envelope import Event
 from shared.messaging.postgres import PostgresSubscriber
@@ -183,6 +184,7 @@ async def measure(url: str, total: int) -> None:
 
 async def main() -> None:
     total = int(os.environ.get("SALESBOOK_BENCH_EVENTS", "100000"))
+    tune_garbage_collection()  # as every process of the services does
     with bench_server() as server:
         admin = plain_url(server)
         name = f"salesbook_bench_consumers_{uuid.uuid4().hex[:8]}"

@@ -322,9 +322,11 @@ def rebuild_command(args: argparse.Namespace, settings: Settings) -> int:
 
     from services.embedded_runner import database
     from services.rebuild import rebuild
+    from shared.collector import tune_garbage_collection
     from shared.db import Database
 
     async def run(url: str) -> int:
+        tune_garbage_collection()
         db = Database(url, pool_size=1, max_overflow=1)
         try:
             return await rebuild(db, args.model)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import socket
 from collections.abc import Callable, Iterator
@@ -13,6 +12,8 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
+from shared.collector import tune_garbage_collection
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -61,28 +62,10 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        _tune_garbage_collection()
+        tune_garbage_collection()
         if self.started:
             # The bound port, which differs from the configured one when that was 0.
             self._on_started(self.servers[0].sockets[0].getsockname()[1])
-
-
-# Young-generation collections after this many new container objects (Python's default is
-# 700). A request or a batch of events allocates thousands of short-lived objects: with the
-# default, the order-entry benchmark's `salesbook run` spent 15% of its CPU in the collector
-# (gc.callbacks, 2,075 young and 17 full collections in 28 s of CPU), with this 1.6%.
-YOUNG_COLLECTION_THRESHOLD = 50_000
-
-
-def _tune_garbage_collection() -> None:
-    """Once the app has started: what it has built so far (modules, routes, pools) lives as
-    long as the process, so it is moved out of the collector's sight (gc.freeze), and young
-    collections run less often. Reference counting still frees everything without cycles
-    at once; only cyclic garbage waits for a collection."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 def serve(
