@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.config import get_settings
 from shared.db import Database
 from shared.events.envelope import Event
-from shared.messaging.postgres import read_outbox
+from shared.messaging.postgres import OutboxReader
 from shared.tables import common_tables, metadata
 
 LIVE = "/* live */ "
@@ -214,12 +214,13 @@ async def rebuild(
             handle, state = await model.start(session)
         positions = dict.fromkeys(model.sources, 0)
         bar = Progress(sum(heads.values()), model.name, progress)
+        reader = OutboxReader(_payload_types(model))
         try:
             read = 0
             while True:
                 async with shadow.transaction() as session:
                     count = await _apply_some(
-                        session, model, handle, state, positions, batch_size, bar
+                        session, model, handle, state, positions, batch_size, bar, reader
                     )
                 read += count
                 if not count:
@@ -228,13 +229,22 @@ async def rebuild(
                 await before_swap()
             async with shadow.transaction() as session:
                 read += await _swap(
-                    session, model, handle, state, positions, batch_size, bar, positioned
+                    session, model, handle, state, positions, batch_size, bar, positioned, reader
                 )
         finally:
+            reader.close()
             bar.close()
         return read
     finally:
         await shadow.dispose()
+
+
+def _payload_types(model: ReadModel) -> frozenset[str]:
+    """The event types whose payloads the model's live subscription reads."""
+    from services.registry import all_modules
+
+    subscriptions = [s for m in all_modules() for s in m.subscriptions]
+    return next(s.payload_types for s in subscriptions if s.name == model.subscription)
 
 
 async def _create_shadow(session: AsyncSession, model: ReadModel) -> None:
@@ -278,11 +288,12 @@ async def _apply_some(
     positions: dict[str, int],
     batch_size: int,
     bar: Progress,
+    reader: OutboxReader,
 ) -> int:
     """One batch from each source that has more; how many events were applied."""
     applied = 0
     for source in model.sources:
-        rows = await read_outbox(session, source=source, after=positions[source], limit=batch_size)
+        rows = await reader.read(session, source=source, after=positions[source], limit=batch_size)
         if rows:
             await handle(session, [event for _, event in rows], state)
             positions[source] = rows[-1][0]
@@ -300,6 +311,7 @@ async def _swap(
     batch_size: int,
     bar: Progress,
     positioned: bool,
+    reader: OutboxReader,
 ) -> int:
     """Catch up and swap the shadow in, in one transaction; how many events it applied."""
     offsets = common_tables(model.schema).consumer_offsets
@@ -328,7 +340,9 @@ async def _swap(
     # Writers wait (the live consumer, and commands that touch the model); readers do not.
     await session.execute(text(f"{LIVE}LOCK TABLE {live} IN EXCLUSIVE MODE"))
     caught_up = 0
-    while count := await _apply_some(session, model, handle, state, positions, batch_size, bar):
+    while count := await _apply_some(
+        session, model, handle, state, positions, batch_size, bar, reader
+    ):
         caught_up += count
     if model.finish is not None:
         await model.finish(session)

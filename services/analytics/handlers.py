@@ -96,6 +96,7 @@ def subscriptions() -> list[Subscription]:
             schema=SCHEMA,
             sources=("orders", "payments"),
             handle=apply_events,
+            payload_types=frozenset(_HANDLERS),
         )
     ]
 

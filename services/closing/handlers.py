@@ -43,7 +43,11 @@ LEDGER_TYPES = frozenset(
 def subscriptions() -> list[Subscription]:
     return [
         Subscription(
-            name="closing.ledger", schema=SCHEMA, sources=("orders", "payments"), handle=post_events
+            name="closing.ledger",
+            schema=SCHEMA,
+            sources=("orders", "payments"),
+            handle=post_events,
+            payload_types=LEDGER_TYPES | {"period.cutoff"},
         )
     ]
 

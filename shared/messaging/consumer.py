@@ -31,6 +31,10 @@ class Subscription:
     schema: str
     sources: tuple[str, ...]
     handle: BatchHandler
+    # The event types whose typed payloads the handler reads (Event.payload): events of
+    # these types that are read ahead of their batch are parsed whole there (see
+    # postgres.OutboxReader), the others only as far as their envelope.
+    payload_types: frozenset[str] = frozenset()
 
 
 def one_by_one(handler: EventHandler) -> BatchHandler:

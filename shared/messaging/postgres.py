@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -34,26 +35,29 @@ log = logging.getLogger("salesbook.messaging.postgres")
 
 
 class _ParsedRows:
-    """The outbox rows parsed last in this process, per database, by their text.
+    """The outbox rows parsed last in this process, per database.
 
     The subscriptions of one process that read the same source are woken by the same commit
-    and read the same rows moments apart: each row is parsed once for all of them. Keyed by
-    the row's text itself, so a row corrected in place is parsed again."""
+    and read the same rows moments apart: each row is parsed once for all of them. A row is
+    found by its position and taken only if its text is the same (a row corrected in place
+    is parsed again): comparing two texts is cheap, where hashing each new text to look it
+    up cost a tenth of a subscription's time catching up."""
 
     SIZE = 2048
 
     def __init__(self) -> None:
-        self.events: OrderedDict[tuple[str, int, str], Event] = OrderedDict()
+        self.events: OrderedDict[tuple[str, int], tuple[str, Event]] = OrderedDict()
 
     def event(self, source: str, position: int, raw: str) -> Event:
-        key = (source, position, raw)
-        event = self.events.get(key)
-        if event is None:
-            try:
-                event = Event.model_validate_json(raw)
-            except ValidationError as exc:
-                raise UnreadableEvent(source, position, exc) from exc
-            remember(self.events, key, event, self.SIZE)
+        key = (source, position)
+        kept = self.events.get(key)
+        if kept is not None and kept[0] == raw:
+            return kept[1]
+        try:
+            event = Event.model_validate_json(raw)
+        except ValidationError as exc:
+            raise UnreadableEvent(source, position, exc) from exc
+        remember(self.events, key, (raw, event), self.SIZE)
         return event
 
 
@@ -61,6 +65,14 @@ async def read_outbox(
     session: AsyncSession, *, source: str, after: int, limit: int
 ) -> list[tuple[int, Event]]:
     """Committed events of `source` with id > after, in commit order."""
+    parsed = per_database(session, _ParsedRows)
+    raw = await _outbox_text(session, source=source, after=after, limit=limit)
+    return [(position, parsed.event(source, position, text)) for position, text in raw]
+
+
+async def _outbox_text(
+    session: AsyncSession, *, source: str, after: int, limit: int
+) -> list[tuple[int, str]]:
     outbox = common_tables(source).outbox
     # As text, parsed by the model itself in one step, rather than decoded to Python objects
     # by the driver and then validated.
@@ -70,8 +82,81 @@ async def read_outbox(
         .order_by(outbox.c.id)
         .limit(limit)
     )
-    parsed = per_database(session, _ParsedRows)
-    return [(position, parsed.event(source, position, raw)) for position, raw in rows]
+    return [(position, text) for position, text in rows]
+
+
+class OutboxReader:
+    """Reads outboxes batch after batch for one reader, parsing the next batch while the
+    current one is applied.
+
+    When a read fills its batch, the rows after it are read too, and parsed in a task of
+    their own. That task runs whenever the reader waits for the database to apply the
+    batch. Parsing is most of a reader's own work (bench/consumers.py), and the database's
+    work is most of the rest, so the two now overlap. Parsed rows are handed only to the
+    read that continues where the batch they follow ended. Any other read parses afresh:
+    a retry from an earlier position, or one event at a time after a failure. Outbox ids
+    follow commit order, so rows read ahead are what a read at that moment would have
+    returned, as if the reader were a little slower."""
+
+    CHUNK = 64  # rows parsed between two chances for the batch's statements to proceed
+
+    def __init__(self, payload_types: frozenset[str] = frozenset()) -> None:
+        self.payload_types = payload_types
+        self._ahead: dict[str, tuple[int, asyncio.Task[list[tuple[int, Event]]]]] = {}
+
+    async def read(
+        self, session: AsyncSession, *, source: str, after: int, limit: int
+    ) -> list[tuple[int, Event]]:
+        """Committed events of `source` with id > after, in commit order (as read_outbox)."""
+        rows: list[tuple[int, Event]] | None = None
+        ahead = self._ahead.pop(source, None)
+        if ahead is not None:
+            follows, task = ahead
+            if follows == after and limit > 1:
+                rows = await task
+            else:
+                _discard(task)
+        if rows is None:
+            rows = await read_outbox(session, source=source, after=after, limit=limit)
+        if limit > 1 and len(rows) == limit:
+            end = rows[-1][0]
+            raw = await _outbox_text(session, source=source, after=end, limit=limit)
+            if raw:
+                parse = self._parse(per_database(session, _ParsedRows), source, raw)
+                self._ahead[source] = (end, asyncio.create_task(parse))
+        return rows
+
+    async def _parse(
+        self, parsed: _ParsedRows, source: str, raw: list[tuple[int, str]]
+    ) -> list[tuple[int, Event]]:
+        rows = []
+        for start in range(0, len(raw), self.CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let the current batch's statements go on
+            for at, text in raw[start : start + self.CHUNK]:
+                event = parsed.event(source, at, text)
+                if event.type in self.payload_types:
+                    # A payload that does not validate fails again where the handler reads
+                    # it, and is reported there as it would be without reading ahead.
+                    with contextlib.suppress(Exception):
+                        event.typed  # noqa: B018 - validated now, kept by the event
+                rows.append((at, event))
+        return rows
+
+    def close(self) -> None:
+        """Forget what was read ahead."""
+        for _, task in self._ahead.values():
+            _discard(task)
+        self._ahead.clear()
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    """Cancel a task whose result is no longer wanted; a failure it ended with is dropped
+    (the read that wants those rows parses them again, and reports it there)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 async def locked_position(session: AsyncSession, *, schema: str, consumer: str, source: str) -> int:
@@ -251,6 +336,7 @@ class PostgresSubscriber:
         self._positioned: set[str] = set()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self.reader = OutboxReader(subscription.payload_types)
 
     def stop(self) -> None:
         """Ask the worker to finish: it returns after the round trip it is in, if any."""
@@ -273,7 +359,7 @@ class PostgresSubscriber:
             if until is not None and not careful:
                 del self._careful[source]  # past the failed batch: whole batches again
             self._attempt = FailedEvent(source, str(position + 1), None, None)
-            rows = await read_outbox(
+            rows = await self.reader.read(
                 session, source=source, after=position, limit=1 if careful else self.batch_size
             )
             if not rows:
@@ -319,6 +405,8 @@ class PostgresSubscriber:
                 total += read
                 if not read:
                     pending.remove(source)
+        if self._stopping.is_set():
+            self.reader.close()
         self.health.idle()
         return total
 
@@ -342,6 +430,7 @@ class PostgresSubscriber:
                     continue
                 sources = await self._next_sources(waker)
         finally:
+            self.reader.close()
             await waker.stop()
             self.health.stopped()
 
