@@ -167,7 +167,10 @@ async def test_figures_at_the_bounds_reach_every_consumer(client: httpx.AsyncCli
         )
         return answer.json() if answer.status_code == 200 else {}
 
-    seen = await eventually(lifetime, lambda b: b.get("paid") == MAX, seconds=30)
+    # Orders and payments are two sources, applied each in its own batches: wait for both.
+    seen = await eventually(
+        lifetime, lambda b: b.get("paid") == MAX and b.get("gross") == MAX, seconds=30
+    )
     assert Decimal(seen["gross"]) == MAX_AMOUNT
 
     async def read_order() -> dict[str, Any]:
