@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.limits import PeriodText, text
 from shared.money import Money
 
-Reason = Annotated[str, *text(strip=True, min_length=3, max_length=1000)]
-"""Why: three characters at least once white space around it is taken off."""
+Reason = Annotated[str, *text(strip=True, min_length=1, max_length=1000)]
+"""Why: more than white space. Two characters are a reason in Chinese (错账, 未收)."""
 Note = Annotated[str, *text(max_length=1000)]
 DocumentNumber = Annotated[str, *text(min_length=1, max_length=80)]
 

@@ -416,9 +416,16 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
     assert foreign.status_code == 422, foreign.text
     assert foreign.json()["field"] == "documents"
     assert foreign.json()["not_on_statement"] == ["PAY-2099-000001"]
-    disputed = await client.post(
+    blank = await client.post(
         f"/v1/closing/statements/{sent.json()['id']}/dispute",
-        json={"reason": "we paid 13.40", "documents": [shown[0]]},
+        json={"reason": " \t ", "documents": [shown[0]]},
+        headers=FINANCE,
+    )
+    assert blank.status_code == 422, blank.text
+    assert [e["field"] for e in blank.json()["errors"]] == ["reason"]
+    disputed = await client.post(  # two characters are a reason: "wrong entry"
+        f"/v1/closing/statements/{sent.json()['id']}/dispute",
+        json={"reason": "错账", "documents": [shown[0]]},
         headers=FINANCE,
     )
     assert disputed.status_code == 200 and disputed.json()["status"] == "disputed"
