@@ -14,6 +14,7 @@ from services.orders import customers, products, queries, returns, service
 from services.orders.domain import Channel, CreditHold, OrderStatus
 from services.orders.schemas import (
     SKU_PATTERN,
+    ApprovalIn,
     CreditNotePublic,
     CustomerCreate,
     CustomerPublic,
@@ -26,6 +27,7 @@ from services.orders.schemas import (
     ProductUpdate,
     Reason,
     ReturnCreate,
+    SubmitIn,
 )
 from shared.auth import ANY_ROLE, Actor, Role
 from shared.auth import require as require_role
@@ -288,12 +290,20 @@ async def get_order(
     ),
 )
 async def submit_order(
-    order_id: UUID, actor: OrderTaker, session: Session, settings: AppSettings
+    order_id: UUID,
+    actor: OrderTaker,
+    session: Session,
+    settings: AppSettings,
+    body: Annotated[SubmitIn | None, Body()] = None,
 ) -> OrderPublic | JSONResponse:
     """Submit a draft: confirmed at once below the approval threshold and within the credit
     limit; otherwise it waits for approvals (409 when held by the credit limit)."""
     submission = await service.submit(
-        session=session, order_id=order_id, actor=actor, settings=settings
+        session=session,
+        order_id=order_id,
+        actor=actor,
+        settings=settings,
+        business_date=body.business_date if body else None,
     )
     view = await queries.order_view(session, submission.order, settings=settings)
     return _held(submission.credit_hold, view) if submission.held else view
@@ -310,7 +320,7 @@ async def approve_order(
     actor: Approver,
     session: Session,
     settings: AppSettings,
-    body: OptionalReason = None,
+    body: Annotated[ApprovalIn | None, Body()] = None,
 ) -> OrderPublic:
     """Approve a submitted order (not one's own); the last approval needed confirms it."""
     order = await service.approve(
@@ -319,6 +329,7 @@ async def approve_order(
         actor=actor,
         settings=settings,
         note=body.reason if body else None,
+        business_date=body.business_date if body else None,
     )
     return await queries.order_view(session, order, settings=settings)
 

@@ -173,6 +173,20 @@ class Reason(_Input):
     reason: Note | None = None
 
 
+REDATED = (
+    "Date the order anew, as its invoice will be dated: for an order dated into a period "
+    "closed since. An earlier date only into an open period; never future"
+)
+
+
+class SubmitIn(_Input):
+    business_date: BusinessDate | None = Field(None, description=REDATED)
+
+
+class ApprovalIn(Reason):
+    business_date: BusinessDate | None = Field(None, description=REDATED)
+
+
 class ReturnLineIn(_Input):
     sku: Sku
     quantity: PositiveQuantity

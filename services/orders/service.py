@@ -137,8 +137,24 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str, now_day: 
     ensure_period_open(period, closed_by, field=field, day=day)
 
 
+async def redate(
+    session: AsyncSession, order: Order, business_date: date, *, settings: Settings
+) -> None:
+    """Date a waiting order anew (its invoice takes the date): one dated into a period that
+    was closed while it waited can be confirmed only so. Future dates are refused (422), and
+    dates in a locked period (409)."""
+    order.business_date = await document_date(
+        session, business_date, settings=settings, field="business_date"
+    )
+
+
 async def submit(
-    *, session: AsyncSession, order_id: UUID, actor: Actor, settings: Settings
+    *,
+    session: AsyncSession,
+    order_id: UUID,
+    actor: Actor,
+    settings: Settings,
+    business_date: date | None = None,
 ) -> Submission:
     """Submit a draft: confirm it at once below the first approval threshold and within the
     customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
@@ -147,7 +163,9 @@ async def submit(
     # The credit check holds the customer's row before the period's locks are taken, as
     # order entry does, so the two never wait on each other in opposite orders.
     hold = await credit_check(session, order)
-    if order.business_date is not None:
+    if business_date is not None:
+        await redate(session, order, business_date, settings=settings)
+    elif order.business_date is not None:
         await ensure_open(
             session, order.business_date, field="business_date", now_day=today(settings.zone)
         )
@@ -222,8 +240,10 @@ async def approve(
     actor: Actor,
     settings: Settings,
     note: str | None = None,
+    business_date: date | None = None,
 ) -> Order:
-    """Record one approver's approval; the last one needed confirms the order."""
+    """Record one approver's approval, dating the order anew if asked (see `redate`); the
+    last one needed confirms the order."""
     order = await lock_order(session, order_id)
     if order.status != S.SUBMITTED:
         raise _illegal(order, "approved")
@@ -238,6 +258,8 @@ async def approve(
             "a second approval must come from another approver",
             order_id=str(order.id),
         )
+    if business_date is not None:
+        await redate(session, order, business_date, settings=settings)
     session.add(Approval(order_id=order.id, approver=actor.subject, role=actor.role, note=note))
     await session.flush()
     approvers = list(
@@ -274,6 +296,7 @@ async def approve(
             "approvals_required": order.approvals_required,
             "credit_hold": order.credit_hold,
             "note": note,
+            **({"business_date": business_date.isoformat()} if business_date else {}),
         },
     )
     if len(approvers) >= order.approvals_required:

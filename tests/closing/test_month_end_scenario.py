@@ -136,6 +136,25 @@ async def test_a_month_closes_to_the_cent(client: httpx.AsyncClient) -> None:
     )
     assert read.json()["credited"] == "113.00" and read.json()["outstanding"] == "26.00"
 
+    # Two orders of the month still wait when it closes: one for its approval, one a draft.
+    carol = ok(await client.post("/v1/customers", json={"name": "Carol"}, headers=SALES), 201)
+    waiting = await order(client, carol, "P1", "200", "2026-10-29")  # 22600.00: approval
+    assert waiting["status"] == "submitted"
+    draft = ok(
+        await client.post(
+            "/v1/orders",
+            json={
+                "customer_id": carol["id"],
+                "channel": "pos",
+                "lines": [{"sku": "P2", "quantity": "1"}],
+                "business_date": "2026-10-29",
+            },
+            headers=POS,
+        ),
+        201,
+    )
+    assert draft["status"] == "draft"
+
     closing = ok(await client.post(f"/v1/closing/periods/{MONTH}/close", headers=FINANCE), 202)
     assert closing["status"] in ("closing", "closed")
     period = await eventually(
@@ -173,6 +192,31 @@ async def test_a_month_closes_to_the_cent(client: httpx.AsyncClient) -> None:
         headers=POS,
     )
     assert late_payment.status_code == 409
+
+    # The orders that waited are dated into the closed month: confirming them as they are
+    # is refused, naming the date; the approver (or the submitter) dates them anew.
+    approve = f"/v1/orders/{waiting['id']}/approve"
+    refused = await client.post(approve, headers=APPROVER)
+    assert refused.status_code == 409 and refused.json()["field"] == "business_date"
+    future = await client.post(approve, json={"business_date": "2999-01-01"}, headers=APPROVER)
+    assert future.status_code == 422, future.text
+    still_closed = await client.post(
+        approve, json={"business_date": "2026-10-31"}, headers=APPROVER
+    )
+    assert still_closed.status_code == 409
+    approved = ok(
+        await client.post(approve, json={"business_date": "2026-11-02"}, headers=APPROVER)
+    )
+    assert (approved["status"], approved["business_date"], approved["period"]) == (
+        "confirmed",
+        "2026-11-02",
+        "2026-11",
+    )
+    assert approved["invoice_number"].startswith("INV-2026-")
+    submit = f"/v1/orders/{draft['id']}/submit"
+    assert (await client.post(submit, headers=POS)).status_code == 409
+    submitted = ok(await client.post(submit, json={"business_date": "2026-11-03"}, headers=POS))
+    assert (submitted["status"], submitted["business_date"]) == ("confirmed", "2026-11-03")
 
     rows = {
         r["customer_id"]: r
