@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,21 +31,83 @@ def postgres_binaries() -> Path:
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[str]:
+def database(settings: Settings, *, keep_up: Callable[[], bool] | None = None) -> Iterator[str]:
     """The URL of SALESBOOK_DATABASE_URL, or of the embedded server for as long as the block
-    runs (the server is stopped afterwards unless another process still uses it)."""
+    runs (the server is stopped afterwards unless another process still uses it). With
+    `keep_up` (a server process), an embedded server found down while `keep_up()` holds is
+    started again (see Revival)."""
     if settings.database_url:
         yield settings.database_url
         return
     pgdata = pgdata_dir(settings)
     log.info("starting embedded PostgreSQL with data in %s", pgdata)
     server = EmbeddedPostgres(pgdata)
+    revival: Revival | None = None
     try:
         url = server.start()
+        if keep_up is not None:
+            revival = Revival(server, url, wanted=keep_up)
+            revival.start()
         yield url
     finally:
+        if revival is not None:
+            revival.stop()  # before the server is stopped on purpose
         log.info("stopping embedded PostgreSQL")
         server.stop()
+
+
+class Revival(threading.Thread):
+    """Starts the embedded server again whenever it is found down (killed, crashed, the
+    machine out of memory), checking every `every` seconds. Meanwhile requests are answered
+    503 and readiness says the database is unavailable; the pools reconnect once it is back,
+    and PostgreSQL's recovery keeps every commit. The old server's workers may hold its
+    shared memory for a moment after it died: a start refused then is tried again."""
+
+    def __init__(
+        self, server: EmbeddedPostgres, url: str, *, wanted: Callable[[], bool], every: float = 1.0
+    ) -> None:
+        super().__init__(name="embedded-postgres-revival", daemon=True)
+        self.server = server
+        self.url = url
+        self.wanted = wanted  # false once the process is stopping: a signal may stop both
+        self.every = every
+        self.revived = 0
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.every):
+            if self.server.running() or not self.wanted():
+                continue
+            log.error("embedded PostgreSQL is down; starting it again")
+            try:
+                with _quiet("embedded_postgres"):
+                    url = self.server.revive()
+            except Exception as exc:  # refused while the old workers exit: next round
+                log.warning("embedded PostgreSQL did not start yet: %r", exc)
+                continue
+            self.revived += 1
+            if url != self.url:
+                log.error(
+                    "embedded PostgreSQL came back at %s, not %s; restart salesbook", url, self.url
+                )
+            else:
+                log.warning("embedded PostgreSQL is up again")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """The wheel logs the server's whole log as an error on every refused start."""
+    wheel = logging.getLogger(logger)
+    level = wheel.level
+    wheel.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        wheel.setLevel(level)
 
 
 def migrate(url: str, modules: list[ServiceModule]) -> list[str]:

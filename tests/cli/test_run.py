@@ -5,12 +5,21 @@ down with it, and finds its data again on the next run; backup and restore aroun
 from __future__ import annotations
 
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from shared.auth import Actor, Role, decode_token
-from tests.cli.processes import Server, clean_env, postgres_gone, salesbook, salesbook_run
+from tests.cli.processes import (
+    Server,
+    clean_env,
+    postgres_gone,
+    postgres_processes,
+    salesbook,
+    salesbook_run,
+)
 
 
 def bearer(role: str, env: dict[str, str]) -> dict[str, str]:
@@ -33,6 +42,16 @@ def customer_status(server: Server, headers: dict[str, str], customer_id: str) -
 
 def ready(server: Server) -> bool:
     return httpx.get(f"{server.base_url}/readyz", timeout=10).status_code == 200
+
+
+def until(check: Callable[[], bool], *, within: float) -> bool:
+    """Whether `check` holds within `within` seconds, asked every 0.2 s."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_run_answers_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
@@ -74,5 +93,29 @@ def test_run_answers_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
         server.wait_until_healthy()
         assert customer_status(server, admin, kept) == 200
         assert customer_status(server, admin, dropped) == 404
+        assert server.stop(signal.SIGTERM) == 0, server.output()
+        assert postgres_gone(pgdata)
+
+
+def test_run_starts_its_database_again_when_it_dies(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pgdata = (data / "pgdata").resolve()
+    env = clean_env(data)
+
+    with salesbook_run(data, tmp_path / "logs") as server:
+        server.wait_until_healthy()
+        admin = bearer("admin", env)
+        kept = create_customer(server, admin, "Committed Before The Crash Ltd.")
+        [postmaster] = postgres_processes(pgdata)
+        postmaster.kill()  # SIGKILL: no shutdown of its own
+        postmaster.wait(10)
+
+        assert until(lambda: ready(server), within=60), server.output()
+        assert customer_status(server, admin, kept) == 200
+        create_customer(server, admin, "Created After The Crash Ltd.")
+        assert "starting it again" in server.output()
+        [again] = postgres_processes(pgdata)
+        assert again.pid != postmaster.pid
+
         assert server.stop(signal.SIGTERM) == 0, server.output()
         assert postgres_gone(pgdata)
