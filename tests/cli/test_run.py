@@ -4,6 +4,7 @@ down with it, and finds its data again on the next run; backup and restore aroun
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -117,5 +118,33 @@ def test_run_starts_its_database_again_when_it_dies(tmp_path: Path) -> None:
         [again] = postgres_processes(pgdata)
         assert again.pid != postmaster.pid
 
+        assert server.stop(signal.SIGTERM) == 0, server.output()
+        assert postgres_gone(pgdata)
+
+
+def test_run_starts_over_a_pid_file_its_crashed_server_left(tmp_path: Path) -> None:
+    """After a crash the pid in postmaster.pid may belong to a zombie, or to another process
+    by the time of the next run (after a reboot): the server is started all the same."""
+    data = tmp_path / "data"
+    pgdata = (data / "pgdata").resolve()
+    env = clean_env(data)
+    with salesbook_run(data, tmp_path / "logs") as server:
+        server.wait_until_healthy()
+        admin = bearer("admin", env)
+        kept = create_customer(server, admin, "Kept Through The Power Cut Ltd.")
+        server.process.kill()
+        server.process.wait(10)
+        [postmaster] = postgres_processes(pgdata)
+        postmaster.kill()
+        postmaster.wait(10)
+    assert postgres_gone(pgdata)
+    pid_file = pgdata / "postmaster.pid"
+    lines = pid_file.read_text().splitlines()
+    pid_file.write_text("\n".join([str(os.getpid()), *lines[1:]]) + "\n")  # a live stranger
+
+    with salesbook_run(data, tmp_path / "logs") as server:
+        server.wait_until_healthy()
+        assert until(lambda: ready(server), within=60), server.output()
+        assert customer_status(server, admin, kept) == 200
         assert server.stop(signal.SIGTERM) == 0, server.output()
         assert postgres_gone(pgdata)
