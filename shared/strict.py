@@ -1,12 +1,14 @@
 """Query strings as strict as bodies (SPEC §9): a parameter an operation does not declare is
 422 naming it, never silently ignored (`?number=` on a list that has no such filter would
-answer every row), and no query value may carry NUL."""
+answer every row); so is a parameter of one value given twice (the last would be used and
+the other never checked: `?limit=abc&limit=1`); and no query value may carry NUL."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
+from fastapi._compat import field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -19,12 +21,18 @@ _DECLARED = "salesbook_query_rules"
 @dataclass
 class _Rules:
     names: set[str] = field(default_factory=set)
+    repeatable: set[str] = field(default_factory=set)  # those that take a list of values
     authenticated: bool = False
     admits: list[frozenset[Role]] = field(default_factory=list)
 
 
 def _walk(dependant: Dependant, rules: _Rules) -> _Rules:
     rules.names |= {param.alias for param in dependant.query_params}
+    rules.repeatable |= {
+        param.alias
+        for param in dependant.query_params
+        if field_annotation_is_sequence(param.field_info.annotation)
+    }
     rules.authenticated |= dependant.call is current_actor
     admits = getattr(dependant.call, "admits", None)
     if admits is not None:
@@ -86,10 +94,14 @@ async def strict_query(request: Request) -> None:
     rules = _rules(route)
     if _refusal(request, rules) is not None:
         return  # the operation's own authentication answers 401 or 403 first
+    seen = set()
     for name, value in given:
         if name not in rules.names:
             takes = ", ".join(sorted(rules.names)) or "no query parameters"
             raise InvalidInput(name, f"unknown query parameter; this operation takes {takes}")
+        if name in seen and name not in rules.repeatable:
+            raise InvalidInput(name, "given more than once; it takes one value")
+        seen.add(name)
         if "\x00" in value:
             raise InvalidInput(name, "must not contain NUL characters")
 

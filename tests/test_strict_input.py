@@ -470,6 +470,13 @@ async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> No
         name = next(iter(params))
         body = refused(await client.get(url, params=params, headers=headers), name)
         assert "unknown query parameter" in body["detail"]
+    # One value each: the last would be used and the others never checked.
+    for url, query, name, headers in [
+        ("/v1/analytics/top", "dimension=product&limit=abc&limit=1", "limit", ANALYST),
+        ("/v1/orders", "status=draft&status=confirmed", "status", SALES),
+    ]:
+        body = refused(await client.get(f"{url}?{query}", headers=headers), name)
+        assert "more than once" in body["detail"]
     # A page for browsers takes what a browser adds (a cache-buster) and ignores it.
     answer = await client.get("/v1/analytics/dashboard", params={"v": "2"})
     assert answer.status_code == 200
