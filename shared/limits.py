@@ -49,17 +49,44 @@ def no_nul(value: str) -> str:
     return value
 
 
+NO_NUL_PATTERN = r"^[^\x00]*$"
+"""Text without NUL, as the OpenAPI document states it (no_nul refuses NUL, with a message)."""
+_WHITE_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""Unicode's White_Space, what the server strips, spelled out: `\\s` differs between regex
+dialects (Python's takes \\x1c-\\x1f too, JavaScript's takes \\ufeff and not \\x85)."""
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_WHITE_SPACE}][^\x00]*$"
+"""Text without NUL holding a character other than white space: what is left of it once
+stripped is not empty."""
+
+
+class _DocumentedPattern:
+    """A pattern the OpenAPI document states for a field whose validators check the same
+    thing with messages of their own."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        documented: dict[str, Any] = handler(schema)
+        documented["pattern"] = self.pattern
+        return documented
+
+
 def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[Any, ...]:
     """The rules of a text field of at most `max_length` characters without NUL, for
     `Annotated[str, *text(...)]`: a type the checker reads as str."""
-    # Stripped text that must not be empty holds a character other than white space: what
-    # the document's pattern says, so that "\t" is not a name it admits.
-    pattern = r"\S" if strip and min_length > 0 else None
+    # Stripped text that must not be empty holds a character other than white space, so
+    # that "\t" is not a name it admits.
+    not_blank = strip and min_length > 0
     return (
         StringConstraints(
-            strip_whitespace=strip, min_length=min_length, max_length=max_length, pattern=pattern
+            strip_whitespace=strip,
+            min_length=min_length,
+            max_length=max_length,
+            pattern=r"\S" if not_blank else None,
         ),
         AfterValidator(no_nul),
+        _DocumentedPattern(NOT_BLANK_PATTERN if not_blank else NO_NUL_PATTERN),
     )
 
 

@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from services.orders.schemas import CreditLimit
+from services.analytics.schemas import Salesperson
+from services.closing.schemas import Reason
+from services.orders.schemas import CreditLimit, Name, Note
 from shared.limits import Amount, BalanceFigure, PositiveAmount, PositiveQuantity, TaxRate
 
 SERVICES = ("orders", "payments", "closing", "analytics")
@@ -141,3 +143,20 @@ def test_the_documented_pattern_admits_what_the_server_takes(name: str, text: st
     except ValidationError:
         taken = False
     assert (re.fullmatch(pattern, text) is not None) == taken, (pattern, text, taken)
+
+
+TEXTS = {"Name": Name, "Note": Note, "Reason": Reason, "Salesperson": Salesperson}
+WHITE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u2029\u202f\u205f\u3000"
+
+
+@pytest.mark.parametrize("name", TEXTS)
+@given(text=st.text(alphabet=st.sampled_from([*WHITE, "\x00", "a", "错", "\ufeff"]), max_size=8))
+def test_the_documented_text_pattern_admits_what_the_server_takes(name: str, text: str) -> None:
+    kind = TypeAdapter(TEXTS[name])
+    pattern = kind.json_schema()["pattern"]
+    try:
+        kind.validate_python(text)
+        taken = True
+    except ValidationError:
+        taken = False
+    assert (re.search(pattern, text) is not None) == taken, (pattern, text, taken)
