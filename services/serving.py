@@ -29,6 +29,7 @@ class ShutdownSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.stopping = False  # a shutdown signal came, to this handler or to uvicorn's
         self._interrupting = True
 
     def install(self) -> ShutdownSignals:
@@ -41,6 +42,7 @@ class ShutdownSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
+        self.stopping = True
         if self._interrupting:
             raise KeyboardInterrupt
 
@@ -59,6 +61,10 @@ class _Server(uvicorn.Server):
             # Flipped only once uvicorn's handlers are in place, so no signal falls between.
             self._signals.stop_interrupting()
             yield
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._signals.stopping = True  # uvicorn re-raises the signal only once it has stopped
+        super().handle_exit(sig, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)

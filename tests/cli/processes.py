@@ -68,6 +68,17 @@ def postgres_gone(pgdata: Path, within: float = 30) -> bool:
     return True
 
 
+def ended(proc: psutil.Process, within: float = 10) -> bool:
+    """Whether `proc` ends within `within` seconds; a zombie (killed, not yet reaped by a
+    parent that is not ours) counts as ended."""
+    deadline = time.monotonic() + within
+    while _running(proc):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _running(proc: psutil.Process) -> bool:
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
