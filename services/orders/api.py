@@ -304,6 +304,7 @@ async def submit_order(
         actor=actor,
         settings=settings,
         business_date=body.business_date if body else None,
+        note=body.reason if body else None,
     )
     view = await queries.order_view(session, submission.order, settings=settings)
     return _held(submission.credit_hold, view) if submission.held else view

@@ -175,11 +175,12 @@ class Reason(_Input):
 
 REDATED = (
     "Date the order anew, as its invoice will be dated: for an order dated into a period "
-    "closed since. An earlier date only into an open period; never future"
+    "closed since. A date in an open period, never in the future, nor after an instalment "
+    "falls due"
 )
 
 
-class SubmitIn(_Input):
+class SubmitIn(Reason):
     business_date: BusinessDate | None = Field(None, description=REDATED)
 
 

@@ -138,13 +138,35 @@ async def ensure_open(session: AsyncSession, day: date, *, field: str, now_day: 
 
 
 async def redate(
-    session: AsyncSession, order: Order, business_date: date, *, settings: Settings
+    session: AsyncSession, order: Order, business_date: date, *, actor: Actor, settings: Settings
 ) -> None:
     """Date a waiting order anew (its invoice takes the date): one dated into a period that
-    was closed while it waited can be confirmed only so. Future dates are refused (422), and
-    dates in a locked period (409)."""
-    order.business_date = await document_date(
-        session, business_date, settings=settings, field="business_date"
+    was closed while it waited can be confirmed only so. Refused (422) for a future date or
+    one after an instalment falls due, as at order entry; 409 in a locked period. Audited."""
+    day = await document_date(session, business_date, settings=settings, field="business_date")
+    first_due = (
+        await session.execute(
+            select(func.min(col(Instalment.due_date))).where(col(Instalment.order_id) == order.id)
+        )
+    ).scalar_one()
+    if first_due is not None and first_due < day:
+        raise InvalidInput(
+            "business_date",
+            f"the order's first instalment falls due on {first_due}, before {day}",
+        )
+    before, order.business_date = order.business_date, day
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action="order.redated",
+        entity="order",
+        entity_id=order.id,
+        details={
+            "number": order.number,
+            "from": before.isoformat() if before else None,
+            "to": day.isoformat(),
+        },
     )
 
 
@@ -155,6 +177,7 @@ async def submit(
     actor: Actor,
     settings: Settings,
     business_date: date | None = None,
+    note: str | None = None,
 ) -> Submission:
     """Submit a draft: confirm it at once below the first approval threshold and within the
     customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
@@ -164,7 +187,7 @@ async def submit(
     # order entry does, so the two never wait on each other in opposite orders.
     hold = await credit_check(session, order)
     if business_date is not None:
-        await redate(session, order, business_date, settings=settings)
+        await redate(session, order, business_date, actor=actor, settings=settings)
     elif order.business_date is not None:
         await ensure_open(
             session, order.business_date, field="business_date", now_day=today(settings.zone)
@@ -175,7 +198,7 @@ async def submit(
     if hold is not None:
         order.credit_hold = True
     order.approvals_required = required
-    reason = hold.explain(order.number, order.id) if hold else None
+    reason = hold.explain(order.number, order.id) if hold else note
     await _move(session, order, S.SUBMITTED, actor, reason)
     emit(
         session,
@@ -259,7 +282,7 @@ async def approve(
             order_id=str(order.id),
         )
     if business_date is not None:
-        await redate(session, order, business_date, settings=settings)
+        await redate(session, order, business_date, actor=actor, settings=settings)
     session.add(Approval(order_id=order.id, approver=actor.subject, role=actor.role, note=note))
     await session.flush()
     approvers = list(
@@ -296,7 +319,6 @@ async def approve(
             "approvals_required": order.approvals_required,
             "credit_hold": order.credit_hold,
             "note": note,
-            **({"business_date": business_date.isoformat()} if business_date else {}),
         },
     )
     if len(approvers) >= order.approvals_required:

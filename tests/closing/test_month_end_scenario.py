@@ -146,8 +146,9 @@ async def test_a_month_closes_to_the_cent(client: httpx.AsyncClient) -> None:
             json={
                 "customer_id": carol["id"],
                 "channel": "pos",
-                "lines": [{"sku": "P2", "quantity": "1"}],
+                "lines": [{"sku": "P2", "quantity": "1"}],  # 50 + 3 = 53.00
                 "business_date": "2026-10-29",
+                "instalments": [{"due_date": "2026-11-02", "amount": "53.00"}],
             },
             headers=POS,
         ),
@@ -215,8 +216,16 @@ async def test_a_month_closes_to_the_cent(client: httpx.AsyncClient) -> None:
     assert approved["invoice_number"].startswith("INV-2026-")
     submit = f"/v1/orders/{draft['id']}/submit"
     assert (await client.post(submit, headers=POS)).status_code == 409
-    submitted = ok(await client.post(submit, json={"business_date": "2026-11-03"}, headers=POS))
-    assert (submitted["status"], submitted["business_date"]) == ("confirmed", "2026-11-03")
+    # Not after its instalment falls due, as at order entry.
+    overdue = await client.post(submit, json={"business_date": "2026-11-03"}, headers=POS)
+    assert overdue.status_code == 422 and overdue.json()["field"] == "business_date"
+    submitted = ok(
+        await client.post(
+            submit, json={"business_date": "2026-11-02", "reason": "closed in October"}, headers=POS
+        )
+    )
+    assert (submitted["status"], submitted["business_date"]) == ("confirmed", "2026-11-02")
+    assert any(h["reason"] == "closed in October" for h in submitted["history"])
 
     rows = {
         r["customer_id"]: r
