@@ -243,8 +243,9 @@ def _payload_types(model: ReadModel) -> frozenset[str]:
     """The event types whose payloads the model's live subscription reads."""
     from services.registry import all_modules
 
-    subscriptions = [s for m in all_modules() for s in m.subscriptions]
-    return next(s.payload_types for s in subscriptions if s.name == model.subscription)
+    subscriptions = {s.name: s for m in all_modules() for s in m.subscriptions}
+    live = subscriptions.get(model.subscription)
+    return live.payload_types if live is not None else frozenset()
 
 
 async def _create_shadow(session: AsyncSession, model: ReadModel) -> None:

@@ -6,9 +6,10 @@ the other never checked: `?limit=abc&limit=1`); and no query value may carry NUL
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, Request
-from fastapi._compat import field_annotation_is_sequence
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
@@ -26,12 +27,20 @@ class _Rules:
     admits: list[frozenset[Role]] = field(default_factory=list)
 
 
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter of this type takes a list of values (`?x=1&x=2`)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_many(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return isinstance(origin, type) and issubclass(origin, (list, set, frozenset, tuple))
+
+
 def _walk(dependant: Dependant, rules: _Rules) -> _Rules:
     rules.names |= {param.alias for param in dependant.query_params}
     rules.repeatable |= {
-        param.alias
-        for param in dependant.query_params
-        if field_annotation_is_sequence(param.field_info.annotation)
+        param.alias for param in dependant.query_params if _takes_many(param.field_info.annotation)
     }
     rules.authenticated |= dependant.call is current_actor
     admits = getattr(dependant.call, "admits", None)

@@ -36,11 +36,14 @@ async def test_what_was_read_ahead_goes_only_to_the_read_that_continues_it(
     reader = OutboxReader(frozenset({Noted.TYPE}))
     try:
         first = await _read(harness, reader, 0, 3)  # full: the next three are read ahead
+        assert reader.ahead_of(harness.source) == ids[2]
         # Read again from the start (a batch that failed and is retried): not the rows ahead.
         again = await _read(harness, reader, 0, 3)
         assert [at for at, _ in again] == [at for at, _ in first] == ids[:3]
         second = await _read(harness, reader, ids[2], 3)
+        assert reader.ahead_of(harness.source) == ids[5]  # taken, and the next ones read
         third = await _read(harness, reader, ids[5], 3)
+        assert reader.ahead_of(harness.source) is None  # two rows were left: not a full batch
         assert await _read(harness, reader, ids[7], 3) == []
         read = first + second + third
         assert [at for at, _ in read] == ids
