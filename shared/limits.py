@@ -18,7 +18,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from shared.money import Money, Quantity, Rate
 from shared.periods import Period
@@ -40,6 +47,19 @@ PERIOD_PATTERN = r"^2[0-9]{3}-(0[1-9]|1[0-2])$"
 """YYYY-MM with ASCII digits in the years the books hold ([0-9], never \\d: in the schema
 validator \\d matches any script's digits)."""
 _PERIOD = re.compile(PERIOD_PATTERN)
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON number with nothing after its point (30.0, 3e1) is the integer JSON Schema
+    says it is; anything else goes on to the strict check as it came."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_whole_number), Strict()]
+"""An integer as JSON Schema has it: a number without a fraction (30 or 30.0), never text
+("30") or a boolean."""
 
 
 def no_nul(value: str) -> str:

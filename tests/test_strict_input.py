@@ -432,6 +432,20 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
         f"/v1/customers/{customer['id']}", json={"payment_terms_days": "30"}, headers=SALES
     )
     assert fields_of(refused(answer, "payment_terms_days")) - {None} == {"payment_terms_days"}
+    for number in ("30.5", "true"):
+        answer = await client.patch(
+            f"/v1/customers/{customer['id']}",
+            content=f'{{"payment_terms_days": {number}}}',
+            headers={**SALES, "Content-Type": "application/json"},
+        )
+        refused(answer, "payment_terms_days")
+    # A number without a fraction is the integer JSON Schema says it is.
+    answer = await client.patch(
+        f"/v1/customers/{customer['id']}",
+        content='{"payment_terms_days": 30.0}',
+        headers={**SALES, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 200 and answer.json()["payment_terms_days"] == 30, answer.text
 
 
 async def test_a_body_past_the_limit_is_413(client: httpx.AsyncClient) -> None:

@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StringConstraints,
 )
 
@@ -24,6 +23,7 @@ from shared.limits import (
     Amount,
     BusinessDate,
     Currency,
+    JsonInt,
     PositiveAmount,
     PositiveQuantity,
     StrictMoney,
@@ -53,7 +53,7 @@ CreditLimit = Annotated[
     StrictMoney, UNSIGNED, Field(ge=0, le=MAX_LIMIT), decimal_schema(places=2, top=MAX_LIMIT)
 ]
 # Integers and booleans as JSON writes them: "7", 7.0, true for 1 or 0 for false are 422.
-Terms = Annotated[StrictInt, Field(ge=0, le=3650)]
+Terms = Annotated[JsonInt, Field(ge=0, le=3650)]
 
 
 def tidy(value: Decimal) -> Decimal:
@@ -191,7 +191,7 @@ class ApprovalIn(Reason):
 class ReturnLineIn(_Input):
     sku: Sku
     quantity: PositiveQuantity
-    line_no: StrictInt | None = Field(
+    line_no: JsonInt | None = Field(
         None, ge=1, le=MAX_LINES, description="Which line of the sku; by default its lines in order"
     )
 
