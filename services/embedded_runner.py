@@ -75,7 +75,6 @@ class Revival(threading.Thread):
         self.url = url
         self.wanted = wanted  # false once the process is stopping: a signal may stop both
         self.every = every
-        self.revived = 0
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -102,7 +101,6 @@ class Revival(threading.Thread):
                 )
                 continue
             failures, delay = 0, self.every
-            self.revived += 1
             if url != self.url:
                 log.error(
                     "embedded PostgreSQL came back at %s, not %s: restart salesbook", url, self.url

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -57,26 +57,31 @@ def postgres_processes(pgdata: Path) -> list[psutil.Process]:
     return found
 
 
+def until(check: Callable[[], bool], *, within: float, every: float = 0.1) -> bool:
+    """Whether `check` holds within `within` seconds, asked every `every` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 def postgres_gone(pgdata: Path, within: float = 30) -> bool:
     """No postmaster serves `pgdata`, allowing the moment between the server removing its
     pid file (where `pg_ctl stop` stops waiting) and the process ending."""
-    deadline = time.monotonic() + within
-    while any(_running(proc) for proc in postgres_processes(pgdata)):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    return until(
+        lambda: not any(_running(proc) for proc in postgres_processes(pgdata)), within=within
+    )
 
 
-def ended(proc: psutil.Process, within: float = 10) -> bool:
-    """Whether `proc` ends within `within` seconds; a zombie (killed, not yet reaped by a
-    parent that is not ours) counts as ended."""
-    deadline = time.monotonic() + within
-    while _running(proc):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def kill_postmaster(pgdata: Path) -> psutil.Process:
+    """SIGKILL the one postmaster of `pgdata` (no shutdown of its own) and wait until it has
+    ended; a zombie (not yet reaped by a parent that is not ours) counts as ended."""
+    [postmaster] = postgres_processes(pgdata)
+    postmaster.kill()
+    assert until(lambda: not _running(postmaster), within=10), postmaster
+    return postmaster
 
 
 def _running(proc: psutil.Process) -> bool:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,11 +14,12 @@ from shared.auth import Actor, Role, decode_token
 from tests.cli.processes import (
     Server,
     clean_env,
-    ended,
+    kill_postmaster,
     postgres_gone,
     postgres_processes,
     salesbook,
     salesbook_run,
+    until,
 )
 
 
@@ -44,16 +43,6 @@ def customer_status(server: Server, headers: dict[str, str], customer_id: str) -
 
 def ready(server: Server) -> bool:
     return httpx.get(f"{server.base_url}/readyz", timeout=10).status_code == 200
-
-
-def until(check: Callable[[], bool], *, within: float) -> bool:
-    """Whether `check` holds within `within` seconds, asked every 0.2 s."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def test_run_answers_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
@@ -108,9 +97,7 @@ def test_run_starts_its_database_again_when_it_dies(tmp_path: Path) -> None:
         server.wait_until_healthy()
         admin = bearer("admin", env)
         kept = create_customer(server, admin, "Committed Before The Crash Ltd.")
-        [postmaster] = postgres_processes(pgdata)
-        postmaster.kill()  # SIGKILL: no shutdown of its own
-        assert ended(postmaster)
+        postmaster = kill_postmaster(pgdata)
 
         assert until(lambda: ready(server), within=60), server.output()
         assert customer_status(server, admin, kept) == 200
@@ -135,9 +122,7 @@ def test_run_starts_over_a_pid_file_its_crashed_server_left(tmp_path: Path) -> N
         kept = create_customer(server, admin, "Kept Through The Power Cut Ltd.")
         server.process.kill()
         server.process.wait(10)
-        [postmaster] = postgres_processes(pgdata)
-        postmaster.kill()
-        assert ended(postmaster)
+        kill_postmaster(pgdata)
     assert postgres_gone(pgdata)
     pid_file = pgdata / "postmaster.pid"
     lines = pid_file.read_text().splitlines()
