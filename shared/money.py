@@ -6,7 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -116,6 +116,29 @@ Rate = Annotated[
     _DECIMAL_SCHEMA,
 ]
 """A rate such as a tax rate (0.13): at most four decimal places."""
+
+# In event payloads. Events are written by the services from values checked at the door, and
+# each consumer reads every one of them: the places are checked by pydantic itself, without
+# calling Python per value (half of what reading an invoice's event cost). An amount with
+# more places than it may have is refused, not rounded: no service writes one.
+EventMoney = Annotated[
+    Decimal,
+    Field(decimal_places=2),
+    PlainSerializer(money_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
+EventQuantity = Annotated[
+    Decimal,
+    Field(decimal_places=3),
+    PlainSerializer(_plain_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
+EventRate = Annotated[
+    Decimal,
+    Field(decimal_places=4),
+    PlainSerializer(_plain_str, return_type=str, when_used="json"),
+    _DECIMAL_SCHEMA,
+]
 
 
 def line_amounts(

@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from shared.events.envelope import EventPayload, payload_type
-from shared.money import Money
+from shared.money import EventMoney
 
 SOURCE = "closing"
 CONTROL_KEY = "period-control"  # the key of control events; they are not about one customer
@@ -27,7 +27,7 @@ class ControlTotal(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     count: int
-    amount: Money
+    amount: EventMoney
 
 
 @payload_type("period.close_requested")
@@ -71,7 +71,7 @@ class PeriodClosed(EventPayload):
     hash: str
     closed_at: datetime
     customers: int
-    closing_total: Money
+    closing_total: EventMoney
 
 
 @payload_type("period.reopened")

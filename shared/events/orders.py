@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from shared.events.envelope import EventPayload, payload_type
-from shared.money import Money, Quantity, Rate
+from shared.money import EventMoney, EventQuantity, EventRate
 
 SOURCE = "orders"
 
@@ -25,7 +25,7 @@ class CustomerCreated(EventPayload):
     region: str | None
     segment: str | None
     payment_terms_days: int
-    credit_limit: Money | None
+    credit_limit: EventMoney | None
     created_at: datetime
 
 
@@ -37,7 +37,7 @@ class CustomerUpdated(EventPayload):
     region: str | None
     segment: str | None
     payment_terms_days: int
-    credit_limit: Money | None
+    credit_limit: EventMoney | None
     changed: list[str]
 
 
@@ -46,8 +46,8 @@ class ProductCreated(EventPayload):
     sku: str
     name: str
     category: str | None
-    unit_price: Money
-    tax_rate: Rate
+    unit_price: EventMoney
+    tax_rate: EventRate
     active: bool
 
 
@@ -56,8 +56,8 @@ class ProductUpdated(EventPayload):
     sku: str
     name: str
     category: str | None
-    unit_price: Money
-    tax_rate: Rate
+    unit_price: EventMoney
+    tax_rate: EventRate
     active: bool
     changed: list[str]
 
@@ -67,18 +67,18 @@ class OrderLine(_Part):
     sku: str
     name: str
     category: str | None
-    quantity: Quantity
-    unit_price: Money
-    discount: Money
-    tax_rate: Rate
-    net: Money
-    tax: Money
-    gross: Money
+    quantity: EventQuantity
+    unit_price: EventMoney
+    discount: EventMoney
+    tax_rate: EventRate
+    net: EventMoney
+    tax: EventMoney
+    gross: EventMoney
 
 
 class Instalment(_Part):
     due_date: date
-    amount: Money
+    amount: EventMoney
 
 
 class OrderFacts(_Part):
@@ -94,9 +94,9 @@ class OrderFacts(_Part):
     salesperson: str | None
     created_by: str
     lines: list[OrderLine]
-    net: Money
-    tax: Money
-    gross: Money
+    net: EventMoney
+    tax: EventMoney
+    gross: EventMoney
 
 
 @payload_type("order.submitted")
@@ -156,9 +156,9 @@ class OrderCancelled(EventPayload):
     was_confirmed: bool
     invoice_number: str | None
     business_date: date
-    reversed_net: Money
-    reversed_tax: Money
-    reversed_gross: Money
+    reversed_net: EventMoney
+    reversed_tax: EventMoney
+    reversed_gross: EventMoney
     reason: str | None
 
 
@@ -166,10 +166,10 @@ class ReturnedLine(_Part):
     line_no: int
     sku: str
     category: str | None
-    quantity: Quantity
-    net: Money
-    tax: Money
-    gross: Money
+    quantity: EventQuantity
+    net: EventMoney
+    tax: EventMoney
+    gross: EventMoney
 
 
 @payload_type("order.returned")
@@ -182,9 +182,9 @@ class OrderReturned(EventPayload):
     customer_id: UUID
     business_date: date
     lines: list[ReturnedLine]
-    net: Money
-    tax: Money
-    gross: Money
+    net: EventMoney
+    tax: EventMoney
+    gross: EventMoney
     reason: str | None
 
 

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from shared.events.envelope import EventPayload, payload_type
-from shared.money import Money
+from shared.money import EventMoney
 
 SOURCE = "payments"
 
@@ -29,7 +29,7 @@ class AllocationState(BaseModel):
 
     allocation_id: UUID
     order_id: UUID
-    amount: Money
+    amount: EventMoney
     status: AllocationStatus
 
 
@@ -40,7 +40,7 @@ class PaymentReceived(EventPayload):
     payment_id: UUID
     number: str
     customer_id: UUID
-    amount: Money
+    amount: EventMoney
     method: str
     received_at: datetime
     business_date: date
@@ -57,7 +57,7 @@ class PaymentAllocated(EventPayload):
     payment_number: str
     customer_id: UUID
     order_id: UUID
-    amount: Money
+    amount: EventMoney
     business_date: date
 
 
@@ -72,7 +72,7 @@ class AllocationPending(EventPayload):
     payment_number: str
     customer_id: UUID
     order_id: UUID
-    amount: Money
+    amount: EventMoney
     business_date: date
     created_at: datetime
 
@@ -95,12 +95,12 @@ class AllocationReleased(EventPayload):
     payment_id: UUID
     customer_id: UUID
     order_id: UUID
-    amount: Money
+    amount: EventMoney
     was_applied: bool
     reason: str
     business_date: date | None = None  # the date of what caused it (refund, credit note, …)
     release_id: UUID | None = None  # None only in version 1 events
-    remaining: Money | None = None  # None only in version 1 events
+    remaining: EventMoney | None = None  # None only in version 1 events
 
 
 @payload_type("payment.refunded")
@@ -111,7 +111,7 @@ class PaymentRefunded(EventPayload):
     payment_id: UUID
     payment_number: str
     customer_id: UUID
-    amount: Money
+    amount: EventMoney
     method: str
     business_date: date
     reason: str | None

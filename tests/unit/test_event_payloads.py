@@ -67,3 +67,30 @@ def test_a_bad_payload_fails_every_time_it_is_asked_for() -> None:
     unknown = Event.model_validate({**good.model_dump(mode="json"), "type": "no.such"})
     with pytest.raises(KeyError):
         unknown.payload()
+
+
+@pytest.mark.parametrize("amount", ["12.505", "12.5000001", "NaN", "Infinity", "x", ""])
+def test_an_amount_no_service_writes_is_refused_not_rounded(amount: str) -> None:
+    """Event amounts are checked by pydantic itself (no Python per value): more than two
+    places, or no number at all, fails the payload, and the consumer reports it stuck."""
+    good = _allocated().model_dump(mode="json")
+    bad = Event.model_validate({**good, "data": {**good["data"], "amount": amount}})
+    with pytest.raises(ValidationError):
+        bad.payload()
+
+
+def test_amounts_quantities_and_rates_read_back_exactly_as_written() -> None:
+    event = _read_back(_allocated())
+    payload = event.payload()
+    assert isinstance(payload, PaymentAllocated)
+    assert payload.amount == Decimal("12.50") and isinstance(payload.amount, Decimal)
+    good = _allocated().model_dump(mode="json")
+    # A producer's Decimal with fewer places goes out with two, as the API shows amounts.
+    assert (
+        Event.of(
+            PaymentAllocated.model_validate({**good["data"], "amount": Decimal("7")}),
+            source="payments",
+            key="k",
+        ).data["amount"]
+        == "7.00"
+    )
