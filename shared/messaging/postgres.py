@@ -411,7 +411,9 @@ class PostgresSubscriber:
             for source in list(pending):
                 read = await self.step(source)
                 total += read
-                if not read:
+                # A read that did not fill its batch took everything committed before it:
+                # reading again would find nothing, and a later commit notifies again.
+                if not read or (read < self.batch_size and source not in self._careful):
                     pending.remove(source)
         if self._stopping.is_set():
             self.reader.close()
