@@ -888,8 +888,10 @@ async def _enter(
     created_at = steps[0].at
     updated_at = steps[-1].at
 
+    # Built from values priced and rounded above: constructed, not validated again (the
+    # serialisers still write them out); tests/orders hold this equal to the validated form.
     view_lines = [
-        LinePublic(
+        LinePublic.model_construct(
             line_no=n,
             sku=product["sku"],
             name=product["product_name"],
@@ -991,7 +993,7 @@ async def _enter(
             raise _ReadChanged from None
         raise
     number: str = written["number"]
-    view = OrderPublic(
+    view = OrderPublic.model_construct(
         id=order_id,
         number=number,
         customer_id=data.customer_id,
@@ -1053,6 +1055,9 @@ def _audit(steps: list[_Step], *, gross: Decimal, lines: int) -> list[tuple[str,
     return [(action, json.dumps(details)) for action, details in entries]
 
 
+_LINE_FACTS = tuple(events.OrderLine.model_fields)
+
+
 def _events(
     *,
     data: OrderCreate,
@@ -1083,7 +1088,10 @@ def _events(
         salesperson=data.salesperson,
         created_by=actor.subject,
         # The public lines carry the same fields, quantities and rates already tidied.
-        lines=[events.OrderLine.model_validate(line, from_attributes=True) for line in lines],
+        lines=[
+            events.OrderLine.model_construct(**{name: getattr(line, name) for name in _LINE_FACTS})
+            for line in lines
+        ],
         net=total.net,
         tax=total.tax,
         gross=total.gross,

@@ -9,6 +9,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.orders.schemas import OrderPublic
 from shared.money import round_money
 from tests.orders.factories import POS, get_order, make_order, make_product, ok
 
@@ -43,6 +44,27 @@ async def test_line_rounding_half_up_and_totals_summed_per_line(client: httpx.As
     assert order["lines"][4]["unit_price"] == "7.00"
     assert order["lines"][4]["discount"] == "0.99"
     assert order["lines"][3]["tax_rate"] == "0.13"
+
+
+async def test_the_answer_built_from_memory_is_the_order_as_stored_and_validated(
+    client: httpx.AsyncClient,
+) -> None:
+    """Order entry answers from what it wrote, without validating its own values again: the
+    answer must be what reading the order back gives, and what validation would make of it."""
+    half = await make_product(client, unit_price="0.05", tax_rate="0.10")
+    odd = await make_product(client, unit_price="3.35", tax_rate="0.0625")
+    lines = [
+        {"sku": half["sku"], "quantity": "1.500"},
+        {"sku": odd["sku"], "quantity": "2", "unit_price": "7", "discount": "0.99"},
+    ]
+    for submit in (False, True):
+        order = await make_order(client, lines=lines, submit=submit)
+        validated = OrderPublic.model_validate(order).model_dump(mode="json")
+        assert order == validated
+        stored = await get_order(client, order["id"])
+        assert order == stored
+        assert [line["quantity"] for line in order["lines"]] == ["1.5", "2"]
+        assert [line["tax_rate"] for line in order["lines"]] == ["0.1", "0.0625"]
 
 
 async def test_last_return_takes_the_exact_remainder(client: httpx.AsyncClient) -> None:
