@@ -6,7 +6,7 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -117,28 +117,18 @@ Rate = Annotated[
 ]
 """A rate such as a tax rate (0.13): at most four decimal places."""
 
-# In event payloads. Events are written by the services from values checked at the door, and
-# each consumer reads every one of them: the places are checked by pydantic itself, without
-# calling Python per value (half of what reading an invoice's event cost). An amount with
-# more places than it may have is refused, not rounded: no service writes one.
+# In event payloads. Events are written by the services from values checked at the door and
+# serialised with exactly two places (money_str), and every consumer reads each of them: they
+# are read by pydantic itself, without calling Python per value (0.4 µs a decimal, against
+# 1 µs through the checks above; pydantic's own decimal_places check costs more than those).
+# Text that is not a finite number is still refused.
 EventMoney = Annotated[
-    Decimal,
-    Field(decimal_places=2),
-    PlainSerializer(money_str, return_type=str, when_used="json"),
-    _DECIMAL_SCHEMA,
+    Decimal, PlainSerializer(money_str, return_type=str, when_used="json"), _DECIMAL_SCHEMA
 ]
 EventQuantity = Annotated[
-    Decimal,
-    Field(decimal_places=3),
-    PlainSerializer(_plain_str, return_type=str, when_used="json"),
-    _DECIMAL_SCHEMA,
+    Decimal, PlainSerializer(_plain_str, return_type=str, when_used="json"), _DECIMAL_SCHEMA
 ]
-EventRate = Annotated[
-    Decimal,
-    Field(decimal_places=4),
-    PlainSerializer(_plain_str, return_type=str, when_used="json"),
-    _DECIMAL_SCHEMA,
-]
+EventRate = EventQuantity
 
 
 def line_amounts(
