@@ -45,7 +45,7 @@ from shared.events.orders import (
     OrderCancelled,
     OrderConfirmed,
     OrderReturned,
-    OrderSubmitted,
+    SubmissionDay,
 )
 from shared.events.payments import (
     AllocationReleased,
@@ -96,7 +96,8 @@ def subscriptions() -> list[Subscription]:
             schema=SCHEMA,
             sources=("orders", "payments"),
             handle=apply_events,
-            payload_types=frozenset(_HANDLERS),
+            # order.submitted is read as its SubmissionDay only (_on_submitted).
+            payload_types=frozenset(_HANDLERS) - {"order.submitted"},
         )
     ]
 
@@ -218,7 +219,7 @@ def _touch_customer(batch: Batch, customer_id: UUID, day: date) -> None:
 
 
 def _on_submitted(batch: Batch, event: Event) -> None:
-    submitted = event.payload_as(OrderSubmitted)
+    submitted = event.payload_as(SubmissionDay)
     # Counted on the business date, as its confirmation is, so a backdated month's conversion
     # rate compares the same orders.
     day = submitted.business_date or business_date_of(submitted.submitted_at, get_settings().zone)
