@@ -22,7 +22,6 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    Strict,
     StringConstraints,
     WithJsonSchema,
 )
@@ -57,9 +56,11 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_whole_number), Strict()]
-"""An integer as JSON Schema has it: a number without a fraction (30 or 30.0), never text
-("30") or a boolean."""
+WholeNumber = BeforeValidator(_whole_number)
+"""With `Strict()`, an integer as JSON Schema has it: a number without a fraction (30 or
+30.0), never text ("30") or a boolean. Bounds go before both, as in `Annotated[int,
+Field(ge=0), WholeNumber, Strict()]`: given after them, pydantic writes them into the OpenAPI
+document as `ge` and `le`, which JSON Schema does not know."""
 
 
 def no_nul(value: str) -> str:

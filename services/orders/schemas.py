@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StrictBool,
     StringConstraints,
 )
@@ -23,11 +24,11 @@ from shared.limits import (
     Amount,
     BusinessDate,
     Currency,
-    JsonInt,
     PositiveAmount,
     PositiveQuantity,
     StrictMoney,
     TaxRate,
+    WholeNumber,
     decimal_schema,
     text,
 )
@@ -53,7 +54,7 @@ CreditLimit = Annotated[
     StrictMoney, UNSIGNED, Field(ge=0, le=MAX_LIMIT), decimal_schema(places=2, top=MAX_LIMIT)
 ]
 # Integers and booleans as JSON writes them: "7", 7.0, true for 1 or 0 for false are 422.
-Terms = Annotated[JsonInt, Field(ge=0, le=3650)]
+Terms = Annotated[int, Field(ge=0, le=3650), WholeNumber, Strict()]
 
 
 def tidy(value: Decimal) -> Decimal:
@@ -191,8 +192,8 @@ class ApprovalIn(Reason):
 class ReturnLineIn(_Input):
     sku: Sku
     quantity: PositiveQuantity
-    line_no: JsonInt | None = Field(
-        None, ge=1, le=MAX_LINES, description="Which line of the sku; by default its lines in order"
+    line_no: Annotated[int, Field(ge=1, le=MAX_LINES), WholeNumber, Strict()] | None = Field(
+        None, description="Which line of the sku; by default its lines in order"
     )
 
 

@@ -48,6 +48,32 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
     }
 
 
+# Keywords of pydantic's own that are not JSON Schema's: a bound written with one of them is
+# a bound no client or validator sees (minimum, maximum, exclusiveMinimum... are).
+NOT_JSON_SCHEMA = {"ge", "gt", "le", "lt", "max_digits", "decimal_places", "multiple_of"}
+
+
+def _keywords(schema: Any, where: str = "#") -> list[tuple[str, str]]:
+    found = []
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in NOT_JSON_SCHEMA and where.rsplit("/", 1)[-1] != "properties":
+                found.append((where, key))
+            found += _keywords(value, f"{where}/{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            found += _keywords(value, f"{where}/{i}")
+    return found
+
+
+def test_every_bound_is_stated_in_json_schema_keywords() -> None:
+    document = document_of()
+    assert _keywords(document) == []
+    terms = document["components"]["schemas"]["CustomerCreate"]["properties"]
+    assert terms["payment_terms_days"]["minimum"] == 0
+    assert terms["payment_terms_days"]["maximum"] == 3650
+
+
 def test_every_operation_states_its_roles_and_error_answers() -> None:
     document = document_of()
     ops = operations(document)
