@@ -61,20 +61,30 @@ def _signalling(handle: BatchHandler) -> BatchHandler:
     return run
 
 
+# The order events that do something to an order's allocations (see on_event).
+REACTIONS = frozenset({"order.confirmed", "order.rejected", "order.cancelled", "order.returned"})
+
+
 async def apply_order_events(session: AsyncSession, events: list[Event]) -> None:
-    """Apply a batch to the replica set-wise; the events of orders that have allocations to
-    settle or release go one by one, in order, through `on_event`."""
+    """Apply a batch to the replica set-wise; an event that settles or releases allocations
+    goes one by one, in order, through `on_event`, and so does every later event of its
+    order (the projection set-wise comes first: only what came before may go there)."""
     order_ids = sorted({replica.order_id_of(e) for e in events if e.type.startswith("order.")})
     await _guard_orders(session, order_ids)
     allocated = await _with_allocations(session, order_ids)
-
-    def reacts(event: Event) -> bool:
-        return event.type.startswith("order.") and replica.order_id_of(event) in allocated
-
-    await replica.project(session, [e for e in events if not reacts(e)])
+    reacting: set[UUID] = set()  # orders whose first reaction in this batch has come
+    one_by_one: list[Event] = []
+    at_once: list[Event] = []
     for event in events:
-        if reacts(event):
-            await on_event(session, event)
+        order_id = replica.order_id_of(event) if event.type.startswith("order.") else None
+        if order_id in allocated and (event.type in REACTIONS or order_id in reacting):
+            reacting.add(order_id)
+            one_by_one.append(event)
+        else:
+            at_once.append(event)
+    await replica.project(session, at_once)
+    for event in one_by_one:
+        await on_event(session, event)
 
 
 async def _guard_orders(session: AsyncSession, order_ids: list[UUID]) -> None:
