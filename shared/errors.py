@@ -55,6 +55,18 @@ class InvalidInput(DomainError):
         self.field = field
 
 
+class NotYetKnown(DomainError):
+    """What the request names is not known to this service yet, though its events are still
+    being applied: try again shortly (503 with Retry-After), the input may well be right."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, field: str, detail: str, **extra: Any) -> None:
+        super().__init__(f"{field}: {detail}", field=field, **extra)
+        self.field = field
+
+
 class Unauthorized(DomainError):
     status = 401
     title = "Unauthorized"

@@ -66,7 +66,8 @@ _DESCRIPTIONS = {
     413: "The body is larger than the server reads (4 MiB); answered before 401 and 403",
     422: "A parameter, header or the body is refused (unknown query parameters too); "
     "`errors` names each field",
-    503: "The database cannot be reached right now; try again after `Retry-After` seconds",
+    503: "The database cannot be reached right now, or what the request names is still on its "
+    "way to this service; try again after `Retry-After` seconds",
 }
 
 _HEADERS: dict[int, dict[str, Any]] = {

@@ -47,7 +47,7 @@ from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
 from shared.db import lock_or_404
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, NotYetKnown
 from shared.events.payments import (
     AllocationPending,
     AllocationReleased,
@@ -543,6 +543,7 @@ async def _ensure_known_customer(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + replica.WAIT_SECONDS
     head: int | None = None
+    position = 0
     while True:
         with replica.progress.watch() as advanced:
             if await session.get(KnownCustomer, customer_id, populate_existing=True) is not None:
@@ -560,4 +561,12 @@ async def _ensure_known_customer(
                     raise InvalidInput("customer_id", f"unknown customer {customer_id}")
             left = deadline - loop.time()
             if left <= 0 or not await replica.progress.wait(advanced, left):
+                if head is not None and position < head:
+                    # The replica has not reached what orders had committed when the payment
+                    # came: the customer may be among it. The till tries again; not its input.
+                    raise NotYetKnown(
+                        "customer_id",
+                        f"customer {customer_id} has not reached payments yet: its events "
+                        f"are still being applied ({head - position} behind); send it again",
+                    )
                 raise InvalidInput("customer_id", f"unknown customer {customer_id}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -12,6 +13,7 @@ from services.payments import replica
 from services.payments.cutoff import GUARD
 from services.registry import service_module
 from shared.cutoff import lift_cutoff, lock_period
+from shared.db import plain_url
 from shared.ids import new_id
 from tests.conftest import AppClient, auth
 from tests.payments.factories import OrdersFeed, take_payment
@@ -59,6 +61,35 @@ async def test_unknown_customer_is_refused_at_once(client, feed) -> None:
     assert refused.status_code == 422, refused.text
     assert "customer_id" in refused.json()["detail"]
     assert replica.progress.waits == waits  # answered from the replica's position, no wait
+
+
+async def test_a_customer_behind_a_busy_replica_is_asked_again_not_refused(
+    client, feed, migrated, monkeypatch
+) -> None:
+    """A replica behind the orders outbox may yet bring the customer: when the wait runs out,
+    the payment is 503 with Retry-After (the till sends it again), not 422 (wrong input)."""
+    await _replica_caught_up(client, feed)
+    monkeypatch.setattr(replica, "WAIT_SECONDS", 0.5)
+    holder = await asyncpg.connect(plain_url(migrated))
+    try:
+        async with holder.transaction():
+            # The replica's position row, locked: its next batch waits until this commits.
+            await holder.execute(
+                "SELECT position FROM payments.consumer_offsets "
+                "WHERE consumer = $1 AND source = 'orders' FOR UPDATE",
+                replica.SUBSCRIPTION,
+            )
+            customer = await feed.customer()
+            asked = await take_payment(client, customer, "10.00")
+            assert asked.status_code == 503, asked.text
+            assert asked.headers["Retry-After"]
+            assert "customer_id" in asked.json()["detail"]
+            assert "send it again" in asked.json()["detail"]
+    finally:
+        await holder.close()
+    monkeypatch.setattr(replica, "WAIT_SECONDS", 5.0)
+    paid = await take_payment(client, customer, "10.00")  # the replica has moved on
+    assert paid.status_code == 201, paid.text
 
 
 async def test_customer_created_a_moment_ago_can_pay_at_once(client) -> None:
