@@ -536,8 +536,8 @@ async def trend(
     today: date,
 ) -> list[dict[str, Any]]:
     """Every bucket from start to end that has begun by `today` (empty ones as zero), then
-    `forecast` predicted ones. Intervals still to come are not history: counting them as
-    zeros would drag the line fitted through the history down."""
+    `forecast` predicted ones (none starting after 2999). Intervals still to come are not
+    history: counting them as zeros would drag the line fitted through the history down."""
     end = min(end, today)
     rows = sales_rows(group_by=interval, filters={}, start=start, end=end).c
     bucket = cast(func.date_trunc(INTERVALS[interval], rows.day), Date).label("bucket")
@@ -552,6 +552,8 @@ async def trend(
     ]
     ahead = next_bucket(history[-1], interval) if history else bucket_start(start, interval)
     for predicted in linear_forecast(values, forecast):
+        if ahead.year > Period.LAST_YEAR:
+            break  # the books end with the year 2999, and so do the intervals predicted
         points.append(
             {"bucket": ahead, "value": predicted.quantize(places, ROUND_HALF_UP), "forecast": True}
         )

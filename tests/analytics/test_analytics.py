@@ -417,6 +417,21 @@ async def test_trend_history_ends_today(
     )
 
 
+async def test_no_interval_is_predicted_past_the_last_year_the_books_hold(
+    client: httpx.AsyncClient,
+) -> None:
+    body = (
+        await client.get(
+            f"{URL}/trend",
+            params={"from": "2999-12-01", "to": "2999-12-31", "interval": "week", "forecast": 100},
+            headers=ANALYST,
+        )
+    ).json()
+    buckets = [p["bucket"] for p in body["points"]]
+    assert buckets and all(b <= "2999-12-31" for b in buckets), buckets
+    assert buckets[-1] == "2999-12-30"  # the last Monday of 2999
+
+
 async def test_targets_and_attainment(
     client: httpx.AsyncClient, world: tuple[World, list[Event]]
 ) -> None:
