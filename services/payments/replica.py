@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -156,9 +156,10 @@ async def project(session: AsyncSession, events: list[Event]) -> None:
         row["status"] = status if row["status"] is None else later_status(row["status"], status)
         if event.type in ("order.submitted", "order.confirmed"):
             facts = event.data["order"]
-            row["gross"], row["number"] = Decimal(facts["gross"]), facts["number"]
+            row["gross"] = _amount(facts.get("gross"), "order.gross")
+            row["number"] = facts["number"]
         elif event.type == "order.returned":
-            row["credited"] += Decimal(event.data["gross"])
+            row["credited"] += _amount(event.data.get("gross"), "gross")
     await insert_rows(
         session,
         table,
@@ -200,6 +201,20 @@ def _no_change() -> dict[str, Any]:
 
 
 ZERO = Decimal("0.00")
+
+
+def _amount(raw: Any, field: str) -> Decimal:
+    """An amount of an event's data, read as it was written; a stuck subscription's error
+    names the field when it is not one."""
+    try:
+        value = Decimal(raw)
+    except (TypeError, ValueError, InvalidOperation):
+        raise ValueError(f"{field} is not an amount: {raw!r}") from None
+    if not value.is_finite():
+        raise ValueError(f"{field} is not an amount: {raw!r}")
+    return value
+
+
 _PROGRESS_OF = "CASE {} " + " ".join(f"WHEN '{s}' THEN {r}" for s, r in ORDER_PROGRESS.items())
 _PROGRESS_OF += " ELSE 0 END"
 _CHANGE_ORDERS = text(

@@ -218,6 +218,36 @@ async def test_a_stuck_ledger_event_is_the_close_problem_until_fixed_and_retried
         assert ledger["state"] == "running" and ledger["stuck_on"] is None
 
 
+@pytest.mark.parametrize("transport", ["postgres"], indirect=True)
+async def test_the_replica_names_the_amount_it_cannot_read(
+    app_client: AppClient, db_url: str, db: Database
+) -> None:
+    async with app_client(all_modules(), database_url=db_url, run_workers=False) as client:
+        customer = ok(await client.post("/v1/customers", json={"name": "Bo"}, headers=SALES), 201)
+        body = {"sku": "P1", "name": "Pump", "unit_price": "100.00", "tax_rate": "0.13"}
+        ok(await client.post("/v1/products", json=body, headers=SALES), 201)
+        order = {
+            "customer_id": customer["id"],
+            "channel": "pos",
+            "lines": [{"sku": "P1", "quantity": "1"}],
+        }
+        ok(await client.post("/v1/orders", json=order | {"submit": True}, headers=POS), 201)
+    async with db.transaction() as session:
+        await session.execute(
+            text(
+                "UPDATE orders.outbox SET payload = jsonb_set(payload, '{data,order,gross}', "
+                "'\"1,13\"') WHERE type = 'order.submitted'"
+            )
+        )
+    async with app_client(all_modules(), database_url=db_url) as client:
+        await eventually(
+            lambda: client.get("/readyz"), lambda r: stuck_on(r, "payments.orders"), seconds=30
+        )
+        replica = await subscription(client, "payments", "payments.orders")
+        assert replica["stuck_on"]["type"] == "order.submitted"
+        assert "order.gross is not an amount: '1,13'" in replica["last_error"]
+
+
 @BOTH_TRANSPORTS
 async def test_a_value_the_replica_cannot_hold_sticks_until_the_column_is_widened(
     app_client: AppClient, db_url: str, db: Database, transport: str
