@@ -33,6 +33,8 @@ SUBSCRIPTION = "payments.orders"
 SOURCE = "orders"
 # Long enough for a replica that is merely behind, short enough for a till to wait on.
 WAIT_SECONDS = 5.0
+# How often a waiting payment looks again without being woken.
+LOOK_AGAIN_SECONDS = 0.25
 
 
 class ReplicaProgress:
@@ -43,7 +45,7 @@ class ReplicaProgress:
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Future[None]] = set()
-        self.waits = 0  # how many times a payment had to wait; read by tests and metrics
+        self.waits = 0  # how many waits payments began (each a slice of theirs); for tests
 
     def advanced(self) -> None:
         for waiter in list(self._waiters):

@@ -543,11 +543,11 @@ async def _ensure_known_customer(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + replica.WAIT_SECONDS
     head: int | None = None
-    position = 0
     while True:
         with replica.progress.watch() as advanced:
             if await session.get(KnownCustomer, customer_id, populate_existing=True) is not None:
                 return
+            position = None
             if settings.effective_transport == "postgres":
                 # The customer, if it exists, was committed before this request: at or below
                 # the head read now. It is looked up again after the position is read, so a
@@ -560,8 +560,8 @@ async def _ensure_known_customer(
                 ):
                     raise InvalidInput("customer_id", f"unknown customer {customer_id}")
             left = deadline - loop.time()
-            if left <= 0 or not await replica.progress.wait(advanced, left):
-                if head is not None and position < head:
+            if left <= 0:
+                if head is not None and position is not None:
                     # The replica has not reached what orders had committed when the payment
                     # came: the customer may be among it. The till tries again; not its input.
                     raise NotYetKnown(
@@ -570,3 +570,6 @@ async def _ensure_known_customer(
                         f"are still being applied ({head - position} behind); send it again",
                     )
                 raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+            # Woken at once by this process's replica; the replica of another process (or a
+            # batch it had applied already) is seen by looking again a moment later.
+            await replica.progress.wait(advanced, min(left, replica.LOOK_AGAIN_SECONDS))

@@ -3,6 +3,7 @@ never issued, and a customer the replica does not hold (yet)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -90,6 +91,33 @@ async def test_a_customer_behind_a_busy_replica_is_asked_again_not_refused(
     monkeypatch.setattr(replica, "WAIT_SECONDS", 5.0)
     paid = await take_payment(client, customer, "10.00")  # the replica has moved on
     assert paid.status_code == 201, paid.text
+
+
+async def test_a_customer_another_process_replicated_is_seen_without_a_wake(
+    app_client: AppClient, feed, migrated
+) -> None:
+    """The replica of another process (no consumer runs in this one) wakes no payment here:
+    a waiting payment looks again, and takes the customer as soon as it is there."""
+    modules = [service_module("orders"), service_module("payments")]
+    async with app_client(modules, run_workers=False) as client:
+        customer = await feed.customer()
+        waits = replica.progress.waits
+
+        async def waits_begun() -> int:
+            return replica.progress.waits
+
+        paying = asyncio.create_task(take_payment(client, customer, "10.00"))
+        await eventually(waits_begun, lambda n: n > waits, seconds=4)  # the payment waits
+        replicated = await asyncpg.connect(plain_url(migrated))
+        try:
+            await replicated.execute(
+                "INSERT INTO payments.known_customers (customer_id, name) VALUES ($1, 'Acme')",
+                customer,
+            )
+        finally:
+            await replicated.close()
+        paid = await paying  # it used to sit out the wait's bound and answer 503
+        assert paid.status_code == 201, paid.text
 
 
 async def test_customer_created_a_moment_ago_can_pay_at_once(client) -> None:
