@@ -407,14 +407,19 @@ class PostgresSubscriber:
         default); returns how many events were read."""
         pending = list(sources or self.subscription.sources)
         total = 0
-        while pending and not self._stopping.is_set():
-            for source in list(pending):
-                read = await self.step(source)
-                total += read
-                # A read that did not fill its batch took everything committed before it:
-                # reading again would find nothing, and a later commit notifies again.
-                if not read or (read < self.batch_size and source not in self._careful):
-                    pending.remove(source)
+        try:
+            while pending and not self._stopping.is_set():
+                for source in list(pending):
+                    read = await self.step(source)
+                    total += read
+                    # A read that did not fill its batch took everything committed before
+                    # it: reading again would find nothing, and a later commit notifies again.
+                    if not read or (read < self.batch_size and source not in self._careful):
+                        pending.remove(source)
+        except BaseException:
+            # What was read ahead of another source is older than the drain that comes next.
+            self.reader.close()
+            raise
         if self._stopping.is_set():
             self.reader.close()
         self.health.idle()
