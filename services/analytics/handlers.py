@@ -121,6 +121,14 @@ class Batch:
     newest: datetime | None = None
     # Credit notes and cancellations whose invoice is not held (yet), in arrival order.
     waiting: list[Event] = field(default_factory=list)
+    # The day of each invoice this batch's allocations and releases pay (see _paid_day), and
+    # those moves of this batch per order, for an invoice that comes after them.
+    invoice_days: dict[UUID, date] = field(default_factory=dict)
+    paid_moves: dict[UUID, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # Orders invoiced in this batch, by day: their earlier allocations and releases move there.
+    invoiced_on: dict[UUID, date] = field(default_factory=dict)
+    # Moves of earlier batches dated again: (day, kind, amount) for receivables_by_day.
+    shifts: list[tuple[date, str, Decimal]] = field(default_factory=list)
 
     def add_sales(self, key: tuple[Any, ...], **amounts: Any) -> None:
         row = self.sales.get(key)
@@ -192,17 +200,37 @@ async def _apply_waiting(
 
 
 async def _load_invoices(session: AsyncSession, batch: Batch, events: list[Event]) -> None:
-    """The invoices this batch's credit notes and cancellations refer to."""
+    """The invoices this batch's credit notes and cancellations refer to, and the days of
+    those its allocations and releases pay."""
     wanted = {
         UUID(e.data["order_id"]) for e in events if e.type in ("order.returned", "order.cancelled")
     }
-    if not wanted:
-        return
-    rows = await session.execute(
-        select(table_of(Invoice)).where(table_of(Invoice).c.order_id.in_(wanted))
-    )
-    for row in rows.mappings():
-        batch.invoices[row["order_id"]] = {c: row[c] for c in INVOICE_COLUMNS}
+    paid = {UUID(e.data["order_id"]) for e in events if e.type in PAID_TYPES} - wanted
+    invoices = table_of(Invoice)
+    if wanted:
+        rows = await session.execute(select(invoices).where(invoices.c.order_id.in_(wanted)))
+        for row in rows.mappings():
+            batch.invoices[row["order_id"]] = {c: row[c] for c in INVOICE_COLUMNS}
+    if paid:
+        rows = await session.execute(
+            select(invoices.c.order_id, invoices.c.business_date).where(
+                invoices.c.order_id.in_(paid)
+            )
+        )
+        batch.invoice_days.update({order_id: day for order_id, day in rows})
+
+
+PAID_TYPES = ("payment.allocated", "payment.allocation_released")
+
+
+def _paid_day(batch: Batch, order_id: UUID, day: date) -> date:
+    """The day an allocation or its release counts from: its own, or its invoice's when that
+    is later. An invoice owes nothing before its day, so nothing is paid of it before either,
+    as the AR ageing has it; an invoice that comes after its allocations moves them to its
+    day (_on_confirmed, _redate_paid_moves)."""
+    invoice = batch.invoices.get(order_id)
+    issued = invoice["business_date"] if invoice is not None else batch.invoice_days.get(order_id)
+    return max(day, issued) if issued is not None else day
 
 
 def _on_customer(batch: Batch, event: Event) -> None:
@@ -271,6 +299,9 @@ def _on_confirmed(batch: Batch, event: Event) -> None:
         seen_skus.add(line.sku)
         seen_categories.add(category)
     batch.invoices[order.order_id] = invoice
+    batch.invoiced_on[order.order_id] = day
+    for move in batch.paid_moves.get(order.order_id, ()):
+        move["day"] = max(move["day"], day)
     plan = [(i.due_date, i.amount) for i in confirmed.instalments] or [
         (confirmed.due_date, order.gross)
     ]
@@ -401,31 +432,31 @@ def _on_refunded(batch: Batch, event: Event) -> None:
 
 def _on_allocated(batch: Batch, event: Event) -> None:
     allocated = event.payload_as(PaymentAllocated)
-    batch.moves.append(
-        {
-            "order_id": allocated.order_id,
-            "customer_id": allocated.customer_id,
-            "day": allocated.business_date,
-            "kind": "allocated",
-            "amount": -allocated.amount,
-        }
-    )
+    move = {
+        "order_id": allocated.order_id,
+        "customer_id": allocated.customer_id,
+        "day": _paid_day(batch, allocated.order_id, allocated.business_date),
+        "kind": "allocated",
+        "amount": -allocated.amount,
+    }
+    batch.moves.append(move)
+    batch.paid_moves[allocated.order_id].append(move)
 
 
 def _on_released(batch: Batch, event: Event) -> None:
     released = event.payload_as(AllocationReleased)
     if not released.was_applied:  # a pending allocation never counted as paid
         return
-    batch.moves.append(
-        {
-            "order_id": released.order_id,
-            "customer_id": released.customer_id,
-            # Dated by what caused it (a refund, a credit note); older events carry no date.
-            "day": released.business_date or _event_day(event),
-            "kind": "released",
-            "amount": released.amount,
-        }
-    )
+    move = {
+        "order_id": released.order_id,
+        "customer_id": released.customer_id,
+        # Dated by what caused it (a refund, a credit note); older events carry no date.
+        "day": _paid_day(batch, released.order_id, released.business_date or _event_day(event)),
+        "kind": "released",
+        "amount": released.amount,
+    }
+    batch.moves.append(move)
+    batch.paid_moves[released.order_id].append(move)
 
 
 _HANDLERS = {
@@ -458,6 +489,7 @@ async def _flush(session: AsyncSession, batch: Batch, *, rollups: bool) -> None:
         batch.instalments,
         suffix="ON CONFLICT DO NOTHING",
     )
+    await _redate_paid_moves(session, batch)
     await insert_rows(session, table_of(ReceivableMove), batch.moves)
     touched = {*batch.customers, *(cid for cid, _ in batch.customer_days)}
     before = await customer_counts.firsts(session, touched)
@@ -589,10 +621,43 @@ def _rollup_upsert(rollup: Rollup) -> str:
     )
 
 
+async def _redate_paid_moves(session: AsyncSession, batch: Batch) -> None:
+    """Allocations and releases of earlier batches dated before an invoice this batch brings
+    move to its day (see _paid_day), in receivable_moves and in receivables_by_day."""
+    if not batch.invoiced_on:
+        return
+    invoiced = sorted(batch.invoiced_on.items())
+    moved = await session.execute(
+        _REDATE_STATEMENT,
+        {"orders": [order_id for order_id, _ in invoiced], "days": [d for _, d in invoiced]},
+    )
+    for was, now, kind, amount in moved:
+        batch.shifts += [(was, kind, -amount), (now, kind, amount)]
+
+
+_REDATE_STATEMENT = text(
+    f"""
+    WITH invoiced AS (
+        SELECT * FROM unnest(CAST(:orders AS uuid[]), CAST(:days AS date[])) AS i(order_id, day)
+    ), early AS (
+        SELECT m.id, m.day AS was, i.day AS now
+        FROM {SCHEMA}.receivable_moves m JOIN invoiced i ON i.order_id = m.order_id
+        WHERE m.kind IN ('allocated', 'released') AND m.day < i.day
+        ORDER BY m.id
+        FOR UPDATE OF m
+    )
+    UPDATE {SCHEMA}.receivable_moves m SET day = e.now FROM early e WHERE m.id = e.id
+    RETURNING e.was, e.now, m.kind, m.amount
+    """
+)
+
+
 async def _flush_receivables(session: AsyncSession, batch: Batch) -> None:
     by_day: dict[tuple[date, str], Decimal] = defaultdict(lambda: ZERO)
     for move in batch.moves:
         by_day[(move["day"], move["kind"])] += move["amount"]
+    for day, kind, amount in batch.shifts:
+        by_day[(day, kind)] += amount
     await insert_rows(
         session,
         table_of(ReceivablesByDay),
