@@ -432,31 +432,35 @@ def _on_refunded(batch: Batch, event: Event) -> None:
 
 def _on_allocated(batch: Batch, event: Event) -> None:
     allocated = event.payload_as(PaymentAllocated)
-    move = {
-        "order_id": allocated.order_id,
-        "customer_id": allocated.customer_id,
-        "day": _paid_day(batch, allocated.order_id, allocated.business_date),
-        "kind": "allocated",
-        "amount": -allocated.amount,
-    }
-    batch.moves.append(move)
-    batch.paid_moves[allocated.order_id].append(move)
+    _paid(batch, allocated, "allocated", allocated.business_date, -allocated.amount)
 
 
 def _on_released(batch: Batch, event: Event) -> None:
     released = event.payload_as(AllocationReleased)
     if not released.was_applied:  # a pending allocation never counted as paid
         return
+    # Dated by what caused it (a refund, a credit note); older events carry no date.
+    day = released.business_date or _event_day(event)
+    _paid(batch, released, "released", day, released.amount)
+
+
+def _paid(
+    batch: Batch,
+    allocation: PaymentAllocated | AllocationReleased,
+    kind: str,
+    day: date,
+    amount: Decimal,
+) -> None:
+    """An allocation's move, or its release's, on the day it counts from (_paid_day)."""
     move = {
-        "order_id": released.order_id,
-        "customer_id": released.customer_id,
-        # Dated by what caused it (a refund, a credit note); older events carry no date.
-        "day": _paid_day(batch, released.order_id, released.business_date or _event_day(event)),
-        "kind": "released",
-        "amount": released.amount,
+        "order_id": allocation.order_id,
+        "customer_id": allocation.customer_id,
+        "day": _paid_day(batch, allocation.order_id, day),
+        "kind": kind,
+        "amount": amount,
     }
     batch.moves.append(move)
-    batch.paid_moves[released.order_id].append(move)
+    batch.paid_moves[allocation.order_id].append(move)
 
 
 _HANDLERS = {
