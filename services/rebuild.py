@@ -127,6 +127,7 @@ MODELS = {
             "invoice_movements",
             "reconciliation_exceptions",
             "pending_allocations",
+            "customers",
         ),
         start=_closing,
     ),

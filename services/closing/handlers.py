@@ -13,6 +13,7 @@ from services.closing.domain import posting_of
 from services.closing.ledger import (
     Batch,
     PeriodBook,
+    add_customer,
     add_invoice_facts,
     add_posting,
     flush,
@@ -38,6 +39,7 @@ LEDGER_TYPES = frozenset(
         "payment.allocation_released",
     }
 )
+CUSTOMER_TYPES = frozenset({"customer.created", "customer.updated"})
 
 
 def subscriptions() -> list[Subscription]:
@@ -47,7 +49,7 @@ def subscriptions() -> list[Subscription]:
             schema=SCHEMA,
             sources=("orders", "payments"),
             handle=post_events,
-            payload_types=LEDGER_TYPES | {"period.cutoff"},
+            payload_types=LEDGER_TYPES | CUSTOMER_TYPES | {"period.cutoff"},
         )
     ]
 
@@ -80,6 +82,9 @@ async def _post(
             await flush(session, batch)
             batch = Batch()
             book = await cut_off(event.payload_as(PeriodCutoff))
+            continue
+        if event.type in CUSTOMER_TYPES:
+            add_customer(batch, event.payload())
             continue
         if event.type not in LEDGER_TYPES:
             continue

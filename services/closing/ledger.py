@@ -27,6 +27,7 @@ from services.closing.domain import (
 )
 from services.closing.models import (
     AccountTotal,
+    Customer,
     CustomerActivity,
     DocumentTotal,
     Invoice,
@@ -40,7 +41,13 @@ from shared import periods
 from shared.bulk import add_to, insert_rows
 from shared.config import get_settings
 from shared.events.envelope import Event, EventPayload
-from shared.events.orders import OrderCancelled, OrderConfirmed, OrderReturned
+from shared.events.orders import (
+    CustomerCreated,
+    CustomerUpdated,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderReturned,
+)
 from shared.events.payments import (
     AllocationReleased,
     PaymentAllocated,
@@ -67,9 +74,17 @@ class Batch:
     instalments: list[dict[str, Any]] = field(default_factory=list)
     movements: list[dict[str, Any]] = field(default_factory=list)
     exceptions: list[dict[str, Any]] = field(default_factory=list)
+    customers: dict[UUID, str] = field(default_factory=dict)  # the name each was last given
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.movements or self.exceptions)
+        return bool(self.entries or self.movements or self.exceptions or self.customers)
+
+
+def add_customer(batch: Batch, payload: EventPayload) -> None:
+    """A customer.created or customer.updated: the ledger knows the customer from then on."""
+    match payload:
+        case CustomerCreated() | CustomerUpdated():
+            batch.customers[payload.customer_id] = payload.name
 
 
 async def load_book(session: AsyncSession) -> PeriodBook:
@@ -293,3 +308,9 @@ async def flush(session: AsyncSession, batch: Batch) -> None:
     )
     await insert_rows(session, table_of(InvoiceMovement), batch.movements)
     await insert_rows(session, table_of(ReconciliationException), batch.exceptions)
+    await insert_rows(
+        session,
+        table_of(Customer),
+        [{"customer_id": c, "name": n} for c, n in sorted(batch.customers.items())],
+        suffix="ON CONFLICT (customer_id) DO UPDATE SET name = EXCLUDED.name",
+    )

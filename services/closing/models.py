@@ -35,6 +35,17 @@ def _stamp() -> Any:
     )
 
 
+class Customer(SQLModel, table=True):
+    """A customer the orders service announced, with the name it last gave: a customer with no
+    document yet still has a statement (empty, at zero)."""
+
+    __tablename__ = "customers"
+    __table_args__ = {"schema": SCHEMA}
+
+    customer_id: UUID = Field(primary_key=True)
+    name: str = Field(sa_type=String(200))
+
+
 class LedgerEntry(SQLModel, table=True):
     """One posted document: its journal lines (debits = credits) and where it was posted."""
 

@@ -10,7 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from services.closing.models import SCHEMA, ClosedBalance, LedgerEntry, Period, Statement
+from services.closing.models import (
+    SCHEMA,
+    ClosedBalance,
+    Customer,
+    LedgerEntry,
+    Period,
+    Statement,
+)
 from services.closing.schemas import CustomerStatement, StatementLine
 from shared import periods
 from shared.audit import record_audit
@@ -28,14 +35,8 @@ async def customer_statement(
     """Opening balance, every posted document in date order with its running balance, closing."""
     if date_to < date_from:
         raise InvalidInput("to", "must not be before from")
-    known = (
-        await session.execute(
-            select(col(LedgerEntry.id)).where(col(LedgerEntry.customer_id) == customer_id).limit(1)
-        )
-    ).first()
-    if known is None:
-        # The ledger learns a customer from its first document: before that, no statement.
-        raise NotFound(f"no customer {customer_id} in the ledger: no document of theirs posted")
+    if not await _known(session, customer_id):
+        raise NotFound(f"no customer {customer_id}: the ledger has no event of theirs")
     opening = (
         await session.execute(
             select(func.coalesce(func.sum(col(LedgerEntry.amount)), 0)).where(
@@ -80,6 +81,15 @@ async def customer_statement(
         lines=lines,
         closing=balance,
     )
+
+
+async def _known(session: AsyncSession, customer_id: UUID) -> bool:
+    """Announced by a customer event, or (a customer from before the ledger kept customers)
+    named by a posted document."""
+    if await session.get(Customer, customer_id) is not None:
+        return True
+    posted = select(col(LedgerEntry.id)).where(col(LedgerEntry.customer_id) == customer_id)
+    return (await session.execute(posted.limit(1))).first() is not None
 
 
 async def send_statement(

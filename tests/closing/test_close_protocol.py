@@ -510,24 +510,28 @@ async def test_bad_requests(client) -> None:
 
 async def test_a_statement_for_a_customer_the_ledger_never_saw_is_404(client, db) -> None:
     month = next_month()
+
+    async def statement_of(customer_id: UUID) -> httpx.Response:
+        return await client.get(
+            f"/v1/closing/customers/{customer_id}/statement",
+            params={"from": f"{month}-01", "to": f"{month}-28"},
+            headers=FINANCE,
+        )
+
     unknown = new_id()
-    answer = await client.get(
-        f"/v1/closing/customers/{unknown}/statement",
-        params={"from": f"{month}-01", "to": f"{month}-28"},
-        headers=FINANCE,
-    )
+    answer = await statement_of(unknown)
     assert answer.status_code == 404, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert str(unknown) in answer.json()["detail"]
-    # Once a document of theirs is posted, the same request answers the statement.
+    # A customer the orders service announced has a statement before any document: at zero.
     cid = await customer(db)
-    await pay(client, cid, "5.00", day_in(month, 3))
-    known = await eventually(
-        lambda: client.get(
-            f"/v1/closing/customers/{cid}/statement",
-            params={"from": f"{month}-01", "to": f"{month}-28"},
-            headers=FINANCE,
-        ),
-        lambda r: r.status_code == 200,
+    empty = await eventually(lambda: statement_of(cid), lambda r: r.status_code != 404)
+    assert empty.status_code == 200, empty.text
+    assert (empty.json()["opening"], empty.json()["lines"], empty.json()["closing"]) == (
+        "0.00",
+        [],
+        "0.00",
     )
+    await pay(client, cid, "5.00", day_in(month, 3))
+    known = await eventually(lambda: statement_of(cid), lambda r: r.json()["lines"] != [])
     assert known.json()["closing"] == "-5.00"
