@@ -128,7 +128,11 @@ async def allocate_payment(
 
     async def create() -> PaymentPublic:
         payment = await service.allocate(
-            session=session, payment_id=payment_id, requests=body.requests(), actor=actor
+            session=session,
+            payment_id=payment_id,
+            requests=body.requests(),
+            actor=actor,
+            settings=settings,
         )
         return await queries.to_public(session, payment, settings)
 

@@ -11,7 +11,6 @@ allocation is never left behind by an order event that did not see it.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -81,6 +80,7 @@ async def receive(
     if data.currency is not None and data.currency != settings.currency:
         raise InvalidInput("currency", f"this deployment keeps its books in {settings.currency}")
     await _ensure_known_customer(session, data.customer_id, settings)
+    await _await_orders(session, {r.order_id for r in data.allocations}, settings)
     now = datetime.now(UTC)
     received_at = data.received_at or now
     if received_at.tzinfo is None:
@@ -160,9 +160,15 @@ async def receive(
 
 
 async def allocate(
-    *, session: AsyncSession, payment_id: UUID, requests: list[AllocationRequest], actor: Actor
+    *,
+    session: AsyncSession,
+    payment_id: UUID,
+    requests: list[AllocationRequest],
+    actor: Actor,
+    settings: Settings,
 ) -> Payment:
     """Apply part of a payment's unapplied credit to orders."""
+    await _await_orders(session, {r.order_id for r in requests}, settings)
     await guard_orders(session, {r.order_id for r in requests})
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
@@ -540,36 +546,43 @@ async def _ensure_known_customer(
     session: AsyncSession, customer_id: UUID, settings: Settings
 ) -> None:
     """422 naming customer_id unless the customer is, or is about to be, in the replica."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + replica.WAIT_SECONDS
-    head: int | None = None
-    while True:
-        with replica.progress.watch() as advanced:
-            if await session.get(KnownCustomer, customer_id, populate_existing=True) is not None:
-                return
-            position = None
-            if settings.effective_transport == "postgres":
-                # The customer, if it exists, was committed before this request: at or below
-                # the head read now. It is looked up again after the position is read, so a
-                # batch committed in between cannot make a customer just applied look unknown.
-                position = await replica.replica_position(session)
-                if head is None:
-                    head = await replica.source_head(session)
-                if position >= head and (
-                    await session.get(KnownCustomer, customer_id, populate_existing=True) is None
-                ):
-                    raise InvalidInput("customer_id", f"unknown customer {customer_id}")
-            left = deadline - loop.time()
-            if left <= 0:
-                if head is not None and position is not None:
-                    # The replica has not reached what orders had committed when the payment
-                    # came: the customer may be among it. The till tries again; not its input.
-                    raise NotYetKnown(
-                        "customer_id",
-                        f"customer {customer_id} has not reached payments yet: its events "
-                        f"are still being applied ({head - position} behind); send it again",
-                    )
-                raise InvalidInput("customer_id", f"unknown customer {customer_id}")
-            # Woken at once by this process's replica; the replica of another process (or a
-            # batch it had applied already) is seen by looking again a moment later.
-            await replica.progress.wait(advanced, min(left, replica.LOOK_AGAIN_SECONDS))
+
+    async def known() -> bool:
+        return await session.get(KnownCustomer, customer_id, populate_existing=True) is not None
+
+    waited = await replica.wait_until(
+        session, exact=settings.effective_transport == "postgres", settled=known
+    )
+    if waited.settled:
+        return
+    if waited.behind:
+        # The replica has not reached what orders had committed when the payment came: the
+        # customer may be among it. The till tries again; not its input.
+        raise NotYetKnown(
+            "customer_id",
+            f"customer {customer_id} has not reached payments yet: its events are still being "
+            f"applied ({waited.behind} behind); send it again",
+        )
+    raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+
+
+async def _await_orders(session: AsyncSession, order_ids: set[UUID], settings: Settings) -> None:
+    """Before allocations to these orders are planned, the replica's view of them brought up
+    to what the orders service had committed when the request came: an order entered a
+    moment ago, or just approved, takes the allocation at once instead of as pending. On the
+    postgres transport it waits only while the replica is behind; on Kafka only for orders
+    it does not know at all. An order still unknown or unconfirmed then takes a pending
+    allocation, as before."""
+    if not order_ids:
+        return
+    exact = settings.effective_transport == "postgres"
+    # What may yet change: on Kafka a known order's status is taken as it is.
+    wanted = ("confirmed", "fulfilled", "cancelled", "rejected") if exact else None
+
+    async def settled() -> bool:
+        query = select(col(KnownOrder.order_id)).where(col(KnownOrder.order_id).in_(order_ids))
+        if wanted is not None:
+            query = query.where(col(KnownOrder.status).in_(wanted))
+        return len((await session.execute(query)).all()) == len(order_ids)
+
+    await replica.wait_until(session, exact=exact, settled=settled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -14,8 +15,9 @@ from services.payments import replica
 from services.payments.cutoff import GUARD
 from services.registry import service_module
 from shared.cutoff import lift_cutoff, lock_period
-from shared.db import plain_url
+from shared.db import Database, plain_url
 from shared.ids import new_id
+from shared.messaging.postgres import PostgresSubscriber
 from tests.conftest import AppClient, auth
 from tests.payments.factories import OrdersFeed, take_payment
 from tests.support.waiting import eventually
@@ -93,6 +95,18 @@ async def test_a_customer_behind_a_busy_replica_is_asked_again_not_refused(
     assert paid.status_code == 201, paid.text
 
 
+async def replicate_customer(url: str, customer: UUID) -> None:
+    """The customer put into the payments replica directly, with no consumer running."""
+    connection = await asyncpg.connect(plain_url(url))
+    try:
+        await connection.execute(
+            "INSERT INTO payments.known_customers (customer_id, name) VALUES ($1, 'Acme')",
+            customer,
+        )
+    finally:
+        await connection.close()
+
+
 async def test_a_customer_another_process_replicated_is_seen_without_a_wake(
     app_client: AppClient, feed, migrated
 ) -> None:
@@ -108,14 +122,7 @@ async def test_a_customer_another_process_replicated_is_seen_without_a_wake(
 
         paying = asyncio.create_task(take_payment(client, customer, "10.00"))
         await eventually(waits_begun, lambda n: n > waits, seconds=4)  # the payment waits
-        replicated = await asyncpg.connect(plain_url(migrated))
-        try:
-            await replicated.execute(
-                "INSERT INTO payments.known_customers (customer_id, name) VALUES ($1, 'Acme')",
-                customer,
-            )
-        finally:
-            await replicated.close()
+        await replicate_customer(migrated, customer)  # as another process's replica would
         paid = await paying  # it used to sit out the wait's bound and answer 503
         assert paid.status_code == 201, paid.text
 
@@ -159,3 +166,41 @@ async def test_a_payment_dated_before_a_locked_period_is_refused(client) -> None
     finally:
         async with db.transaction() as session:
             await lift_cutoff(session, GUARD, "2012-06", reopening=False)
+
+
+async def test_an_order_entered_a_moment_ago_takes_its_payment_at_once(
+    app_client: AppClient, feed, migrated
+) -> None:
+    """An allocation to an order the replica has not applied yet waits for the replica to
+    reach what orders had committed, and is applied, not left pending (a till rings up the
+    order, then takes the money for it)."""
+    modules = [service_module("orders"), service_module("payments")]
+    async with app_client(modules, run_workers=False) as client:
+        customer = await feed.customer()
+        await replicate_customer(migrated, customer)
+        order = await feed.confirmed(customer, "40.00")
+        waits = replica.progress.waits
+
+        async def waits_begun() -> int:
+            return replica.progress.waits
+
+        paying = asyncio.create_task(
+            take_payment(
+                client, customer, "40.00", allocations=[{"order_id": str(order), "amount": "40.00"}]
+            )
+        )
+        await eventually(waits_begun, lambda n: n > waits, seconds=4)  # waits for the order
+        db = Database(migrated, pool_size=1)
+        try:
+            replica_subscription = next(
+                s
+                for s in service_module("payments").subscriptions
+                if s.name == replica.SUBSCRIPTION
+            )
+            await PostgresSubscriber(db, replica_subscription).drain()
+        finally:
+            await db.dispose()
+        paid = await paying
+        assert paid.status_code == 201, paid.text
+        assert [a["status"] for a in paid.json()["allocations"]] == ["applied"]
+        assert paid.json()["unapplied"] == "0.00"
