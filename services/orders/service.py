@@ -62,6 +62,7 @@ from services.orders.domain import (
     price_line,
     totals,
 )
+from services.orders.handlers import subscription as payment_events
 from services.orders.models import (
     SCHEMA,
     ZERO,
@@ -88,10 +89,12 @@ from shared.cutoff import held, hold_period
 from shared.db import driver_connection, lock_or_404, raw_connection
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
+from shared.events import payments
 from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
 from shared.memo import per_database, remember
+from shared.messaging.consumer import wait_for_newest
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
@@ -237,10 +240,33 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     if customer.credit_limit is None:
         return None
     open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-    return credit_hold(
-        credit_limit=customer.credit_limit,
-        open_receivable=open_receivable,
-        order_gross=order.gross,
+    hold = credit_hold(
+        credit_limit=customer.credit_limit, open_receivable=open_receivable, order_gross=order.gross
+    )
+    if hold is not None and await _payments_counted(await raw_connection(session), customer.id):
+        open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
+        hold = credit_hold(
+            credit_limit=customer.credit_limit,
+            open_receivable=open_receivable,
+            order_gross=order.gross,
+        )
+    return hold
+
+
+PAYMENTS_WAIT_SECONDS = 2.0
+
+
+async def _payments_counted(db: asyncpg.Connection[Any], customer_id: UUID) -> bool:
+    """Before an order is held over its customer's credit limit: wait (a bounded time) until
+    this service has applied the payment events committed so far, so a payment the payments
+    service has acknowledged counts (a till that just took the money is not held over it).
+    True when it waited, and the receivable is to be read again."""
+    return await wait_for_newest(
+        db,
+        payment_events,
+        payments.SOURCE,
+        seconds=PAYMENTS_WAIT_SECONDS,
+        why=f"the credit check of customer {customer_id}",
     )
 
 
@@ -790,6 +816,21 @@ async def enter_order(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+async def _entry_credit_hold(
+    db: asyncpg.Connection[Any], customer_id: UUID, gross: Decimal
+) -> CreditHold | None:
+    async def as_read() -> CreditHold | None:
+        limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, customer_id)
+        return credit_hold(
+            credit_limit=limit, open_receivable=round_money(Decimal(owed)), order_gross=gross
+        )
+
+    hold = await as_read()
+    if hold is not None and await _payments_counted(db, customer_id):
+        hold = await as_read()
+    return hold
+
+
 async def _enter(
     db: asyncpg.Connection[Any],
     session: AsyncSession,
@@ -866,12 +907,7 @@ async def _enter(
     if data.submit:
         if customer["credit_limit"] is not None:
             # In the transaction the caller began for it, holding the customer's row.
-            limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
-            hold = credit_hold(
-                credit_limit=limit,
-                open_receivable=round_money(Decimal(owed)),
-                order_gross=total.gross,
-            )
+            hold = await _entry_credit_hold(db, data.customer_id, total.gross)
         approvals = approvals_on_submit(
             approvals_needed(total.gross, settings.approval_thresholds), hold
         )

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
+from sqlalchemy import text
 
 from services.orders.handlers import subscription
+from services.registry import service_module
 from shared.events.envelope import Event, EventPayload
 from shared.events.payments import AllocationReleased, PaymentAllocated
 from shared.ids import new_id
 from shared.messaging.consumer import apply_batch
 from shared.messaging.outbox import write_to_outbox
+from tests.conftest import AppClient, migrate_all
 from tests.orders.factories import (
     POS,
     act,
@@ -145,6 +150,47 @@ async def test_payments_free_credit_limit(client: httpx.AsyncClient) -> None:
     assert paid["outstanding"] == "0.00"
     fresh = await make_order(client, customer=customer, lines=product_line)
     assert ok(await act(client, fresh, "submit", POS))["status"] == "confirmed"
+
+
+@pytest.mark.parametrize("path", ["entry", "submit"])
+async def test_a_hold_waits_for_the_payments_already_acknowledged(
+    app_client: AppClient, scratch_database: str, path: str
+) -> None:
+    """A payment the payments service has acknowledged, but this service has not applied
+    yet, is counted before an order is held over the credit limit: the check waits for it,
+    on order entry with `"submit": true` and on the submit of a draft. (A database of its
+    own: no other app's consumer may apply the payment meanwhile.)"""
+    url = await migrate_all(scratch_database)
+    orders = [service_module("orders")]
+    async with app_client(orders, run_workers=False, database_url=url) as client:
+        customer = await make_customer(client, credit_limit="150.00")
+        first = await make_order(client, customer=customer, unit_price="100", submit=True)
+        line = [{"sku": first["lines"][0]["sku"], "quantity": "1"}]
+        draft = await make_order(client, customer=customer, lines=line)
+        payment = await publish(client, allocated(first, "113.00"), customer["id"])
+        body = {"customer_id": customer["id"], "channel": "pos", "lines": line, "submit": True}
+        entering = asyncio.create_task(
+            client.post("/v1/orders", json=body, headers=POS)
+            if path == "entry"
+            else act(client, draft, "submit", POS)
+        )
+
+        async def waiting_checks() -> int:
+            async with database(client).sessions() as session:
+                found = await session.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                        "AND query LIKE '%FROM payments.outbox ORDER BY id DESC%'"
+                    )
+                )
+                return int(found.scalar_one())
+
+        await eventually(waiting_checks, lambda n: n > 0)  # the order waits, holding nothing yet
+        assert not entering.done()
+        assert await redeliver(client, payment) == 1  # the consumer applies the payment
+        entered = await entering
+        assert entered.status_code == (201 if path == "entry" else 200), entered.text
+        assert entered.json()["status"] == "confirmed"
 
 
 async def test_partial_releases_take_each_part_out_of_paid_once(
