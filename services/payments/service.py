@@ -569,20 +569,23 @@ async def _ensure_known_customer(
 async def _await_orders(session: AsyncSession, order_ids: set[UUID], settings: Settings) -> None:
     """Before allocations to these orders are planned, the replica's view of them brought up
     to what the orders service had committed when the request came: an order entered a
-    moment ago, or just approved, takes the allocation at once instead of as pending. On the
-    postgres transport it waits only while the replica is behind; on Kafka only for orders
-    it does not know at all. An order still unknown or unconfirmed then takes a pending
-    allocation, as before."""
+    moment ago, just approved, returned or cancelled is checked as it now stands, and one
+    just confirmed takes the allocation at once instead of as pending. On the postgres
+    transport it waits while the replica is behind that point; on Kafka, where the point is
+    not known, only for orders it has never seen. Either way the wait is bounded: an order
+    still unknown or unconfirmed then takes a pending allocation, as before."""
     if not order_ids:
         return
     exact = settings.effective_transport == "postgres"
-    # What may yet change: on Kafka a known order's status is taken as it is.
-    wanted = ("confirmed", "fulfilled", "cancelled", "rejected") if exact else None
 
     async def settled() -> bool:
-        query = select(col(KnownOrder.order_id)).where(col(KnownOrder.order_id).in_(order_ids))
-        if wanted is not None:
-            query = query.where(col(KnownOrder.status).in_(wanted))
-        return len((await session.execute(query)).all()) == len(order_ids)
+        if exact:  # known or not, an order's replica row may be behind: the position decides
+            return False
+        query = (
+            select(func.count())
+            .select_from(KnownOrder)
+            .where(col(KnownOrder.order_id).in_(order_ids))
+        )
+        return (await session.execute(query)).scalar_one() == len(order_ids)
 
     await replica.wait_until(session, exact=exact, settled=settled)

@@ -168,6 +168,35 @@ async def test_a_payment_dated_before_a_locked_period_is_refused(client) -> None
             await lift_cutoff(session, GUARD, "2012-06", reopening=False)
 
 
+async def drain_replica(url: str) -> None:
+    """Apply everything the orders outbox holds to the payments replica, as its consumer would."""
+    db = Database(url, pool_size=1)
+    try:
+        subscription = next(
+            s for s in service_module("payments").subscriptions if s.name == replica.SUBSCRIPTION
+        )
+        await PostgresSubscriber(db, subscription).drain()
+    finally:
+        await db.dispose()
+
+
+async def pay_while_the_replica_is_behind(
+    client: httpx.AsyncClient, url: str, customer: UUID, order: UUID, amount: str
+) -> httpx.Response:
+    """Take a payment for `order` while the replica has not applied the orders outbox: it
+    must wait for the replica, which is then brought up to date."""
+    waits = replica.progress.waits
+
+    async def waits_begun() -> int:
+        return replica.progress.waits
+
+    allocation = {"order_id": str(order), "amount": amount}
+    paying = asyncio.create_task(take_payment(client, customer, amount, allocations=[allocation]))
+    await eventually(waits_begun, lambda n: n > waits, seconds=4)  # the payment waits
+    await drain_replica(url)
+    return await paying
+
+
 async def test_an_order_entered_a_moment_ago_takes_its_payment_at_once(
     app_client: AppClient, feed, migrated
 ) -> None:
@@ -179,28 +208,23 @@ async def test_an_order_entered_a_moment_ago_takes_its_payment_at_once(
         customer = await feed.customer()
         await replicate_customer(migrated, customer)
         order = await feed.confirmed(customer, "40.00")
-        waits = replica.progress.waits
-
-        async def waits_begun() -> int:
-            return replica.progress.waits
-
-        paying = asyncio.create_task(
-            take_payment(
-                client, customer, "40.00", allocations=[{"order_id": str(order), "amount": "40.00"}]
-            )
-        )
-        await eventually(waits_begun, lambda n: n > waits, seconds=4)  # waits for the order
-        db = Database(migrated, pool_size=1)
-        try:
-            replica_subscription = next(
-                s
-                for s in service_module("payments").subscriptions
-                if s.name == replica.SUBSCRIPTION
-            )
-            await PostgresSubscriber(db, replica_subscription).drain()
-        finally:
-            await db.dispose()
-        paid = await paying
+        paid = await pay_while_the_replica_is_behind(client, migrated, customer, order, "40.00")
         assert paid.status_code == 201, paid.text
         assert [a["status"] for a in paid.json()["allocations"]] == ["applied"]
         assert paid.json()["unapplied"] == "0.00"
+
+
+async def test_an_allocation_just_after_a_return_is_checked_against_what_is_left(
+    app_client: AppClient, feed, migrated
+) -> None:
+    """The replica knows the order, but not yet the credit note issued a moment ago: the
+    allocation waits for it, and the order's whole former gross no longer fits."""
+    modules = [service_module("orders"), service_module("payments")]
+    async with app_client(modules, run_workers=False) as client:
+        customer = await feed.customer()
+        order = await feed.confirmed(customer, "40.00")
+        await drain_replica(migrated)
+        await feed.returned(customer, order, "15.00")
+        paid = await pay_while_the_replica_is_behind(client, migrated, customer, order, "40.00")
+        assert paid.status_code == 409, paid.text
+        assert paid.json()["open_amount"] == "25.00"
