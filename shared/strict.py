@@ -1,7 +1,9 @@
 """Query strings as strict as bodies (SPEC §9): a parameter an operation does not declare is
 422 naming it, never silently ignored (`?number=` on a list that has no such filter would
 answer every row); so is a parameter of one value given twice (the last would be used and
-the other never checked: `?limit=abc&limit=1`); and no query value may carry NUL."""
+the other never checked: `?limit=abc&limit=1`); and no query value may carry NUL. An
+`Idempotency-Key` header given twice is refused the same way: the last would be the key, and
+a retry that carries only the other would create the document again."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from fastapi.routing import APIRoute
 
 from shared.auth import TOKEN_REQUIRED, Role, current_actor, decode_token, forbidden
 from shared.errors import DomainError, InvalidInput, Unauthorized
+from shared.idempotency import HEADER as IDEMPOTENCY_KEY
 
 _DECLARED = "salesbook_query_rules"
 
@@ -93,16 +96,20 @@ def refused_at_the_door(request: Request) -> DomainError | None:
 
 
 async def strict_query(request: Request) -> None:
-    """Refuse (422) a query parameter the operation does not take, or a value with NUL."""
+    """Refuse (422) a query parameter the operation does not take, a value with NUL, or a
+    second Idempotency-Key."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return  # a page or script for browsers, which may add a cache-busting parameter
     given = request.query_params.multi_items()
-    if not given:
+    keys = len(request.headers.getlist(IDEMPOTENCY_KEY))
+    if not given and keys < 2:
         return  # nothing to refuse (the usual case): no token to check either
     rules = _rules(route)
     if _refusal(request, rules) is not None:
         return  # the operation's own authentication answers 401 or 403 first
+    if keys > 1:
+        raise InvalidInput(IDEMPOTENCY_KEY, "given more than once; a request has one key")
     seen = set()
     for name, value in given:
         if name not in rules.names:

@@ -491,6 +491,13 @@ async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> No
     ]:
         body = refused(await client.get(f"{url}?{query}", headers=headers), name)
         assert "more than once" in body["detail"]
+    # Nor a second Idempotency-Key: a retry carrying only the other would take a new order.
+    twice = await client.post(
+        "/v1/orders",
+        json={},
+        headers=[*SALES.items(), ("Idempotency-Key", "k1"), ("Idempotency-Key", "k2")],
+    )
+    assert "more than once" in refused(twice, "Idempotency-Key")["detail"]
     # A page for browsers takes what a browser adds (a cache-buster) and ignores it.
     answer = await client.get("/v1/analytics/dashboard", params={"v": "2"})
     assert answer.status_code == 200
