@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -49,8 +49,33 @@ class PaymentCreate(_Input):
     allocations: list[AllocationRequest] = Field(default_factory=list, max_length=500)
 
 
+def _one_shape_schema(schema: dict[str, Any]) -> None:
+    """The document says what _one_shape checks: allocations[] (not empty), or order_id with
+    amount, never both (a null order_id or amount is as if absent)."""
+    schema["oneOf"] = [
+        {
+            "required": ["allocations"],
+            "properties": {
+                "allocations": {"minItems": 1},
+                "order_id": {"type": "null"},
+                "amount": {"type": "null"},
+            },
+        },
+        {
+            "required": ["order_id", "amount"],
+            "properties": {
+                "order_id": {"type": "string"},
+                "amount": {"type": "string"},
+                "allocations": {"maxItems": 0},
+            },
+        },
+    ]
+
+
 class AllocationsCreate(_Input):
     """Apply unapplied credit: either `allocations[]`, or one `order_id` with `amount`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_shape_schema)
 
     allocations: list[AllocationRequest] = Field(default_factory=list, max_length=500)
     order_id: UUID | None = None

@@ -9,9 +9,12 @@ from html.parser import HTMLParser
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from fastapi import FastAPI
+from pydantic import ValidationError
 
+from services.payments.schemas import AllocationsCreate
 from services.registry import SERVICES, all_modules, service_module
 from shared.app import create_app
 from shared.auth import Role
@@ -72,6 +75,36 @@ def test_every_bound_is_stated_in_json_schema_keywords() -> None:
     terms = document["components"]["schemas"]["CustomerCreate"]["properties"]
     assert terms["payment_terms_days"]["minimum"] == 0
     assert terms["payment_terms_days"]["maximum"] == 3650
+
+
+def test_the_allocation_body_schema_admits_exactly_what_the_server_takes() -> None:
+    """Allocations take one of two shapes; the document says so (oneOf), so a client or a
+    fuzzer building a body from it does not send one the server always refuses."""
+    document = document_of("payments")
+    component = document["components"]["schemas"]["AllocationsCreate"]
+    validator = jsonschema_rs.validator_for({**component, "components": document["components"]})
+    order, amount = str(uuid.uuid4()), "12.50"
+    one = {"order_id": order, "amount": amount}
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"allocations": []},
+        {"allocations": [one]},
+        {"allocations": [one], "order_id": None, "amount": None},
+        {"allocations": [one], "order_id": order},
+        {"allocations": [one], **one},
+        one,
+        {**one, "allocations": []},
+        {"order_id": order},
+        {"order_id": order, "amount": None},
+        {"amount": amount},
+    ]
+    for body in bodies:
+        try:
+            AllocationsCreate.model_validate(body)
+            taken = True
+        except ValidationError:
+            taken = False
+        assert validator.is_valid(body) == taken, body
 
 
 def test_every_operation_states_its_roles_and_error_answers() -> None:
