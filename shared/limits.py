@@ -122,12 +122,12 @@ def _check_date(value: date) -> date:
 
 
 def _check_moment(value: datetime) -> datetime:
-    # Both the time as written and its UTC instant: 0001-01-01T00:00:00+14:00 is year 0 in UTC.
-    years = {value.year}
+    # The time as written, and its UTC instant (0001-01-01T00:00:00+14:00 is year 0 in UTC)
+    # within a day of those years: 2000-01-01T00:00:00+08:00 is 1999 in UTC but 2000 where it
+    # was written. The service judges the business date it falls on, in its time zone.
     offset = value.utcoffset()
-    if offset is not None:
-        years.add((value.replace(tzinfo=None) - offset).year)
-    if not all(_year_in_range(y) for y in years):
+    instant = value.replace(tzinfo=None) - offset if offset is not None else value
+    if not _year_in_range(value.year) or not MIN_YEAR - 1 <= instant.year <= MAX_YEAR + 1:
         raise ValueError(f"must be a time in the years {MIN_YEAR} to {MAX_YEAR}")
     return value
 

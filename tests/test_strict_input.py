@@ -641,3 +641,16 @@ async def test_a_payment_whose_business_date_falls_before_2000_is_refused(
             "/v1/payments", json=body | {"received_at": "2000-01-01T12:00:00Z"}, headers=POS
         )
         assert ok(accepted, 201)["business_date"] == "2000-01-01"
+    # East of UTC, the first moment of 2000 where it was written is still 1999 in UTC.
+    east = settings.model_copy(update={"timezone": "Asia/Shanghai"})
+    async with app_client(settings_override=east) as client:
+        customer = await make_customer(client)
+        body = {"customer_id": customer["id"], "amount": "1.00", "method": "cash"}
+        answer = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T00:00:00+08:00"}, headers=POS
+        )
+        assert ok(answer, 201)["business_date"] == "2000-01-01"
+        answer = await client.post(
+            "/v1/payments", json=body | {"received_at": "2000-01-01T00:00:00+09:00"}, headers=POS
+        )
+        refused(answer, "received_at", "1999-12-31", "business time zone")
