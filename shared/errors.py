@@ -187,7 +187,8 @@ def malformed_body(reason: str) -> JSONResponse:
 TOO_LARGE = "Content too large"
 """The title of a 413: a body larger than the server reads."""
 
-# What FastAPI says when a body could not be decoded at all (not UTF-8, nested too deeply).
+# What FastAPI says when a body could not be decoded at all (not UTF-8, nested too deeply, an
+# integer longer than Python reads).
 _BODY_PARSE_FAILED = "There was an error parsing the body"
 _DECIMAL_REPR = re.compile(r"Decimal\('([^']*)'\)")
 _PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -256,7 +257,9 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
-            return _at_the_door(request) or malformed_body("not UTF-8 text, or nested too deeply")
+            return _at_the_door(request) or malformed_body(
+                "not UTF-8 text, nested too deeply, or a number of more than 4300 digits"
+            )
         if exc.status_code == 413:
             return problem(413, TOO_LARGE, str(exc.detail))
         headers = dict(exc.headers or {})

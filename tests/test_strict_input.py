@@ -542,6 +542,10 @@ async def test_unreadable_bodies_are_the_malformed_json_problem(client: httpx.As
         answer = await client.post("/v1/customers", content=content, headers=json_type)
         body = refused(answer, "body", "malformed JSON")
         assert body["errors"] == [{"field": "body", "message": body["detail"][len("body: ") :]}]
+    # A number longer than Python reads is named as the cause.
+    content = b'{"name": "x", "payment_terms_days": ' + b"1" * 5000 + b"}"
+    answer = await client.post("/v1/customers", content=content, headers=json_type)
+    refused(answer, "body", "malformed JSON", "4300 digits")
 
 
 async def test_405_names_the_allowed_methods(client: httpx.AsyncClient, world) -> None:
