@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -258,7 +259,8 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
             return _at_the_door(request) or malformed_body(
-                "not UTF-8 text, nested too deeply, or a number of more than 4300 digits"
+                "not UTF-8 text, nested too deeply, or a number of more than "
+                f"{sys.get_int_max_str_digits()} digits"
             )
         if exc.status_code == 413:
             return problem(413, TOO_LARGE, str(exc.detail))

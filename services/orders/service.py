@@ -94,8 +94,8 @@ from shared.events.envelope import Event
 from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
 from shared.memo import per_database, remember
-from shared.messaging.consumer import wait_for_newest
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
+from shared.messaging.postgres import wait_for_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, period_closed, today
@@ -188,7 +188,7 @@ async def submit(
     _check_transition(order, S.SUBMITTED, "submitted")
     # The credit check holds the customer's row before the period's locks are taken, as
     # order entry does, so the two never wait on each other in opposite orders.
-    hold = await credit_check(session, order)
+    hold = await credit_check(session, order, settings)
     if business_date is not None:
         await redate(session, order, business_date, actor=actor, settings=settings)
     elif order.business_date is not None:
@@ -225,7 +225,9 @@ async def submit(
     return Submission(order=order, credit_hold=hold, held=approvals.held)
 
 
-async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
+async def credit_check(
+    session: AsyncSession, order: Order, settings: Settings
+) -> CreditHold | None:
     """A hold if confirming `order` would push its customer's open receivable over the limit.
 
     The customer row is locked while a limit applies, so two orders of one customer cannot
@@ -234,37 +236,39 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
     customer = await get_customer(session, order.customer_id)
     if customer.credit_limit is None:
         return None
+    await payments_counted(await raw_connection(session), customer.id, settings)
     customer = await lock_or_404(
         session, Customer, order.customer_id, missing=NotFound(f"customer {order.customer_id}")
     )
     if customer.credit_limit is None:
         return None
     open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-    hold = credit_hold(
-        credit_limit=customer.credit_limit, open_receivable=open_receivable, order_gross=order.gross
+    return credit_hold(
+        credit_limit=customer.credit_limit,
+        open_receivable=open_receivable,
+        order_gross=order.gross,
     )
-    if hold is not None and await _payments_counted(await raw_connection(session), customer.id):
-        open_receivable = await open_receivable_of(session, customer.id, excluding=order.id)
-        hold = credit_hold(
-            credit_limit=customer.credit_limit,
-            open_receivable=open_receivable,
-            order_gross=order.gross,
-        )
-    return hold
 
 
 PAYMENTS_WAIT_SECONDS = 2.0
 
 
-async def _payments_counted(db: asyncpg.Connection[Any], customer_id: UUID) -> bool:
-    """Before an order is held over its customer's credit limit: wait (a bounded time) until
-    this service has applied the payment events committed so far, so a payment the payments
+async def payments_counted(
+    db: asyncpg.Connection[Any], customer_id: UUID, settings: Settings
+) -> None:
+    """Before a customer's credit limit is checked: wait (a bounded time) until this service
+    has applied the customer's payment events committed so far, so a payment the payments
     service has acknowledged counts (a till that just took the money is not held over it).
-    True when it waited, and the receivable is to be read again."""
-    return await wait_for_newest(
+    On the postgres transport, which reads the payments outbox; on Kafka the check counts
+    what the subscription has applied."""
+    if settings.effective_transport != "postgres":
+        return
+    await wait_for_key(
         db,
-        payment_events,
-        payments.SOURCE,
+        schema=SCHEMA,
+        consumer=payment_events.name,
+        source=payments.SOURCE,
+        key=str(customer_id),
         seconds=PAYMENTS_WAIT_SECONDS,
         why=f"the credit check of customer {customer_id}",
     )
@@ -791,6 +795,7 @@ async def enter_order(
     for attempt in range(1, _ATTEMPTS + 1):
         read = remembered or await _read(db, reads, data.customer_id, skus)
         if data.submit and read.customer["credit_limit"] is not None:
+            await payments_counted(db, data.customer_id, settings)  # before any lock is held
             # Checked against the limit in a transaction holding the customer's row, so that
             # customer's orders are checked one at a time; read again under that lock.
             db = await driver_connection(session)
@@ -814,21 +819,6 @@ async def enter_order(
             reads.forget(data.customer_id, skus)
             remembered = None
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def _entry_credit_hold(
-    db: asyncpg.Connection[Any], customer_id: UUID, gross: Decimal
-) -> CreditHold | None:
-    async def as_read() -> CreditHold | None:
-        limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, customer_id)
-        return credit_hold(
-            credit_limit=limit, open_receivable=round_money(Decimal(owed)), order_gross=gross
-        )
-
-    hold = await as_read()
-    if hold is not None and await _payments_counted(db, customer_id):
-        hold = await as_read()
-    return hold
 
 
 async def _enter(
@@ -907,7 +897,12 @@ async def _enter(
     if data.submit:
         if customer["credit_limit"] is not None:
             # In the transaction the caller began for it, holding the customer's row.
-            hold = await _entry_credit_hold(db, data.customer_id, total.gross)
+            limit, owed = await db.fetchrow(_OPEN_RECEIVABLE, data.customer_id)
+            hold = credit_hold(
+                credit_limit=limit,
+                open_receivable=round_money(Decimal(owed)),
+                order_gross=total.gross,
+            )
         approvals = approvals_on_submit(
             approvals_needed(total.gross, settings.approval_thresholds), hold
         )

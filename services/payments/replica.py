@@ -34,6 +34,8 @@ SUBSCRIPTION = "payments.orders"
 SOURCE = "orders"
 # Long enough for a replica that is merely behind, short enough for a till to wait on.
 WAIT_SECONDS = 5.0
+# How long a payment with allocations waits for the replica to reach the customer's orders.
+ORDERS_WAIT_SECONDS = 2.0
 # How often a waiting payment looks again without being woken.
 LOOK_AGAIN_SECONDS = 0.25
 

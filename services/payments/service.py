@@ -45,7 +45,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import hold_period
-from shared.db import lock_or_404
+from shared.db import lock_or_404, raw_connection
 from shared.errors import InvalidInput, NotFound, NotYetKnown
 from shared.events.payments import (
     AllocationPending,
@@ -58,6 +58,7 @@ from shared.events.payments import (
 from shared.ids import new_id
 from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
+from shared.messaging.postgres import wait_for_key
 from shared.numbering import next_number
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
 
@@ -80,7 +81,7 @@ async def receive(
     if data.currency is not None and data.currency != settings.currency:
         raise InvalidInput("currency", f"this deployment keeps its books in {settings.currency}")
     await _ensure_known_customer(session, data.customer_id, settings)
-    await _await_orders(session, {r.order_id for r in data.allocations}, settings)
+    await _await_orders(session, data.customer_id, {r.order_id for r in data.allocations}, settings)
     now = datetime.now(UTC)
     received_at = data.received_at or now
     if received_at.tzinfo is None:
@@ -168,7 +169,9 @@ async def allocate(
     settings: Settings,
 ) -> Payment:
     """Apply part of a payment's unapplied credit to orders."""
-    await _await_orders(session, {r.order_id for r in requests}, settings)
+    known = await session.get(Payment, payment_id)  # its customer, before anything is locked
+    if known is not None:
+        await _await_orders(session, known.customer_id, {r.order_id for r in requests}, settings)
     await guard_orders(session, {r.order_id for r in requests})
     payment = await lock_payment(session, payment_id)
     allocations = await _allocate(session, payment, requests, field="allocations")
@@ -566,26 +569,23 @@ async def _ensure_known_customer(
     raise InvalidInput("customer_id", f"unknown customer {customer_id}")
 
 
-async def _await_orders(session: AsyncSession, order_ids: set[UUID], settings: Settings) -> None:
-    """Before allocations to these orders are planned, the replica's view of them brought up
-    to what the orders service had committed when the request came: an order entered a
-    moment ago, just approved, returned or cancelled is checked as it now stands, and one
-    just confirmed takes the allocation at once instead of as pending. On the postgres
-    transport it waits while the replica is behind that point; on Kafka, where the point is
-    not known, only for orders it has never seen. Either way the wait is bounded: an order
-    still unknown or unconfirmed then takes a pending allocation, as before."""
-    if not order_ids:
+async def _await_orders(
+    session: AsyncSession, customer_id: UUID, order_ids: set[UUID], settings: Settings
+) -> None:
+    """Before allocations are planned: the replica's view of the customer's orders brought up
+    to what the orders service had committed when the request came, so an order entered,
+    approved, returned or cancelled a moment ago is checked as it now stands, and one just
+    confirmed takes the allocation at once instead of as pending. Bounded: an order still
+    unknown or unconfirmed then takes a pending allocation. On the postgres transport, which
+    reads the orders outbox; on Kafka the replica is taken as it is."""
+    if not order_ids or settings.effective_transport != "postgres":
         return
-    exact = settings.effective_transport == "postgres"
-
-    async def settled() -> bool:
-        if exact:  # known or not, an order's replica row may be behind: the position decides
-            return False
-        query = (
-            select(func.count())
-            .select_from(KnownOrder)
-            .where(col(KnownOrder.order_id).in_(order_ids))
-        )
-        return (await session.execute(query)).scalar_one() == len(order_ids)
-
-    await replica.wait_until(session, exact=exact, settled=settled)
+    await wait_for_key(
+        await raw_connection(session),
+        schema=SCHEMA,
+        consumer=replica.SUBSCRIPTION,
+        source=replica.SOURCE,
+        key=str(customer_id),
+        seconds=replica.ORDERS_WAIT_SECONDS,
+        why=f"allocations of customer {customer_id}",
+    )

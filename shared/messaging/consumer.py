@@ -7,13 +7,10 @@ as the handler's effects, and hands the handler only events it has never process
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bulk import insert_rows
@@ -75,61 +72,6 @@ async def apply_batch(
         _trace(subscription, fresh)
         await subscription.handle(session, fresh)
     return len(fresh)
-
-
-NEWEST_EVENTS = 64
-LOOK_AGAIN_SECONDS = 0.02
-
-
-async def unapplied_newest(
-    db: asyncpg.Connection[Any], subscription: Subscription, source: str, *, newest: int
-) -> int:
-    """How many of the `newest` events committed to `source`'s outbox the subscription has
-    not applied yet: the inbox holds every event it applied, on either transport, whatever
-    the order it met them in."""
-    return int(
-        await db.fetchval(
-            f"SELECT count(*) FROM (SELECT event_id FROM {source}.outbox ORDER BY id DESC "
-            f"LIMIT $2) AS recent WHERE NOT EXISTS (SELECT 1 FROM "
-            f"{subscription.schema}.processed_events AS p WHERE p.consumer = $1 "
-            f"AND p.event_id = recent.event_id)",
-            subscription.name,
-            newest,
-        )
-    )
-
-
-async def wait_for_newest(
-    db: asyncpg.Connection[Any],
-    subscription: Subscription,
-    source: str,
-    *,
-    seconds: float,
-    why: str,
-    newest: int = NEWEST_EVENTS,
-) -> bool:
-    """Wait, at most `seconds`, until the subscription has applied the newest events of
-    `source`: for a decision that must count what another service has already acknowledged
-    to a client. True when it had to wait (the caller reads again); a subscription still
-    behind at the bound is logged, and the caller decides on what it has."""
-    behind = await unapplied_newest(db, subscription, source, newest=newest)
-    if not behind:
-        return False
-    log.info("%s waits for %d %s events %s has not applied", why, behind, source, subscription.name)
-    deadline = asyncio.get_running_loop().time() + seconds
-    while behind and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(LOOK_AGAIN_SECONDS)
-        behind = await unapplied_newest(db, subscription, source, newest=newest)
-    if behind:
-        log.warning(
-            "%s goes ahead after %.1fs with %d %s events not yet applied by %s",
-            why,
-            seconds,
-            behind,
-            source,
-            subscription.name,
-        )
-    return True
 
 
 def _trace(subscription: Subscription, events: list[Event]) -> None:

@@ -209,6 +209,62 @@ async def store_position(
     )
 
 
+LOOK_AGAIN_SECONDS = 0.02
+
+
+async def wait_for_key(
+    db: asyncpg.Connection[Any],
+    *,
+    schema: str,
+    consumer: str,
+    source: str,
+    key: str,
+    seconds: float,
+    why: str,
+) -> bool:
+    """Wait, at most `seconds`, until the subscription `consumer` of the service of `schema`
+    has applied every event of `key` (a
+    customer: the key of every order and payment event) that `source`'s outbox held when
+    the wait began: for a decision that must count what another service has already
+    acknowledged to a client. One short read when nothing of the key is behind; the head is
+    fixed at the start, so events committed meanwhile never keep it waiting. A subscription
+    still behind at the bound is logged, and the caller decides on what it has. True when
+    it had to wait."""
+    offsets = f"{schema}.consumer_offsets"
+    behind = (
+        f"EXISTS (SELECT 1 FROM {source}.outbox AS o WHERE o.key = $1 AND o.id <= {{head}} "
+        f"AND o.id > (SELECT coalesce(max(position), 0) FROM {offsets} "
+        f"WHERE consumer = $2 AND source = $3))"
+    )
+    head, pending = await db.fetchrow(
+        f"SELECT h.head, {behind.format(head='h.head')} "
+        f"FROM (SELECT coalesce(max(id), 0) AS head FROM {source}.outbox) AS h",
+        key,
+        consumer,
+        source,
+    )
+    if not pending:
+        return False
+    log.info("%s waits for %s events %s has not applied", why, source, consumer)
+    deadline = asyncio.get_running_loop().time() + seconds
+    while pending:
+        if asyncio.get_running_loop().time() >= deadline:
+            log.warning(
+                "%s goes ahead after %.1fs: %s has not applied all of %s up to %d",
+                why,
+                seconds,
+                consumer,
+                source,
+                head,
+            )
+            break
+        await asyncio.sleep(LOOK_AGAIN_SECONDS)
+        pending = await db.fetchval(
+            f"SELECT {behind.format(head='$4')}", key, consumer, source, head
+        )
+    return True
+
+
 class OutboxWaker:
     """LISTENs for outbox notifications and wakes whoever waits on it.
 

@@ -10,7 +10,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from services.orders.handlers import subscription
 from services.registry import service_module
@@ -30,7 +29,7 @@ from tests.orders.factories import (
     make_order,
     ok,
 )
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, waiting_for_events
 
 
 async def publish(client: httpx.AsyncClient, payload: EventPayload, key: str) -> Event:
@@ -175,17 +174,7 @@ async def test_a_hold_waits_for_the_payments_already_acknowledged(
             else act(client, draft, "submit", POS)
         )
 
-        async def waiting_checks() -> int:
-            async with database(client).sessions() as session:
-                found = await session.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                        "AND query LIKE '%FROM payments.outbox ORDER BY id DESC%'"
-                    )
-                )
-                return int(found.scalar_one())
-
-        await eventually(waiting_checks, lambda n: n > 0)  # the order waits, holding nothing yet
+        await waiting_for_events(url, "payments")  # the order waits, holding nothing yet
         assert not entering.done()
         assert await redeliver(client, payment) == 1  # the consumer applies the payment
         entered = await entering

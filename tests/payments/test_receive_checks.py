@@ -20,7 +20,7 @@ from shared.ids import new_id
 from shared.messaging.postgres import PostgresSubscriber
 from tests.conftest import AppClient, auth
 from tests.payments.factories import OrdersFeed, take_payment
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, waiting_for_events
 
 
 @pytest.fixture
@@ -185,14 +185,9 @@ async def pay_while_the_replica_is_behind(
 ) -> httpx.Response:
     """Take a payment for `order` while the replica has not applied the orders outbox: it
     must wait for the replica, which is then brought up to date."""
-    waits = replica.progress.waits
-
-    async def waits_begun() -> int:
-        return replica.progress.waits
-
     allocation = {"order_id": str(order), "amount": amount}
     paying = asyncio.create_task(take_payment(client, customer, amount, allocations=[allocation]))
-    await eventually(waits_begun, lambda n: n > waits, seconds=4)  # the payment waits
+    await waiting_for_events(url, "orders")  # the payment waits for the replica
     await drain_replica(url)
     return await paying
 
@@ -206,7 +201,7 @@ async def test_an_order_entered_a_moment_ago_takes_its_payment_at_once(
     modules = [service_module("orders"), service_module("payments")]
     async with app_client(modules, run_workers=False) as client:
         customer = await feed.customer()
-        await replicate_customer(migrated, customer)
+        await drain_replica(migrated)  # the customer, and what earlier tests left
         order = await feed.confirmed(customer, "40.00")
         paid = await pay_while_the_replica_is_behind(client, migrated, customer, order, "40.00")
         assert paid.status_code == 201, paid.text

@@ -6,6 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import asyncpg
+
+from shared.db import plain_url
+
 T = TypeVar("T")
 
 
@@ -25,3 +29,24 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached within {seconds}s; last: {result!r}")
         await asyncio.sleep(interval)
+
+
+async def waiting_for_events(database_url: str, source: str) -> None:
+    """Until a request of the app under test waits for a subscription to apply `source`'s
+    events (shared/messaging/postgres.py wait_for_key: the query it repeats while it waits
+    is the one its connection is running, or ran last)."""
+    connection = await asyncpg.connect(plain_url(database_url))
+    try:
+
+        async def waiting() -> int:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND query LIKE $1",
+                    f"%FROM {source}.outbox AS o WHERE o.key = $1 AND o.id <= $4 %",
+                )
+            )
+
+        await eventually(waiting, lambda n: n > 0)
+    finally:
+        await connection.close()
