@@ -184,11 +184,16 @@ async def submit(
 ) -> Submission:
     """Submit a draft: confirm it at once below the first approval threshold and within the
     customer's credit limit, otherwise leave it waiting for approvals (see module doc)."""
+    unlocked = await session.get(Order, order_id)
+    if unlocked is not None:  # else lock_order answers 404
+        customer = await get_customer(session, unlocked.customer_id)
+        if customer.credit_limit is not None:  # before the order and the customer are locked
+            await payments_counted(await raw_connection(session), customer.id, settings)
     order = await lock_order(session, order_id)
     _check_transition(order, S.SUBMITTED, "submitted")
     # The credit check holds the customer's row before the period's locks are taken, as
     # order entry does, so the two never wait on each other in opposite orders.
-    hold = await credit_check(session, order, settings)
+    hold = await credit_check(session, order)
     if business_date is not None:
         await redate(session, order, business_date, actor=actor, settings=settings)
     elif order.business_date is not None:
@@ -225,9 +230,7 @@ async def submit(
     return Submission(order=order, credit_hold=hold, held=approvals.held)
 
 
-async def credit_check(
-    session: AsyncSession, order: Order, settings: Settings
-) -> CreditHold | None:
+async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None:
     """A hold if confirming `order` would push its customer's open receivable over the limit.
 
     The customer row is locked while a limit applies, so two orders of one customer cannot
@@ -236,7 +239,6 @@ async def credit_check(
     customer = await get_customer(session, order.customer_id)
     if customer.credit_limit is None:
         return None
-    await payments_counted(await raw_connection(session), customer.id, settings)
     customer = await lock_or_404(
         session, Customer, order.customer_id, missing=NotFound(f"customer {order.customer_id}")
     )

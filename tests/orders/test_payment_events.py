@@ -11,13 +11,16 @@ from uuid import UUID
 import httpx
 import pytest
 
+from services.orders import service
 from services.orders.handlers import subscription
 from services.registry import service_module
+from shared.db import Database
 from shared.events.envelope import Event, EventPayload
 from shared.events.payments import AllocationReleased, PaymentAllocated
 from shared.ids import new_id
 from shared.messaging.consumer import apply_batch
 from shared.messaging.outbox import write_to_outbox
+from shared.messaging.postgres import PostgresSubscriber
 from tests.conftest import AppClient, migrate_all
 from tests.orders.factories import (
     POS,
@@ -151,14 +154,30 @@ async def test_payments_free_credit_limit(client: httpx.AsyncClient) -> None:
     assert ok(await act(client, fresh, "submit", POS))["status"] == "confirmed"
 
 
+# A wait that could only end at its bound would outlast the test's deadline: the tests
+# below see a wait end because the payments were applied, or not begin at all.
+WAIT_FOR_EVER = 600.0
+DEADLINE = 30.0
+
+
+async def drain_payment_events(url: str) -> int:
+    """Apply the payments outbox as this service's subscription does, moving its position."""
+    db = Database(url, pool_size=1)
+    try:
+        return await PostgresSubscriber(db, subscription).drain()
+    finally:
+        await db.dispose()
+
+
 @pytest.mark.parametrize("path", ["entry", "submit"])
 async def test_a_hold_waits_for_the_payments_already_acknowledged(
-    app_client: AppClient, scratch_database: str, path: str
+    app_client: AppClient, scratch_database: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A payment the payments service has acknowledged, but this service has not applied
     yet, is counted before an order is held over the credit limit: the check waits for it,
     on order entry with `"submit": true` and on the submit of a draft. (A database of its
     own: no other app's consumer may apply the payment meanwhile.)"""
+    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", WAIT_FOR_EVER)
     url = await migrate_all(scratch_database)
     orders = [service_module("orders")]
     async with app_client(orders, run_workers=False, database_url=url) as client:
@@ -166,20 +185,38 @@ async def test_a_hold_waits_for_the_payments_already_acknowledged(
         first = await make_order(client, customer=customer, unit_price="100", submit=True)
         line = [{"sku": first["lines"][0]["sku"], "quantity": "1"}]
         draft = await make_order(client, customer=customer, lines=line)
-        payment = await publish(client, allocated(first, "113.00"), customer["id"])
+        await publish(client, allocated(first, "113.00"), customer["id"])
         body = {"customer_id": customer["id"], "channel": "pos", "lines": line, "submit": True}
         entering = asyncio.create_task(
             client.post("/v1/orders", json=body, headers=POS)
             if path == "entry"
             else act(client, draft, "submit", POS)
         )
-
-        await waiting_for_events(url, "payments")  # the order waits, holding nothing yet
+        await waiting_for_events(url, "payments")  # the order waits
         assert not entering.done()
-        assert await redeliver(client, payment) == 1  # the consumer applies the payment
-        entered = await entering
+        assert await drain_payment_events(url) == 1  # the consumer applies the payment
+        entered = await asyncio.wait_for(entering, DEADLINE)
         assert entered.status_code == (201 if path == "entry" else 200), entered.text
         assert entered.json()["status"] == "confirmed"
+
+
+async def test_other_customers_payments_do_not_hold_up_a_credit_check(
+    app_client: AppClient, scratch_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Payments of another customer that this service has not applied yet are no reason to
+    wait: the order over its limit is held at once."""
+    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", WAIT_FOR_EVER)
+    url = await migrate_all(scratch_database)
+    orders = [service_module("orders")]
+    async with app_client(orders, run_workers=False, database_url=url) as client:
+        customer = await make_customer(client, credit_limit="150.00")
+        first = await make_order(client, customer=customer, unit_price="100", submit=True)
+        other = await make_order(client, unit_price="100", submit=True)
+        await publish(client, allocated(other, "113.00"), other["customer_id"])
+        line = [{"sku": first["lines"][0]["sku"], "quantity": "1"}]
+        body = {"customer_id": customer["id"], "channel": "pos", "lines": line, "submit": True}
+        held = await asyncio.wait_for(client.post("/v1/orders", json=body, headers=POS), DEADLINE)
+        assert_problem(held, 409, "credit limit")
 
 
 async def test_partial_releases_take_each_part_out_of_paid_once(

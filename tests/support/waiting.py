@@ -43,7 +43,7 @@ async def waiting_for_events(database_url: str, source: str) -> None:
                 await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid() AND query LIKE $1",
-                    f"%FROM {source}.outbox AS o WHERE o.key = $1 AND o.id <= $4 %",
+                    f"%FROM {source}.outbox AS o WHERE o.key = $1 AND o.id > p.at AND o.id <= $4)%",
                 )
             )
 
