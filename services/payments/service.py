@@ -17,6 +17,7 @@ from uuid import UUID
 
 from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
 from services.payments import replica
@@ -59,7 +60,7 @@ from shared.ids import new_id
 from shared.limits import MAX_YEAR, MIN_YEAR
 from shared.messaging.outbox import emit
 from shared.messaging.postgres import wait_for_key
-from shared.numbering import next_number
+from shared.numbering import number_last, stand_in
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
 
 
@@ -100,8 +101,10 @@ async def receive(
     period = str(Period.of(business_date))
     await ensure_period_open(session, period, now_day=business_date_of(now, settings.zone))
     await guard_orders(session, {r.order_id for r in data.allocations})
+    payment_id = new_id()
     payment = Payment(
-        number="",  # taken last, below
+        id=payment_id,
+        number=stand_in(payment_id),  # the number is taken last, below
         customer_id=data.customer_id,
         amount=data.amount,
         method=data.method.value,
@@ -120,15 +123,11 @@ async def receive(
     payment.unapplied = unapplied(
         amount=payment.amount, refunded=payment.refunded, allocated=payment.allocated
     )
-    # The number's counter row stays locked until commit: taken once everything that may
-    # refuse the payment has passed, the payment is written in its final state.
-    payment.number = await next_number(
-        session, schema=SCHEMA, prefix="PAY", year=business_date.year
-    )
     session.add(payment)
     await session.flush()
     session.add_all(allocations)
     await session.flush()
+    # Events and audit name the payment by its stand-in until number_last takes the number.
     emit(
         session,
         PaymentReceived(
@@ -148,15 +147,19 @@ async def receive(
     )
     _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
     _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
-    await record_audit(
+    number = await number_last(
         session,
         schema=SCHEMA,
+        table="payments",
+        document_id=payment.id,
+        prefix="PAY",
+        year=business_date.year,
         actor=actor,
         action="payment.received",
         entity="payment",
-        entity_id=payment.id,
         details={"number": payment.number, "amount": payment.amount, "method": payment.method},
     )
+    set_committed_value(payment, "number", number)
     return payment, allocations
 
 

@@ -57,6 +57,12 @@ def pending_events(session: AsyncSession) -> list[Event]:
     return list(session.info.get(_PENDING, []))
 
 
+def take_pending(session: AsyncSession) -> list[Event]:
+    """The events raised so far, for a caller that writes them itself (they are no longer
+    written at commit)."""
+    return list(session.info.pop(_PENDING, []))
+
+
 def outbox_lock_key(schema: str) -> str:
     return f"salesbook.outbox.{schema}"
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 
 from services.registry import service_module
+from shared.db import plain_url
+from shared.ids import new_id
 from tests.conftest import BOTH_TRANSPORTS, AppClient, auth
 from tests.payments.factories import OrdersFeed, payment_settles, read_payment, take_payment
 
@@ -284,3 +289,47 @@ async def _wait_status(client, payment_id: str, status: str) -> dict:
         lambda: read_payment(client, payment_id),
         lambda p: all(a["status"] == status for a in p["allocations"]),
     )
+
+
+async def test_a_payment_its_events_and_its_audit_carry_its_number(client, feed, migrated) -> None:
+    """The number is taken by the payment's last statement, which writes its audit entry and
+    events too: each names the number, none the stand-in the payment was written under."""
+    customer = await feed.customer()
+    order = await feed.confirmed(customer, "30.00")
+    unknown = new_id()  # an order not entered yet: its allocation is pending
+    response = await take_payment(
+        client,
+        customer,
+        "50.00",
+        allocations=[
+            {"order_id": str(order), "amount": "30.00"},
+            {"order_id": str(unknown), "amount": "5.00"},
+        ],
+    )
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert re.fullmatch(r"PAY-[0-9]{4}-[0-9]{6}", payment["number"]), payment["number"]
+    connection = await asyncpg.connect(plain_url(migrated))
+    try:
+        stored = await connection.fetchval(
+            "SELECT number FROM payments.payments WHERE id = $1", UUID(payment["id"])
+        )
+        events = await connection.fetch(
+            "SELECT type, payload::text AS payload FROM payments.outbox "
+            "WHERE payload -> 'data' ->> 'payment_id' = $1 ORDER BY id",
+            payment["id"],
+        )
+        audit = await connection.fetchval(
+            "SELECT details::text FROM payments.audit_log WHERE entity_id = $1",
+            payment["id"],
+        )
+    finally:
+        await connection.close()
+    assert stored == payment["number"]
+    assert [e["type"] for e in events] == [
+        "payment.received",
+        "payment.allocated",
+        "payment.allocation_pending",
+    ]
+    for text in [*(e["payload"] for e in events), audit]:
+        assert payment["number"] in text and "~" not in text, text
