@@ -53,7 +53,7 @@ WITH n AS (
     RETURNING n.number
 ), audit AS (
     INSERT INTO {schema}.audit_log (actor, role, action, entity, entity_id, details, request_id)
-    SELECT $5::text, $6::text, $7::text, $8::text, $3::uuid::text,
+    SELECT $5::text, $6::text, $7::text, $8::text, $18::text,
            replace($9::text, $4::text, document.number)::jsonb, $10::text
     FROM document
 ), outbox_lock AS (
@@ -86,6 +86,7 @@ async def number_last(
     actor: Actor,
     action: str,
     entity: str,
+    entity_id: UUID,
     details: dict[str, Any],
 ) -> str:
     """Take the number of a document written under `stand_in(document_id)`, as the
@@ -120,6 +121,7 @@ async def number_last(
         [e.model_dump_json() for e in events],
         notify_channel(schema),
         schema,
+        str(entity_id),
     )
     if row is None:
         raise LookupError(f"{schema}.{table} has no row {document_id} written as {placeholder}")

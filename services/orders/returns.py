@@ -13,6 +13,7 @@ from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col
 
 from services.orders.domain import can_be_returned, return_amounts, totals
@@ -25,7 +26,6 @@ from services.orders.models import (
 )
 from services.orders.schemas import ReturnCreate, tidy
 from services.orders.service import document_date, lock_order
-from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.errors import Conflict, IllegalTransition, InvalidInput
@@ -33,7 +33,7 @@ from shared.events import orders as events
 from shared.ids import new_id
 from shared.messaging.outbox import emit
 from shared.money import plain
-from shared.numbering import next_number
+from shared.numbering import number_last, stand_in
 
 
 async def create_return(
@@ -106,11 +106,11 @@ async def create_return(
     order.credited_tax += total.tax
     order.credited += total.gross
     order.updated_at = utcnow()
-    # The number last, once nothing can refuse the return: its counter row stays locked
-    # until commit. The note is written in its final state.
+    # Written under a stand-in for its number: the return's last statement takes the number
+    # (number_last, below), so the counter row is locked for that statement and the commit.
     note = CreditNote(
         id=note_id,
-        number=await next_number(session, schema=SCHEMA, prefix="CRN", year=day.year),
+        number=stand_in(note_id),
         order_id=order.id,
         customer_id=order.customer_id,
         business_date=day,
@@ -155,9 +155,13 @@ async def create_return(
         key=str(order.customer_id),
         business_date=day,
     )
-    await record_audit(
+    number = await number_last(
         session,
         schema=SCHEMA,
+        table="credit_notes",
+        document_id=note.id,
+        prefix="CRN",
+        year=day.year,
         actor=actor,
         action="order.returned",
         entity="order",
@@ -169,6 +173,7 @@ async def create_return(
             "reason": data.reason,
         },
     )
+    set_committed_value(note, "number", number)
     return note, note_lines
 
 

@@ -157,6 +157,7 @@ async def receive(
         actor=actor,
         action="payment.received",
         entity="payment",
+        entity_id=payment.id,
         details={"number": payment.number, "amount": payment.amount, "method": payment.method},
     )
     set_committed_value(payment, "number", number)

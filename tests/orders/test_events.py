@@ -6,14 +6,17 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import text
 
 from shared.events import orders as ev
 from tests.orders.factories import (
+    ADMIN,
     APPROVER,
     POS,
     SALES,
     act,
     business_today,
+    database,
     make_customer,
     make_order,
     make_product,
@@ -41,7 +44,7 @@ async def test_order_life_events(client: httpx.AsyncClient) -> None:
     )
     ok(await act(client, order, "approve", APPROVER))
     ok(await act(client, order, "fulfil", SALES))
-    ok(
+    note = ok(
         await client.post(
             f"/v1/orders/{order['id']}/returns",
             json={"lines": [{"sku": product["sku"], "quantity": "0.25"}], "reason": "scratched"},
@@ -104,8 +107,24 @@ async def test_order_life_events(client: httpx.AsyncClient) -> None:
     )
     assert returned.lines[0].quantity == Decimal("0.25")
     assert returned.lines[0].category == "big"
-    assert returned.credit_note_number.startswith("CRN-")
+    # The number is taken by the return's last statement, which writes its event and its
+    # audit entry too: both name it, as the credit note does.
+    assert returned.credit_note_number == note["number"]
+    assert note["number"].startswith(f"CRN-{business_today().year}-")
     assert events[5]["data"]["lines"][0]["quantity"] == "0.25"
+    audit = ok(
+        await client.get(
+            "/v1/orders/audit", params={"entity": "order", "entity_id": order["id"]}, headers=ADMIN
+        )
+    )
+    assert audit["items"][-1]["action"] == "order.returned"
+    assert audit["items"][-1]["details"]["credit_note"] == note["number"]
+    async with database(client).sessions() as session:
+        stored = await session.execute(
+            text("SELECT number FROM orders.credit_notes WHERE order_id = :id"),
+            {"id": order["id"]},
+        )
+        assert stored.scalars().all() == [note["number"]]
 
 
 async def test_confirmation_without_instalments_dues_the_gross(client: httpx.AsyncClient) -> None:
