@@ -188,7 +188,7 @@ async def submit(
     if unlocked is not None:  # else lock_order answers 404
         customer = await get_customer(session, unlocked.customer_id)
         if customer.credit_limit is not None:  # before the order and the customer are locked
-            await payments_counted(await raw_connection(session), customer.id, settings)
+            await _payments_counted(await raw_connection(session), customer.id, settings)
     order = await lock_order(session, order_id)
     _check_transition(order, S.SUBMITTED, "submitted")
     # The credit check holds the customer's row before the period's locks are taken, as
@@ -255,7 +255,7 @@ async def credit_check(session: AsyncSession, order: Order) -> CreditHold | None
 PAYMENTS_WAIT_SECONDS = 2.0
 
 
-async def payments_counted(
+async def _payments_counted(
     db: asyncpg.Connection[Any], customer_id: UUID, settings: Settings
 ) -> None:
     """Before a customer's credit limit is checked: wait (a bounded time) until this service
@@ -797,7 +797,7 @@ async def enter_order(
     for attempt in range(1, _ATTEMPTS + 1):
         read = remembered or await _read(db, reads, data.customer_id, skus)
         if data.submit and read.customer["credit_limit"] is not None:
-            await payments_counted(db, data.customer_id, settings)  # before any lock is held
+            await _payments_counted(db, data.customer_id, settings)  # before the customer is locked
             # Checked against the limit in a transaction holding the customer's row, so that
             # customer's orders are checked one at a time; read again under that lock.
             db = await driver_connection(session)

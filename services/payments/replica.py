@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -100,47 +99,6 @@ async def replica_position(session: AsyncSession) -> int:
             )
         )
     ).scalar_one()
-
-
-@dataclass(frozen=True)
-class Waited:
-    """How a wait on the replica ended: `settled` when what the caller looked for was there;
-    else `behind` is how many events of what orders had committed when the wait began the
-    replica had still not applied at the deadline (0: it applied them all), None when the
-    transport does not tell (Kafka: the wait ran to its deadline)."""
-
-    settled: bool
-    behind: int | None
-
-
-async def wait_until(
-    session: AsyncSession, *, exact: bool, settled: Callable[[], Awaitable[bool]]
-) -> Waited:
-    """Look (`settled`) until it holds, the replica has applied everything the orders outbox
-    had committed when the wait began (`exact`: the postgres transport, where that is
-    known), or WAIT_SECONDS pass. What a request looks for was committed before it came, so
-    it is at or below that head; it is looked for again after the position is read, so a
-    batch committed in between cannot make it look absent."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_SECONDS
-    head: int | None = None
-    while True:
-        with progress.watch() as advanced:
-            if await settled():
-                return Waited(True, None)
-            position = None
-            if exact:
-                position = await replica_position(session)
-                if head is None:
-                    head = await source_head(session)
-                if position >= head:
-                    return Waited(await settled(), 0)
-            left = deadline - loop.time()
-            if left <= 0:
-                return Waited(False, None if head is None or position is None else head - position)
-            # Woken at once by this process's replica; the replica of another process (or a
-            # batch it had applied already) is seen by looking again a moment later.
-            await progress.wait(advanced, min(left, LOOK_AGAIN_SECONDS))
 
 
 ORDER_STATUSES = {

@@ -11,6 +11,7 @@ allocation is never left behind by an order event that did not see it.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from uuid import UUID
@@ -553,24 +554,39 @@ async def _ensure_known_customer(
     session: AsyncSession, customer_id: UUID, settings: Settings
 ) -> None:
     """422 naming customer_id unless the customer is, or is about to be, in the replica."""
-
-    async def known() -> bool:
-        return await session.get(KnownCustomer, customer_id, populate_existing=True) is not None
-
-    waited = await replica.wait_until(
-        session, exact=settings.effective_transport == "postgres", settled=known
-    )
-    if waited.settled:
-        return
-    if waited.behind:
-        # The replica has not reached what orders had committed when the payment came: the
-        # customer may be among it. The till tries again; not its input.
-        raise NotYetKnown(
-            "customer_id",
-            f"customer {customer_id} has not reached payments yet: its events are still being "
-            f"applied ({waited.behind} behind); send it again",
-        )
-    raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + replica.WAIT_SECONDS
+    head: int | None = None
+    while True:
+        with replica.progress.watch() as advanced:
+            if await session.get(KnownCustomer, customer_id, populate_existing=True) is not None:
+                return
+            position = None
+            if settings.effective_transport == "postgres":
+                # The customer, if it exists, was committed before this request: at or below
+                # the head read now. It is looked up again after the position is read, so a
+                # batch committed in between cannot make a customer just applied look unknown.
+                position = await replica.replica_position(session)
+                if head is None:
+                    head = await replica.source_head(session)
+                if position >= head and (
+                    await session.get(KnownCustomer, customer_id, populate_existing=True) is None
+                ):
+                    raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+            left = deadline - loop.time()
+            if left <= 0:
+                if head is not None and position is not None:
+                    # The replica has not reached what orders had committed when the payment
+                    # came: the customer may be among it. The till tries again; not its input.
+                    raise NotYetKnown(
+                        "customer_id",
+                        f"customer {customer_id} has not reached payments yet: its events "
+                        f"are still being applied ({head - position} behind); send it again",
+                    )
+                raise InvalidInput("customer_id", f"unknown customer {customer_id}")
+            # Woken at once by this process's replica; the replica of another process (or a
+            # batch it had applied already) is seen by looking again a moment later.
+            await replica.progress.wait(advanced, min(left, replica.LOOK_AGAIN_SECONDS))
 
 
 async def _await_orders(
