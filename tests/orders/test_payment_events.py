@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -169,18 +171,27 @@ async def drain_payment_events(url: str) -> int:
         await db.dispose()
 
 
+@asynccontextmanager
+async def lone_orders_app(
+    app_client: AppClient, database: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The orders service alone on a database of its own, its consumers not running (no
+    other app's consumer may apply a payment meanwhile), its credit check's wait unbounded;
+    with that database's URL."""
+    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", WAIT_FOR_EVER)
+    url = await migrate_all(database)
+    async with app_client([service_module("orders")], run_workers=False, database_url=url) as c:
+        yield c, url
+
+
 @pytest.mark.parametrize("path", ["entry", "submit"])
 async def test_a_hold_waits_for_the_payments_already_acknowledged(
     app_client: AppClient, scratch_database: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A payment the payments service has acknowledged, but this service has not applied
     yet, is counted before an order is held over the credit limit: the check waits for it,
-    on order entry with `"submit": true` and on the submit of a draft. (A database of its
-    own: no other app's consumer may apply the payment meanwhile.)"""
-    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", WAIT_FOR_EVER)
-    url = await migrate_all(scratch_database)
-    orders = [service_module("orders")]
-    async with app_client(orders, run_workers=False, database_url=url) as client:
+    on order entry with `"submit": true` and on the submit of a draft."""
+    async with lone_orders_app(app_client, scratch_database, monkeypatch) as (client, url):
         customer = await make_customer(client, credit_limit="150.00")
         first = await make_order(client, customer=customer, unit_price="100", submit=True)
         line = [{"sku": first["lines"][0]["sku"], "quantity": "1"}]
@@ -205,10 +216,7 @@ async def test_other_customers_payments_do_not_hold_up_a_credit_check(
 ) -> None:
     """Payments of another customer that this service has not applied yet are no reason to
     wait: the order over its limit is held at once."""
-    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", WAIT_FOR_EVER)
-    url = await migrate_all(scratch_database)
-    orders = [service_module("orders")]
-    async with app_client(orders, run_workers=False, database_url=url) as client:
+    async with lone_orders_app(app_client, scratch_database, monkeypatch) as (client, _):
         customer = await make_customer(client, credit_limit="150.00")
         first = await make_order(client, customer=customer, unit_price="100", submit=True)
         other = await make_order(client, unit_price="100", submit=True)
