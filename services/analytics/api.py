@@ -52,6 +52,9 @@ Dimension = Annotated[str, *text(max_length=100)]
 TOP_DIMENSIONS = {"product": "product", "customer": "customer", "salesperson": "salesperson"}
 
 
+MOST_INTERVALS = 5000
+
+
 def _range(start: date, end: date) -> None:
     if start > end:
         raise InvalidInput("from", f"{start} is after to ({end})")
@@ -258,7 +261,11 @@ async def trend_report(
     start: Annotated[BusinessDate, Query(alias="from")],
     end: Annotated[BusinessDate, Query(alias="to")],
     metric: str = Query("revenue", json_schema_extra={"enum": list(queries.TREND_METRICS)}),
-    interval: str = Query("month", json_schema_extra={"enum": list(domain.INTERVALS)}),
+    interval: str = Query(
+        "month",
+        json_schema_extra={"enum": list(domain.INTERVALS)},
+        description=f"At most {MOST_INTERVALS:,} intervals from `from` to `to` (422 beyond).",
+    ),
     forecast: int = Query(0, ge=0, le=366),
     today: date = Depends(business_today),
     session: AsyncSession = Session,
@@ -268,7 +275,7 @@ async def trend_report(
     _range(start, end)
     _choice("metric", metric, queries.TREND_METRICS)
     _choice("interval", interval, domain.INTERVALS)
-    if len(domain.buckets(start, end, interval)) > 5000:
+    if len(domain.buckets(start, end, interval)) > MOST_INTERVALS:
         raise InvalidInput("from", "too many intervals; choose a shorter range or longer interval")
     points = [
         TrendPoint.model_validate(p)
