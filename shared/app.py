@@ -30,7 +30,7 @@ from shared.messaging.consumer import Subscription
 from shared.messaging.transport import Worker, build_workers
 from shared.metrics import install_metrics
 from shared.openapi import install_openapi
-from shared.strict import STRICT_QUERY, refused_at_the_door
+from shared.strict import STRICT_QUERY, StrictRoute, refused_at_the_door
 
 log = logging.getLogger("salesbook.app")
 
@@ -263,7 +263,7 @@ class Readiness(BaseModel):
 
 
 def _health_router() -> APIRouter:
-    router = APIRouter(tags=["operations"])
+    router = APIRouter(route_class=StrictRoute, tags=["operations"])
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:

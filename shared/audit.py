@@ -17,6 +17,7 @@ from shared.auth import Actor, Role, require
 from shared.db import request_session
 from shared.errors import InvalidInput
 from shared.pagination import Page, PageParams, cut_page, page_params
+from shared.strict import StrictRoute
 from shared.tables import common_tables
 
 _AUDIT_ID = re.compile(r"[0-9]{1,18}")  # an audit row's id, as its cursor carries it (int8)
@@ -62,7 +63,7 @@ class AuditEntry(BaseModel):
 
 def audit_router(*, schema: str, path: str) -> APIRouter:
     """`GET {path}`: the service's audit log, oldest first, for admins."""
-    router = APIRouter(tags=["audit"])
+    router = APIRouter(route_class=StrictRoute, tags=["audit"])
     table = common_tables(schema).audit_log
 
     @router.get(path, response_model=Page[AuditEntry], summary=f"Audit log of {schema}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -54,6 +55,15 @@ class InvalidInput(DomainError):
     def __init__(self, field: str, detail: str, **extra: Any) -> None:
         super().__init__(f"{field}: {detail}", field=field, **extra)
         self.field = field
+
+
+class DuplicateKey(json.JSONDecodeError):
+    """A JSON object of the body names `key` twice: refused (422 naming it) rather than taking
+    the last value, which a proxy or a validator in front of the server may not have read."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("given more than once; a body names each field once", "", 0)
+        self.key = key
 
 
 class NotYetKnown(DomainError):
@@ -248,7 +258,9 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
         for err in exc.errors():
             field = _field_path(tuple(err.get("loc", ())))
             message = _readable(str(err.get("msg", "invalid")))
-            if err.get("type") == "json_invalid":
+            if isinstance(exc.__cause__, DuplicateKey):
+                field, message = exc.__cause__.key, exc.__cause__.msg
+            elif err.get("type") == "json_invalid":
                 message = "malformed JSON: " + str(err.get("ctx", {}).get("error", message))
                 field = "body"
             errors.append({"field": field, "message": message})

@@ -3,20 +3,26 @@
 answer every row); so is a parameter of one value given twice (the last would be used and
 the other never checked: `?limit=abc&limit=1`); and no query value may carry NUL. An
 `Idempotency-Key` header given twice is refused the same way: the last would be the key, and
-a retry that carries only the other would create the document again."""
+a retry that carries only the other would create the document again.
+
+Bodies are read the same way (`StrictRoute`): a JSON object naming a field twice is 422 naming
+it, where Python's reader would keep the last value (`{"amount": "5.00", "amount": "6.00"}`
+would book 6.00 where a proxy reading the first saw 5.00)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from shared.auth import TOKEN_REQUIRED, Role, current_actor, decode_token, forbidden
-from shared.errors import DomainError, InvalidInput, Unauthorized
+from shared.errors import DomainError, DuplicateKey, InvalidInput, Unauthorized
 from shared.idempotency import HEADER as IDEMPOTENCY_KEY
 
 _DECLARED = "salesbook_query_rules"
@@ -124,3 +130,36 @@ async def strict_query(request: Request) -> None:
 
 STRICT_QUERY = Depends(strict_query)
 """Given to every router the app includes."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            # FastAPI answers a JSONDecodeError (DuplicateKey is one) with its 422.
+            self._json = json.loads(await self.body(), object_pairs_hook=_object)
+        return self._json
+
+
+class StrictRoute(APIRoute):
+    """The route class of every router: its body is read as `_StrictJsonRequest` reads it
+    (FastAPI's way of changing how a request is read: a route class whose handler is given
+    a Request subclass)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handle(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict

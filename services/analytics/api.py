@@ -40,8 +40,9 @@ from shared.limits import MAX_YEAR, MIN_YEAR, BusinessDate, PeriodText, text
 from shared.openapi import CSV_ANSWER
 from shared.pagination import NEXT_CURSOR, cursor_uuid, cut_page, decode_cursor
 from shared.responses import json_answer
+from shared.strict import StrictRoute
 
-router = APIRouter(prefix="/analytics", tags=["analytics"])
+router = APIRouter(route_class=StrictRoute, prefix="/analytics", tags=["analytics"])
 router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 
 Session = Depends(request_session, scope="function")

@@ -43,8 +43,9 @@ from shared.pagination import (
     decode_cursor,
     page_params,
 )
+from shared.strict import StrictRoute
 
-router = APIRouter(prefix="/closing", tags=["closing"])
+router = APIRouter(route_class=StrictRoute, prefix="/closing", tags=["closing"])
 router.include_router(audit_router(schema=SCHEMA, path="/audit"))
 
 Session = Depends(request_session, scope="function")

@@ -38,6 +38,7 @@ from shared.idempotency import IdempotencyKey, idempotent
 from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
+from shared.strict import StrictRoute
 
 SCHEMA = "orders"
 
@@ -60,7 +61,7 @@ AppSettings = Annotated[Settings, Depends(settings_of)]
 
 TRANSITION_CONFLICT = "The order's status does not allow it, or its period is locked for closing"
 
-router = APIRouter()
+router = APIRouter(route_class=StrictRoute)
 
 # Customers ---------------------------------------------------------------------------------
 

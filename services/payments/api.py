@@ -26,8 +26,9 @@ from shared.idempotency import IdempotencyKey, idempotent
 from shared.limits import PeriodText
 from shared.openapi import conflict
 from shared.pagination import Page, PageParams, page_params
+from shared.strict import StrictRoute
 
-router = APIRouter(tags=["payments"])
+router = APIRouter(route_class=StrictRoute, tags=["payments"])
 router.include_router(audit_router(schema=SCHEMA, path="/payments/audit"))
 
 Session = Depends(request_session, scope="function")

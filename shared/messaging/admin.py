@@ -14,6 +14,7 @@ from shared.auth import Actor, Role, require
 from shared.db import Database
 from shared.errors import NotFound
 from shared.messaging.health import SubscriptionHealth
+from shared.strict import StrictRoute
 from shared.tables import common_tables
 
 
@@ -97,7 +98,9 @@ async def view_of(db: Database, worker: Any, service: str) -> SubscriptionView:
 
 def subscriptions_router(service: str) -> APIRouter:
     """The admin view of `service`'s subscriptions, under /<service>/subscriptions."""
-    router = APIRouter(prefix=f"/{service}/subscriptions", tags=["operations"])
+    router = APIRouter(
+        route_class=StrictRoute, prefix=f"/{service}/subscriptions", tags=["operations"]
+    )
 
     def find(request: Request, name: str) -> Any:
         for worker in subscription_workers(request.app.state.workers, service):
