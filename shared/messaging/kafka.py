@@ -22,7 +22,10 @@ is applied late or twice but never skipped.
 A broker that lost what it acknowledged (restarted without its log) is noticed by the relay
 at its next publish to a partition whose log now starts below where it left it, or, when
 there is nothing to publish, by asking where the logs end: it publishes its outbox again
-from the start.
+from the start. Where it left each partition's log is kept in the database with its
+position (`<source>.consumer_offsets`, consumer `kafka-relay-log`, one row a partition), so a
+relay that starts again (after a crash, with the broker restarted meanwhile) compares the
+logs with it before it publishes anything.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.config import Settings
@@ -59,10 +64,14 @@ from shared.events.envelope import TOPIC_PREFIX, Event
 from shared.messaging.consumer import Subscription, apply_batch
 from shared.messaging.health import RETRY_MOST_SECONDS, Backoff, FailedEvent, SubscriptionHealth
 from shared.messaging.postgres import OutboxWaker, locked_position, read_outbox, store_position
+from shared.tables import common_tables
 
 log = logging.getLogger("salesbook.messaging.kafka")
 
 RELAY_CONSUMER = "kafka-relay"
+RELAY_LOG = "kafka-relay-log"
+"""The consumer under which a relay keeps, per partition, the offset of the first record of
+the last batch it published there (source `<source>:<partition>`)."""
 # Large enough that one relay batch usually fits one record batch per partition, well under
 # the 1 MiB message size limit brokers apply by default.
 MAX_RECORD_BATCH_BYTES = 512 * 1024
@@ -158,6 +167,7 @@ class KafkaRelay:
         self._log_marks: dict[int, int] = {}
         self.log_losses = 0
         self._log_watched = time.monotonic()
+        self._log_recalled = False  # whether the logs were compared with the stored marks
         self._producer: AIOKafkaProducer | None = None
         self._healthy = False
         self._stopping = asyncio.Event()
@@ -180,6 +190,8 @@ class KafkaRelay:
         try:
             while not self._stopping.is_set():
                 try:
+                    if not self._log_recalled:
+                        await self.recall_log()
                     await self.drain()
                     if time.monotonic() - self._log_watched >= LOG_WATCH_SECONDS:
                         await self.watch_log()
@@ -199,6 +211,23 @@ class KafkaRelay:
             await waker.stop()
             await self._discard_producer()
 
+    async def recall_log(self) -> bool:
+        """Before the relay's first publish: whether the broker lost what was published before
+        it started (by this relay's last run or another replica), from where the partitions'
+        logs were left as stored with the position, compared as watch_log compares. Raises
+        while the broker does not answer: the relay is not ready, and asks again."""
+        async with self.db.sessions() as session:
+            marks = await self._stored_marks(session)
+        lost = False
+        if marks:
+            ends = await asyncio.wait_for(
+                log_ends(self.bootstrap, self.topic, sorted(marks)), LOG_WATCH_SECONDS * 2
+            )
+            self._log_marks = marks
+            lost = await self._compare_with_log(ends)
+        self._log_recalled = True
+        return lost
+
     async def watch_log(self) -> bool:
         """Whether the broker lost what it acknowledged, seen from where the partitions' logs
         end now: below where this relay left them. Then the outbox is published again from
@@ -217,6 +246,9 @@ class KafkaRelay:
             return False
         finally:
             self._log_watched = time.monotonic()
+        return await self._compare_with_log(ends)
+
+    async def _compare_with_log(self, ends: dict[int, int]) -> bool:
         # Compared with the last batch's first record, not with where the publish left the
         # log: a broker may answer the offset after the last batch's first record as its end
         # (Tansu does), and a batch is written whole or not at all.
@@ -230,6 +262,7 @@ class KafkaRelay:
             async with self.db.transaction() as session:
                 await self._locked_position(session)
                 await self._store_position(session, 0)
+                await self._store_marks(session, ends)
             self.position = 0
             self._wake.set()
         return lost
@@ -251,11 +284,13 @@ class KafkaRelay:
             )
             if not rows:
                 return 0
-            lost = self._check_log(await self._publish(producer, [event for _, event in rows]))
+            logs = await self._publish(producer, [event for _, event in rows])
+            lost = self._check_log(logs)
             # After a loss the outbox is published again from its start: the events the
             # broker lost are in it still, and consumers drop what they applied already.
             position = 0 if lost else rows[-1][0]
             await self._store_position(session, position)
+            await self._store_marks(session, logs)
         self.relayed += len(rows)
         self.position = position
         return len(rows)
@@ -273,6 +308,35 @@ class KafkaRelay:
             consumer=RELAY_CONSUMER,
             source=self.source,
             position=position,
+        )
+
+    async def _stored_marks(self, session: AsyncSession) -> dict[int, int]:
+        """Where the partitions' logs were left, as stored by the relays' publishes."""
+        offsets = common_tables(self.source).consumer_offsets
+        rows = await session.execute(
+            select(offsets.c.source, offsets.c.position).where(
+                offsets.c.consumer == RELAY_LOG, offsets.c.source.startswith(f"{self.source}:")
+            )
+        )
+        return {int(name.rpartition(":")[2]): int(mark) for name, mark in rows.all()}
+
+    async def _store_marks(self, session: AsyncSession, partitions: Iterable[int]) -> None:
+        """Store this relay's marks of `partitions`, in the transaction that stores the
+        position the publish reached."""
+        marks = [
+            {"consumer": RELAY_LOG, "source": f"{self.source}:{p}", "position": self._log_marks[p]}
+            for p in sorted(partitions)
+            if p in self._log_marks
+        ]
+        if not marks:
+            return
+        offsets = common_tables(self.source).consumer_offsets
+        statement = insert(offsets).values(marks)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[offsets.c.consumer, offsets.c.source],
+                set_={"position": statement.excluded.position, "updated_at": func.now()},
+            )
         )
 
     def _check_log(self, logs: dict[int, tuple[int, int, int]]) -> bool:
@@ -600,8 +664,14 @@ class KafkaSubscriber:
         self.health.request_retry()
 
     def positions(self) -> dict[str, int]:
-        """The next offset to apply per assigned partition, as far as this member knows."""
-        return {f"{tp.topic}[{tp.partition}]": at for tp, at in sorted(self._next_offsets.items())}
+        """The next offset to apply per partition assigned to this member now."""
+        consumer = self._consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        return {
+            f"{tp.topic}[{tp.partition}]": at
+            for tp, at in sorted(self._next_offsets.items())
+            if tp in assigned
+        }
 
     async def run(self) -> None:
         rebuild = Backoff()
@@ -857,19 +927,25 @@ class KafkaSubscriber:
         for tp in batches:
             if tp not in assigned:
                 continue
-            held = held_at_start.get(tp)
-            if held is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, held)
-            self._next_offsets.pop(tp, None)
+            await self._seek(consumer, tp, held_at_start.get(tp))
 
     async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Go back to the last committed offsets, so the failed batch is fetched again."""
         for tp in consumer.assignment():
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
+            await self._seek(consumer, tp, await consumer.committed(tp))
+
+    async def _seek(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int | None
+    ) -> None:
+        """Read `tp` from `offset` (its log's start when None). The position and lag shown
+        stay those of the next offset to apply, so a subscription stuck on an event still
+        shows how far behind it falls."""
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+            offset = (await consumer.beginning_offsets([tp])).get(tp)
+        else:
+            consumer.seek(tp, offset)
+        if offset is None:
             self._next_offsets.pop(tp, None)
+        else:
+            self._next_offsets[tp] = offset

@@ -20,7 +20,7 @@ from shared.app import create_app
 from shared.config import Settings
 from shared.db import Database
 from shared.events.envelope import Event
-from shared.messaging.kafka import KafkaRelay, KafkaSubscriber, topic_of
+from shared.messaging.kafka import RELAY_LOG, KafkaRelay, KafkaSubscriber, topic_of
 from tests.conftest import auth, kafka_settings, migrate_all
 from tests.messaging.conftest import Harness, prepared
 from tests.support.database import fresh_database
@@ -112,6 +112,13 @@ async def test_events_a_broker_lost_are_republished_and_the_month_closes(
             finally:
                 relay.stop()
                 await asyncio.wait_for(task, 30)
+        # As a relay of a version that kept no marks of where it left the logs would have
+        # left it: the relays that start next cannot tell what the broker lost.
+        async with db.transaction() as session:
+            await session.execute(
+                text("DELETE FROM orders.consumer_offsets WHERE consumer = :marks"),
+                {"marks": RELAY_LOG},
+            )
         # The broker comes back empty: what it acknowledged is gone.
         with tansu_broker(port):
             app = create_app(all_modules(), settings=chosen, database_url=db_url)
@@ -281,6 +288,56 @@ async def test_an_idle_relay_sees_no_loss_where_there_was_none(
                 assert not await relay.watch_log()
             assert relay.log_losses == 0 and relay.relayed == relayed
             await harness.stop_all()
+
+
+@pytest.mark.parametrize("broker_restarted", [True, False], ids=["log-lost", "log-kept"])
+async def test_a_relay_that_starts_compares_the_logs_with_where_they_were_left(
+    contract_db: Database, tmp_path, broker_restarted: bool
+) -> None:
+    """The relay and the broker went down together (a power cut) and the broker came back
+    without its log: a relay that starts knows nothing of where the logs were in memory, but
+    the marks stored with its position say it, so it finds the loss before publishing
+    anything and publishes the outbox again. A broker that kept its log is left alone."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    settings = _restartable(port, tmp_path)
+    everything = {(key, seq) for key in KEYS for seq in range(5)}
+    async with prepared(Harness("kafka", contract_db, settings)) as harness:
+        with tansu_broker(port):
+            first = harness.relay()
+            assert first is not None and isinstance(first.worker, KafkaRelay)
+            await harness.publish(KEYS, 5)
+            await eventually(_relayed_all(harness, first.worker), bool, seconds=60)
+            await first.stop()
+            if not broker_restarted:
+                await _second_relay_against(harness, bootstrap, everything, lost=False)
+        if broker_restarted:
+            with tansu_broker(port):
+                await _second_relay_against(harness, bootstrap, everything, lost=True)
+
+
+async def _second_relay_against(
+    harness: Harness, bootstrap: str, everything: set[tuple[str, int]], *, lost: bool
+) -> None:
+    second = harness.relay()
+    assert second is not None and isinstance(second.worker, KafkaRelay)
+    relay = second.worker
+    await eventually(_ready_relay(relay), bool, seconds=60)
+    assert (relay.log_losses > 0) == lost  # one for each partition found lost
+    assert relay.relayed == (len(everything) if lost else 0)
+    seen = await eventually(
+        _on_topic(bootstrap, topic_of(harness.source)), lambda s: s == everything, seconds=90
+    )
+    assert seen == everything
+    await harness.stop_all()
+
+
+def _ready_relay(relay: KafkaRelay):
+    async def probe() -> bool:
+        # Ready once it compared the logs and published whatever that called for.
+        return relay.ready()
+
+    return probe
 
 
 async def _relayed_to_a_first_broker(harness: Harness) -> KafkaRelay:

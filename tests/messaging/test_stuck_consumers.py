@@ -69,11 +69,19 @@ def worker_of(client: httpx.AsyncClient, name: str) -> Any:
 
 
 async def stuck_gauges(client: httpx.AsyncClient) -> dict[str, float]:
+    return await gauges_named(client, "salesbook_consumer_stuck")
+
+
+async def gauges_named(client: httpx.AsyncClient, name: str) -> dict[str, float]:
+    """A gauge's value per subscription (summed over its sources)."""
     body = (await client.get("/metrics")).text
+    found: dict[str, float] = {}
     for family in text_string_to_metric_families(body):
-        if family.name == "salesbook_consumer_stuck":
-            return {s.labels["subscription"]: s.value for s in family.samples}
-    return {}
+        if family.name == name:
+            for sample in family.samples:
+                key = sample.labels["subscription"]
+                found[key] = found.get(key, 0.0) + sample.value
+    return found
 
 
 async def attempts_of(worker: Any) -> int:
@@ -281,6 +289,11 @@ async def test_a_value_the_replica_cannot_hold_sticks_until_the_column_is_widene
         assert replica["stuck_on"]["event_id"] == str(events[0].event_id)
         assert replica["stuck_on"]["type"] == "customer.created"
         assert replica["last_error"]
+        # Still saying how far behind it is: on Kafka a failed batch rewinds to the committed
+        # offsets, which stay the position shown.
+        assert replica["lag"] >= 1 and replica["position"], replica
+        lags = await gauges_named(client, "salesbook_consumer_lag_events")
+        assert lags["payments.orders"] >= 1, lags
 
         # The fix is a wider column; no request needed, the subscription retries by itself.
         async with db.transaction() as session:
