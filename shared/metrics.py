@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import current_actor
 from shared.db import Database
 from shared.messaging.health import SubscriptionHealth
 from shared.messaging.kafka import RELAY_CONSUMER, KafkaRelay, KafkaSubscriber
@@ -241,7 +242,14 @@ def install_metrics(app: FastAPI) -> AppMetrics:
     app.state.metrics = metrics
     app.add_middleware(_Timing, metrics=metrics)
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    # Not a health check, so not open (SPEC: every endpoint but those needs a token): a token
+    # of any role reads it, as Prometheus sends one (`authorization` in a scrape config).
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        include_in_schema=False,
+        dependencies=[Depends(current_actor)],
+    )
     async def scrape(request: Request) -> Response:
         """Prometheus text format; lag and backlog are measured at this moment."""
         await metrics.refresh(getattr(request.app.state, "db", None))

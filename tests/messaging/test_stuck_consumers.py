@@ -74,7 +74,7 @@ async def stuck_gauges(client: httpx.AsyncClient) -> dict[str, float]:
 
 async def gauges_named(client: httpx.AsyncClient, name: str) -> dict[str, float]:
     """A gauge's value per subscription (summed over its sources)."""
-    body = (await client.get("/metrics")).text
+    body = (await client.get("/metrics", headers=ADMIN)).text
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(body):
         if family.name == name:

@@ -10,7 +10,7 @@ from prometheus_client.samples import Sample
 from services.registry import all_modules
 from shared.app import create_app
 from shared.config import Settings
-from tests.conftest import BOTH_TRANSPORTS, AppClient
+from tests.conftest import BOTH_TRANSPORTS, AppClient, auth
 from tests.orders.factories import make_order
 from tests.support.waiting import eventually
 
@@ -18,7 +18,7 @@ SUBSCRIPTIONS = {s.name for m in all_modules() for s in m.subscriptions}
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, list[Sample]]:
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=auth("analyst", "prometheus"))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     return {f.name: f.samples for f in text_string_to_metric_families(response.text)}
@@ -44,6 +44,11 @@ async def test_metrics_after_traffic_and_lag_drains_to_zero(app_client: AppClien
         assert (await client.get("/v1/no-such-thing")).status_code == 404
 
         metrics = await eventually(lambda: scrape(client), caught_up, seconds=30)
+        # Not a health check: a token of any role, but a token.
+        assert (await client.get("/metrics")).status_code == 401
+        bad = await client.get("/metrics", headers={"Authorization": "Bearer not-a-token"})
+        assert bad.status_code == 401
+        assert (await client.get("/metrics", headers=auth("pos"))).status_code == 200
 
     latency = metrics["salesbook_http_request_duration_seconds"]
     counted = {
