@@ -234,6 +234,17 @@ def _allowed_methods(request: Request) -> str:
 Door = Callable[[Request], DomainError | None]
 
 
+def _not_json(request: Request) -> bool:
+    """Whether the request says its body is of a type other than JSON (as FastAPI reads the
+    header: `application/json` or `application/<anything>+json`)."""
+    given = request.headers.get("content-type")
+    if not given or request.headers.get("content-length") == "0":
+        return False
+    media = given.partition(";")[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return not (kind == "application" and (subtype == "json" or subtype.endswith("+json")))
+
+
 def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     """Map every error a request can raise to problem+json; nothing a client sends yields a 500.
 
@@ -254,6 +265,14 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if (first := _at_the_door(request)) is not None:
             return first
+        if _not_json(request) and any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
+            # FastAPI reads a body only as JSON; any other type reaches validation as bytes.
+            given = request.headers["content-type"]
+            return problem(
+                415,
+                "Unsupported media type",
+                f"the body is sent as {given}; send it as JSON (Content-Type: application/json)",
+            )
         errors = []
         for err in exc.errors():
             field = _field_path(tuple(err.get("loc", ())))

@@ -63,7 +63,9 @@ _DESCRIPTIONS = {
     403: "The token's role is not one this operation admits",
     404: "What the path names does not exist",
     409: "The request conflicts with the current state",
-    413: "The body is larger than the server reads (4 MiB); answered before 401 and 403",
+    413: "The body is larger than the server reads (4 MiB), whatever the method; answered "
+    "before 401 and 403",
+    415: "The body is not sent as JSON (`Content-Type: application/json`)",
     422: "A parameter, header or the body is refused (unknown query parameters too); "
     "`errors` names each field",
     503: "The database cannot be reached right now, or what the request names is still on its "
@@ -140,8 +142,9 @@ def _describe(operation: dict[str, Any], route: RouteContext, method: str) -> No
             statuses.add(403)
     if route.dependant.path_params:
         statuses.add(404)
-    if method.upper() in ("POST", "PUT", "PATCH"):
-        statuses.add(413)  # a body too large to read is refused whatever the operation
+    statuses.add(413)  # a body too large to read is refused whatever the operation
+    if isinstance(route.original_route, APIRoute) and route.original_route.body_field:
+        statuses.add(415)
     if _depends_on(route.dependant, request_session):
         statuses.add(503)
     for status in statuses:

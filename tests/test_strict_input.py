@@ -543,6 +543,31 @@ async def test_a_field_given_twice_in_a_body_is_422(
     assert_problem(answer, 403)
 
 
+async def test_a_body_sent_as_another_type_than_json_is_415(client: httpx.AsyncClient) -> None:
+    body = b'{"name": "Plain Text Ltd", "payment_terms_days": 30}'
+    for media in ("text/plain", "text/json", "application/x-www-form-urlencoded"):
+        sent = {"Content-Type": media}
+        answer = await client.post("/v1/customers", content=body, headers=SALES | sent)
+        assert_problem(answer, 415, media, "application/json")
+        # Who may not call learns nothing of the body.
+        assert_problem(await client.post("/v1/customers", content=body, headers=sent), 401)
+        answer = await client.post("/v1/customers", content=body, headers=ANALYST | sent)
+        assert_problem(answer, 403)
+    # JSON under any of its names is read.
+    for media in ("application/json", "application/json; charset=utf-8", "application/x+json"):
+        answer = await client.post(
+            "/v1/customers", content=body, headers=SALES | {"Content-Type": media}
+        )
+        assert answer.status_code == 201, answer.text
+    # No body at all is still the body the operation lacks.
+    empty = await client.post("/v1/customers", headers=SALES | {"Content-Type": "text/plain"})
+    refused(empty, "body")
+    document = (await client.get("/openapi.json")).json()
+    responses = document["paths"]["/v1/customers"]["post"]["responses"]
+    assert {"413", "415"} <= set(responses)
+    assert "413" in document["paths"]["/v1/customers"]["get"]["responses"]
+
+
 def test_every_operation_reads_its_body_strictly(client: AppHttpClient) -> None:
     routes = [
         r.original_route
