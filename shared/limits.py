@@ -75,9 +75,13 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 _WHITE_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 """Unicode's White_Space, what the server strips, spelled out: `\\s` differs between regex
 dialects (Python's takes \\x1c-\\x1f too, JavaScript's takes \\ufeff and not \\x85)."""
-NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_WHITE_SPACE}][^\x00]*$"
-"""Text without NUL holding a character other than white space: what is left of it once
-stripped is not empty."""
+_INVISIBLE = "\u00ad\u180e\u200b-\u200d\u2060\ufeff"
+"""Characters that show nothing and are not white space (soft hyphen, zero-width space and
+joiners, word joiner, byte order mark): a name of them alone is as blank as a tab."""
+_SHOWN = rf"[^\x00{_WHITE_SPACE}{_INVISIBLE}]"
+NOT_BLANK_PATTERN = rf"^[^\x00]*{_SHOWN}[^\x00]*$"
+"""Text without NUL holding a character other than white space and invisible ones: what is
+left of it once stripped is not empty, and shows something."""
 
 
 class _DocumentedPattern:
@@ -96,15 +100,15 @@ class _DocumentedPattern:
 def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[Any, ...]:
     """The rules of a text field of at most `max_length` characters without NUL, for
     `Annotated[str, *text(...)]`: a type the checker reads as str."""
-    # Stripped text that must not be empty holds a character other than white space, so
-    # that "\t" is not a name it admits.
+    # Stripped text that must not be empty holds a character other than white space and
+    # invisible ones, so that neither "\t" nor a zero-width space is a name it admits.
     not_blank = strip and min_length > 0
     return (
         StringConstraints(
             strip_whitespace=strip,
             min_length=min_length,
             max_length=max_length,
-            pattern=r"\S" if not_blank else None,
+            pattern=_SHOWN if not_blank else None,
         ),
         AfterValidator(no_nul),
         _DocumentedPattern(NOT_BLANK_PATTERN if not_blank else NO_NUL_PATTERN),

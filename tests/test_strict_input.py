@@ -436,7 +436,16 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
         "/v1/closing/periods/2026-01/reopen", json={"reason": "   "}, headers=ADMIN
     )
     refused(answer, "reason")
-    refused(await client.post("/v1/customers", json={"name": "\t"}, headers=SALES), "name")
+    for blank in ("\t", "\u200b", "\ufeff \u200d", "\u00ad"):  # white space, or invisible
+        answer = await client.post("/v1/customers", json={"name": blank}, headers=SALES)
+        refused(answer, "name")
+    answer = await client.post(
+        "/v1/closing/periods/2026-01/reopen", json={"reason": "\u200b"}, headers=ADMIN
+    )
+    refused(answer, "reason")
+    # An invisible character inside a name that shows something is the name's own.
+    named = ok(await client.post("/v1/customers", json={"name": "A\u200dB"}, headers=SALES), 201)
+    assert named["name"] == "A\u200dB"
     answer = await client.patch(
         f"/v1/customers/{customer['id']}", json={"payment_terms_days": "30"}, headers=SALES
     )
