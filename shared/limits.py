@@ -14,6 +14,7 @@ NUMERIC column of the migrated schemas to at least a million maximal documents.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -113,6 +114,23 @@ def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[
         AfterValidator(no_nul),
         _DocumentedPattern(NOT_BLANK_PATTERN if not_blank else NO_NUL_PATTERN),
     )
+
+
+def each_once(name: Callable[[Any], str]) -> AfterValidator:
+    """For `Annotated[list[...], each_once(...)]`: a list whose items `name` tells apart,
+    each named once. A repeated one is refused, with both places, rather than one of the two
+    silently taking effect."""
+
+    def check(items: list[Any]) -> list[Any]:
+        seen: dict[str, int] = {}
+        for at, item in enumerate(items):
+            key = name(item)
+            if key in seen:
+                raise ValueError(f"{key} is given twice, at {seen[key]} and {at}")
+            seen[key] = at
+        return items
+
+    return AfterValidator(check)
 
 
 def _year_in_range(year: int) -> bool:

@@ -302,6 +302,23 @@ async def test_a_dispute_refuses_nul(client: httpx.AsyncClient) -> None:
         refused(await client.post(url, json=body, headers=FINANCE), field, "NUL")
 
 
+async def test_a_list_naming_one_thing_twice_is_422(client: httpx.AsyncClient) -> None:
+    """One of the two would silently win (a target) or count twice (a disputed document)."""
+    statement = "01900000-0000-7000-8000-000000000000"
+    body = {"reason": "wrong", "documents": ["INV-2026-000001", "CRN-2026-000001"] * 2}
+    answer = await client.post(
+        f"/v1/closing/statements/{statement}/dispute", json=body, headers=FINANCE
+    )
+    refused(answer, "documents", "INV-2026-000001 is given twice, at 0 and 2")
+    sally = {"salesperson": "sally", "period": "2026-01"}
+    targets = [sally | {"amount": "1.00"}, sally | {"period": "2026-02", "amount": "1.00"}]
+    twice = {"targets": [*targets, sally | {"amount": "2.00"}]}
+    answer = await client.put("/v1/analytics/targets", json=twice, headers=FINANCE)
+    refused(answer, "targets", "sally for 2026-01 is given twice, at 0 and 2")
+    answer = await client.put("/v1/analytics/targets", json={"targets": targets}, headers=FINANCE)
+    assert answer.status_code == 200, answer.text
+
+
 PERIOD_URLS = [
     ("post", "/v1/closing/periods/{p}/close", FINANCE),
     ("get", "/v1/closing/periods/{p}", FINANCE),

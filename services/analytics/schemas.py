@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from shared.limits import Amount, PeriodText, text
+from shared.limits import Amount, PeriodText, each_once, text
 from shared.money import Money
 
 Ratio = Annotated[Decimal, PlainSerializer(lambda v: str(v), return_type=str, when_used="json")]
@@ -141,7 +141,11 @@ class TargetIn(BaseModel):
 class TargetsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    targets: list[TargetIn] = Field(min_length=1, max_length=1000)
+    targets: Annotated[
+        list[TargetIn],
+        Field(min_length=1, max_length=1000),
+        each_once(lambda t: f"the target of {t.salesperson} for {t.period}"),
+    ]
 
 
 class TargetRow(BaseModel):

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.limits import PeriodText, text
+from shared.limits import PeriodText, each_once, text
 from shared.money import Money
 
 Reason = Annotated[str, *text(strip=True, min_length=1, max_length=1000)]
@@ -102,7 +102,11 @@ class StatementConfirm(_Input):
 
 class StatementDispute(_Input):
     reason: Reason
-    documents: list[DocumentNumber] = Field(min_length=1, max_length=500)
+    documents: Annotated[
+        list[DocumentNumber],
+        Field(min_length=1, max_length=500),
+        each_once(lambda number: f"document {number}"),
+    ]
 
 
 class StatementPublic(BaseModel):
