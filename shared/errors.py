@@ -63,7 +63,10 @@ class DuplicateKey(json.JSONDecodeError):
 
     def __init__(self, key: str) -> None:
         super().__init__("given more than once; a body names each field once", "", 0)
-        self.key = key
+        # Named as text the answer can carry: a key is any JSON string, lone surrogates and
+        # megabytes included.
+        shown = key.encode("utf-8", "backslashreplace").decode()
+        self.key = shown if len(shown) <= 100 else shown[:100] + "…"
 
 
 class NotYetKnown(DomainError):
@@ -237,9 +240,11 @@ Door = Callable[[Request], DomainError | None]
 def _not_json(request: Request) -> bool:
     """Whether the request says its body is of a type other than JSON (as FastAPI reads the
     header: `application/json` or `application/<anything>+json`)."""
-    given = request.headers.get("content-type")
-    if not given or request.headers.get("content-length") == "0":
+    if request.headers.get("content-length") == "0":
         return False
+    given = request.headers.get("content-type")
+    if not given:
+        return True  # FastAPI reads a body without a Content-Type as bytes, not as JSON
     media = given.partition(";")[0].strip().lower()
     kind, _, subtype = media.partition("/")
     return not (kind == "application" and (subtype == "json" or subtype.endswith("+json")))
@@ -267,11 +272,12 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
             return first
         if _not_json(request) and any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
             # FastAPI reads a body only as JSON; any other type reaches validation as bytes.
-            given = request.headers["content-type"]
+            given = request.headers.get("content-type")
+            sent = f"sent as {given}" if given else "sent without a Content-Type"
             return problem(
                 415,
                 "Unsupported media type",
-                f"the body is sent as {given}; send it as JSON (Content-Type: application/json)",
+                f"the body is {sent}; send it as JSON (Content-Type: application/json)",
             )
         errors = []
         for err in exc.errors():

@@ -76,9 +76,15 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 _WHITE_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 """Unicode's White_Space, what the server strips, spelled out: `\\s` differs between regex
 dialects (Python's takes \\x1c-\\x1f too, JavaScript's takes \\ufeff and not \\x85)."""
-_INVISIBLE = "\u00ad\u180e\u200b-\u200d\u2060\ufeff"
-"""Characters that show nothing and are not white space (soft hyphen, zero-width space and
-joiners, word joiner, byte order mark): a name of them alone is as blank as a tab."""
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+)
+"""Characters that show nothing and are not white space: Unicode's Default_Ignorable_Code_Point
+(soft hyphen, zero-width space and joiners, direction marks, variation selectors, byte order
+mark, tags, ...), the Hangul fillers and the blank Braille pattern. A name of them alone is as
+blank as a tab."""
 _SHOWN = rf"[^\x00{_WHITE_SPACE}{_INVISIBLE}]"
 NOT_BLANK_PATTERN = rf"^[^\x00]*{_SHOWN}[^\x00]*$"
 """Text without NUL holding a character other than white space and invisible ones: what is

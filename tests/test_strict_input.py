@@ -453,7 +453,9 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
         "/v1/closing/periods/2026-01/reopen", json={"reason": "   "}, headers=ADMIN
     )
     refused(answer, "reason")
-    for blank in ("\t", "\u200b", "\ufeff \u200d", "\u00ad"):  # white space, or invisible
+    # White space, or invisible: default-ignorable code points, a Hangul filler, a blank
+    # Braille pattern.
+    for blank in ("\t", "\u200b", "\ufeff \u200d", "\u00ad", "\u200e\u202e", "\u3164", "\u2800"):
         answer = await client.post("/v1/customers", json={"name": blank}, headers=SALES)
         refused(answer, "name")
     answer = await client.post(
@@ -562,6 +564,11 @@ async def test_a_field_given_twice_in_a_body_is_422(
     body = f'{{"customer_id": "{customer}", "channel": "pos", "lines": [{line}]}}'.encode()
     answer = await client.post("/v1/orders", content=body, headers=SALES | json_type)
     refused(answer, "sku", "more than once")
+    # A key is named as text the answer can carry, however odd or long it is.
+    for key, named in (("\\ud800", "\\ud800"), ("k" * 5000, "k" * 100 + "…")):
+        odd = f'{{"{key}": 1, "{key}": 2}}'.encode()
+        answer = await client.post("/v1/customers", content=odd, headers=SALES | json_type)
+        refused(answer, named, "more than once")
     # Who may not call learns nothing of the body.
     answer = await client.post("/v1/payments", content=twice, headers=json_type)
     assert_problem(answer, 401)
@@ -585,6 +592,10 @@ async def test_a_body_sent_as_another_type_than_json_is_415(client: httpx.AsyncC
             "/v1/customers", content=body, headers=SALES | {"Content-Type": media}
         )
         assert answer.status_code == 201, answer.text
+    # Nor is a body without a Content-Type (FastAPI would read it as bytes).
+    bare = await client.post("/v1/customers", content=body, headers=SALES)
+    assert "content-type" not in bare.request.headers
+    assert_problem(bare, 415, "without a Content-Type")
     # No body at all is still the body the operation lacks.
     empty = await client.post("/v1/customers", headers=SALES | {"Content-Type": "text/plain"})
     refused(empty, "body")

@@ -306,7 +306,8 @@ async def put_targets(
     session: AsyncSession = Session,
     actor: Actor = Depends(require(Role.FINANCE)),
 ) -> list[TargetRow]:
-    """Set revenue targets per salesperson and period (YYYY-MM); the last one given wins."""
+    """Set revenue targets per salesperson and period (YYYY-MM), each pair once (422 names
+    a repeat)."""
     saved = await service.set_targets(session=session, targets=body.targets, actor=actor)
     # Each target as attainment reads it now: the month's revenue so far against it.
     by_period: dict[str, dict[str, dict[str, Any]]] = {}

@@ -24,8 +24,7 @@ T = table_of(Target).c
 async def set_targets(
     *, session: AsyncSession, targets: list[TargetIn], actor: Actor
 ) -> list[TargetIn]:
-    """Upsert targets (the last one given for a salesperson and period wins), audited."""
-    chosen = {(t.salesperson, t.period): t for t in targets}
+    """Upsert targets, each salesperson and period once (as TargetsIn holds), audited."""
     now = datetime.now(UTC)
     await insert_rows(
         session,
@@ -38,12 +37,12 @@ async def set_targets(
                 "updated_by": actor.subject,
                 "updated_at": now,
             }
-            for t in chosen.values()
+            for t in targets
         ],
         suffix="ON CONFLICT (salesperson, period) DO UPDATE SET amount = EXCLUDED.amount, "
         "updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at",
     )
-    for t in chosen.values():
+    for t in targets:
         await record_audit(
             session,
             schema=SCHEMA,
@@ -55,7 +54,7 @@ async def set_targets(
             entity_id=t.period,
             details={"salesperson": t.salesperson, "amount": str(t.amount)},
         )
-    return list(chosen.values())
+    return targets
 
 
 async def attainment(*, session: AsyncSession, period: str) -> list[dict[str, Any]]:
