@@ -250,6 +250,21 @@ def _not_json(request: Request) -> bool:
     return not (kind == "application" and (subtype == "json" or subtype.endswith("+json")))
 
 
+def _unsupported_body(request: Request) -> JSONResponse | None:
+    """415 for a body the server could not read because of how it was sent: compressed
+    (`Content-Encoding`, which the server does not undo) or of another type than JSON."""
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        detail = f"the body is sent with Content-Encoding {coding}; send it uncompressed"
+    elif _not_json(request):
+        given = request.headers.get("content-type")
+        sent = f"sent as {given}" if given else "sent without a Content-Type"
+        detail = f"the body is {sent}; send it as JSON (Content-Type: application/json)"
+    else:
+        return None
+    return problem(415, "Unsupported media type", detail)
+
+
 def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     """Map every error a request can raise to problem+json; nothing a client sends yields a 500.
 
@@ -270,15 +285,11 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if (first := _at_the_door(request)) is not None:
             return first
-        if _not_json(request) and any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
-            # FastAPI reads a body only as JSON; any other type reaches validation as bytes.
-            given = request.headers.get("content-type")
-            sent = f"sent as {given}" if given else "sent without a Content-Type"
-            return problem(
-                415,
-                "Unsupported media type",
-                f"the body is {sent}; send it as JSON (Content-Type: application/json)",
-            )
+        # FastAPI reads a body only as JSON; any other type reaches validation as bytes.
+        if any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()) and (
+            unsupported := _unsupported_body(request)
+        ):
+            return unsupported
         errors = []
         for err in exc.errors():
             field = _field_path(tuple(err.get("loc", ())))
@@ -295,9 +306,13 @@ def install_error_handlers(app: FastAPI, *, door: Door | None = None) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
-            return _at_the_door(request) or malformed_body(
-                "not UTF-8 text, nested too deeply, or a number of more than "
-                f"{sys.get_int_max_str_digits()} digits"
+            return (
+                _at_the_door(request)
+                or _unsupported_body(request)
+                or malformed_body(
+                    "not UTF-8 text, nested too deeply, or a number of more than "
+                    f"{sys.get_int_max_str_digits()} digits"
+                )
             )
         if exc.status_code == 413:
             return problem(413, TOO_LARGE, str(exc.detail))

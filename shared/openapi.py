@@ -65,8 +65,8 @@ _DESCRIPTIONS = {
     409: "The request conflicts with the current state",
     413: "The body is larger than the server reads (4 MiB), whatever the method; answered "
     "before 401 and 403",
-    415: "The body is not sent as JSON (`Content-Type: application/json`), or is sent "
-    "without a Content-Type",
+    415: "The body is not sent as JSON (`Content-Type: application/json`), is sent without "
+    "a Content-Type, or compressed (`Content-Encoding`)",
     422: "A parameter, header or the body is refused (unknown query parameters too); "
     "`errors` names each field",
     503: "The database cannot be reached right now, or what the request names is still on its "

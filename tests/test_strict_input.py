@@ -4,6 +4,7 @@ event a consumer cannot apply; what is accepted at the bounds reaches every cons
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -596,6 +597,13 @@ async def test_a_body_sent_as_another_type_than_json_is_415(client: httpx.AsyncC
     bare = await client.post("/v1/customers", content=body, headers=SALES)
     assert "content-type" not in bare.request.headers
     assert_problem(bare, 415, "without a Content-Type")
+    # Nor a compressed one: the server does not undo a Content-Encoding.
+    packed = await client.post(
+        "/v1/customers",
+        content=gzip.compress(body),
+        headers=SALES | {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert_problem(packed, 415, "Content-Encoding gzip", "uncompressed")
     # No body at all is still the body the operation lacks.
     empty = await client.post("/v1/customers", headers=SALES | {"Content-Type": "text/plain"})
     refused(empty, "body")
