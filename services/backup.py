@@ -110,6 +110,7 @@ def restore(*, url: str, file: Path, bin_dir: Path) -> None:
         )
         assert renderer.stdout is not None and applier.stdin is not None
         try:
+            applier.stdin.write(_ROLES)
             for line in _portable_header(renderer.stdout):
                 applier.stdin.write(line)
         except BrokenPipeError:
@@ -124,6 +125,20 @@ def restore(*, url: str, file: Path, bin_dir: Path) -> None:
         if applied != 0:
             raise BackupError(f"restore failed: {_text(apply_errors, applied)}")
 
+
+# The role the backup's grants name that the migrations create (analytics 0003, for BI
+# tools): roles belong to the server, not to the dump, so a server that never ran the
+# migrations (an embedded one in a new data folder) lacks it, and the grants would fail.
+# Created as the migration creates it, by a user allowed to.
+_ROLES = b"""
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'analytics_bi') THEN
+        CREATE ROLE analytics_bi NOLOGIN;
+    END IF;
+END
+$$;
+"""
 
 # Same effect as the header's `SET transaction_timeout = 0`, skipped where the setting is unknown.
 _TIMEOUT_OFF = (

@@ -60,6 +60,28 @@ def test_backup_and_restore_round_trip(run_cli: RunCli, pg_server: str, tmp_path
             query(target, "UPDATE orders.audit_log SET actor = 'mallory'")
 
 
+def test_a_backup_restores_into_a_new_server(
+    run_cli: RunCli, pg_server: str, tmp_path: Path
+) -> None:
+    """Disaster recovery: the backup goes into the embedded server of a new data folder,
+    which never ran the migrations, so it lacks the server-wide role the backup's grants
+    name. Backed up from there again, it is still the original."""
+    first, second = tmp_path / "first.dump", tmp_path / "second.dump"
+    embedded = {"SALESBOOK_DATA_DIR": str(tmp_path / "new-folder")}
+    with fresh_database(pg_server) as source, fresh_database(pg_server) as target:
+        assert run_cli("migrate", env={"SALESBOOK_DATABASE_URL": source}).code == 0
+        seed(source)
+        original = snapshot(source)
+        assert run_cli("backup", str(first), env={"SALESBOOK_DATABASE_URL": source}).code == 0
+
+        restored = run_cli("restore", str(first), env=embedded)
+        assert restored.code == 0, restored.err
+        assert run_cli("backup", str(second), env=embedded).code == 0
+        again = run_cli("restore", str(second), env={"SALESBOOK_DATABASE_URL": target})
+        assert again.code == 0, again.err
+        assert snapshot(target) == original
+
+
 def test_restore_of_a_damaged_file_changes_nothing(
     run_cli: RunCli, pg_server: str, tmp_path: Path
 ) -> None:
