@@ -53,7 +53,11 @@ async def customer_statement(
                 col(LedgerEntry.posting_date) >= date_from,
                 col(LedgerEntry.posting_date) <= date_to,
             )
-            .order_by(col(LedgerEntry.posting_date), col(LedgerEntry.id))
+            # Within a day, in the order the documents happened: event ids are UUIDv7, in
+            # time order whichever service made them, where the ledger's own ids follow the
+            # order it applied the events in, which a rebuild (one source, then the other)
+            # does not keep.
+            .order_by(col(LedgerEntry.posting_date), col(LedgerEntry.event_id))
         )
     ).scalars()
     balance = Decimal(opening)

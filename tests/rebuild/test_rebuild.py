@@ -103,6 +103,17 @@ async def traffic(client: httpx.AsyncClient) -> None:
         lambda r: r.json()["status"] == "closed",
         seconds=30,
     )
+    # One day of everything for one customer: the statement lists it in the order it
+    # happened, which a rebuild (reading one source after the other) must not change.
+    dora = ok(await client.post("/v1/customers", json={"name": "Dora"}, headers=SALES), 201)
+    day = "2026-11-02"
+    sold = await order(client, dora["id"], [{"sku": "P2", "quantity": "2"}], day)
+    await pay(client, dora["id"], "7.00", day)
+    back = {"lines": [{"sku": "P2", "quantity": "1"}], "business_date": day}
+    ok(await client.post(f"/v1/orders/{sold['id']}/returns", json=back, headers=POS), 201)
+    paid = await pay(client, dora["id"], "100.00", day)
+    refund = {"amount": "2.00", "business_date": day, "reason": "change"}
+    ok(await client.post(f"/v1/payments/{paid['id']}/refunds", json=refund, headers=FINANCE), 201)
     later = await order(client, carol, mixed, "2026-11-03")
     await pay(client, carol, "100.00", "2026-11-04", to=(later["id"], "80.00"))
     await pay(client, alice, "50.00", "2026-11-05")
@@ -175,7 +186,17 @@ async def tables(url: str, model: str) -> dict[str, list[tuple]]:
 async def figures(client: httpx.AsyncClient) -> dict[str, Any]:
     """What the services answer from the read models."""
     span = {"from": "2026-10-01", "to": "2026-11-30"}
+    customers = ok(await client.get("/v1/customers", params={"limit": 500}, headers=SALES))
+    statements = {
+        c["name"]: ok(
+            await client.get(
+                f"/v1/closing/customers/{c['id']}/statement", params=span, headers=FINANCE
+            )
+        )
+        for c in customers["items"]
+    }
     return {
+        "statements": statements,
         "kpis": ok(await client.get("/v1/analytics/kpis", params=span, headers=ANALYST)),
         "balances": ok(await client.get(f"/v1/closing/periods/{MONTH}/balances", headers=FINANCE)),
         "trial": ok(await client.get("/v1/closing/periods/2026-11/trial-balance", headers=FINANCE)),
