@@ -7,7 +7,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.closing import queries, service, statements
@@ -30,6 +30,7 @@ from shared.auth import Actor, Role, require
 from shared.clock import business_today
 from shared.csvout import csv_response, wants_csv
 from shared.db import request_session
+from shared.idempotency import IdempotencyKey, idempotent
 from shared.limits import INT32_MAX, BalanceFigure, BusinessDate, PeriodText
 from shared.messaging.admin import stuck_problem
 from shared.openapi import CSV_ANSWER, conflict
@@ -278,14 +279,27 @@ async def customer_statement(
 )
 async def send_statement(
     body: StatementSend,
+    idempotency_key: IdempotencyKey = None,
     session: AsyncSession = Session,
     actor: Actor = Depends(require(Role.FINANCE)),
-) -> StatementPublic:
+) -> JSONResponse:
     """Send a closed period's statement to a customer for confirmation."""
-    statement = await statements.send_statement(
-        session=session, customer_id=body.customer_id, period=body.period, actor=actor
+
+    async def create() -> StatementPublic:
+        statement = await statements.send_statement(
+            session=session, customer_id=body.customer_id, period=body.period, actor=actor
+        )
+        return StatementPublic.model_validate(statement, from_attributes=True)
+
+    return await idempotent(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        key=idempotency_key,
+        endpoint="POST /v1/closing/statements",
+        body=body,
+        create=create,
     )
-    return StatementPublic.model_validate(statement, from_attributes=True)
 
 
 @router.get(

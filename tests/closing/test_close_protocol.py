@@ -403,10 +403,22 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
     assert csv.headers["content-type"].startswith("text/csv")
     lines = csv.text.strip().splitlines()
     assert lines[0].startswith("date,kind,document") and lines[-1].split(",")[-1] == "-13.34"
-    sent = await client.post(
-        "/v1/closing/statements", json={"customer_id": str(cid), "period": month}, headers=FINANCE
-    )
+    body = {"customer_id": str(cid), "period": month}
+    keyed = FINANCE | {"Idempotency-Key": f"statement-{cid}"}
+    sent = await client.post("/v1/closing/statements", json=body, headers=keyed)
     assert sent.status_code == 201 and sent.json()["closing"] == "-13.34"
+    # A retry is answered the first answer, not sent a second statement.
+    again = await client.post("/v1/closing/statements", json=body, headers=keyed)
+    assert again.status_code == 201 and again.content == sent.content
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    other = await client.post(
+        "/v1/closing/statements", json=body | {"period": "2026-01"}, headers=keyed
+    )
+    assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key", other.text
+    listed = await client.get(
+        "/v1/closing/statements", params={"customer_id": str(cid)}, headers=FINANCE
+    )
+    assert [s["id"] for s in listed.json()] == [sent.json()["id"]]
     shown = [line["document"] for line in csv_statement_lines(csv.text)]
     foreign = await client.post(
         f"/v1/closing/statements/{sent.json()['id']}/dispute",
