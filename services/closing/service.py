@@ -34,7 +34,7 @@ from services.closing.models import (
 )
 from shared import periods
 from shared.audit import record_audit
-from shared.auth import Actor
+from shared.auth import Actor, Role
 from shared.errors import Conflict
 from shared.events.closing import (
     CONTROL_KEY,
@@ -49,6 +49,9 @@ from shared.messaging.outbox import emit
 from shared.money import money_str
 
 log = logging.getLogger("salesbook.closing.close")
+
+LEDGER = Actor(subject="closing.ledger", role=Role.ADMIN)
+"""Who the audit log names for what the ledger does by itself: completing a close."""
 ZERO = Decimal("0.00")
 # The subscriptions whose events a close waits for: the ledger, and each source's answer to
 # the close request. One of them stuck on an event is the close's problem (SPEC §9).
@@ -256,6 +259,22 @@ async def complete(session: AsyncSession, row: Period, *, closed_by: str | None)
         ),
         source=SCHEMA,
         key=CONTROL_KEY,
+    )
+    # The ledger completes a close, not a person: the entry names who asked for it.
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=LEDGER,
+        action="period.closed",
+        entity="period",
+        entity_id=period,
+        details={
+            "version": version,
+            "hash": digest,
+            "requested_by": closed_by,
+            "customers": totals["customers"],
+            "closing": totals["closing"],
+        },
     )
 
 

@@ -128,7 +128,12 @@ async def send_statement(
         action="statement.sent",
         entity="statement",
         entity_id=statement.id,
-        details={"customer_id": customer_id, "period": period},
+        details={
+            "customer_id": customer_id,
+            "period": period,
+            "version": row.version,
+            "closing": balance.closing,
+        },
     )
     await session.refresh(statement)
     return statement

@@ -419,6 +419,28 @@ async def test_statement_csv_send_confirm_dispute(client, db) -> None:
         "/v1/closing/statements", params={"customer_id": str(cid)}, headers=FINANCE
     )
     assert [s["id"] for s in listed.json()] == [sent.json()["id"]]
+    # The audit log says what was sent, and that the period closed, with its hash.
+    logged = await client.get(
+        "/v1/closing/audit",
+        params={"entity": "statement", "entity_id": sent.json()["id"]},
+        headers=ADMIN,
+    )
+    [entry] = logged.json()["items"]
+    assert entry["action"] == "statement.sent" and entry["actor"] == "controller"
+    assert entry["details"] | {"customer_id": None} == {
+        "customer_id": None,
+        "period": month,
+        "version": sent.json()["version"],
+        "closing": "-13.34",
+    }
+    closed = (await client.get(f"/v1/closing/periods/{month}", headers=FINANCE)).json()
+    logged = await client.get(
+        "/v1/closing/audit", params={"entity": "period", "entity_id": month}, headers=ADMIN
+    )
+    done = [e for e in logged.json()["items"] if e["action"] == "period.closed"]
+    assert [e["details"]["hash"] for e in done] == [closed["hash"]]
+    assert done[0]["details"]["version"] == closed["version"]
+    assert done[0]["details"]["requested_by"] == "controller"
     shown = [line["document"] for line in csv_statement_lines(csv.text)]
     foreign = await client.post(
         f"/v1/closing/statements/{sent.json()['id']}/dispute",
