@@ -111,15 +111,20 @@ def text(*, max_length: int, min_length: int = 0, strip: bool = False) -> tuple[
     # invisible ones, so that neither "\t" nor a zero-width space is a name it admits.
     not_blank = strip and min_length > 0
     return (
-        StringConstraints(
-            strip_whitespace=strip,
-            min_length=min_length,
-            max_length=max_length,
-            pattern=_SHOWN if not_blank else None,
-        ),
-        AfterValidator(no_nul),
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        AfterValidator(_shows_something if not_blank else no_nul),
         _DocumentedPattern(NOT_BLANK_PATTERN if not_blank else NO_NUL_PATTERN),
     )
+
+
+_SHOWS = re.compile(_SHOWN)
+
+
+def _shows_something(value: str) -> str:
+    no_nul(value)
+    if not _SHOWS.search(value):
+        raise ValueError("must show something: white space or invisible characters alone are blank")
+    return value
 
 
 def each_once(name: Callable[[Any], str]) -> AfterValidator:

@@ -459,6 +459,9 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
     for blank in ("\t", "\u200b", "\ufeff \u200d", "\u00ad", "\u200e\u202e", "\u3164", "\u2800"):
         answer = await client.post("/v1/customers", json={"name": blank}, headers=SALES)
         refused(answer, "name")
+    # Said as a person reads it, not as the pattern the OpenAPI states.
+    answer = await client.post("/v1/customers", json={"name": "\u200b"}, headers=SALES)
+    refused(answer, "name", "must show something")
     answer = await client.post(
         "/v1/closing/periods/2026-01/reopen", json={"reason": "\u200b"}, headers=ADMIN
     )
