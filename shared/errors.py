@@ -237,11 +237,15 @@ def _allowed_methods(request: Request) -> str:
 Door = Callable[[Request], DomainError | None]
 
 
+def _sent_a_body(request: Request) -> bool:
+    """Whether the request came with a body: a length above 0, or one sent in chunks."""
+    length = request.headers.get("content-length")
+    return (length is not None and length != "0") or "transfer-encoding" in request.headers
+
+
 def _not_json(request: Request) -> bool:
     """Whether the request says its body is of a type other than JSON (as FastAPI reads the
     header: `application/json` or `application/<anything>+json`)."""
-    if request.headers.get("content-length") == "0":
-        return False
     given = request.headers.get("content-type")
     if not given:
         return True  # FastAPI reads a body without a Content-Type as bytes, not as JSON
@@ -252,7 +256,10 @@ def _not_json(request: Request) -> bool:
 
 def _unsupported_body(request: Request) -> JSONResponse | None:
     """415 for a body the server could not read because of how it was sent: compressed
-    (`Content-Encoding`, which the server does not undo) or of another type than JSON."""
+    (`Content-Encoding`, which the server does not undo) or of another type than JSON. A
+    request without a body lacks one, whatever its headers say (422)."""
+    if not _sent_a_body(request):
+        return None
     coding = request.headers.get("content-encoding", "identity").strip().lower()
     if coding not in ("", "identity"):
         detail = f"the body is sent with Content-Encoding {coding}; send it uncompressed"

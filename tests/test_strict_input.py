@@ -607,7 +607,11 @@ async def test_a_body_sent_as_another_type_than_json_is_415(client: httpx.AsyncC
         headers=SALES | {"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert_problem(packed, 415, "Content-Encoding gzip", "uncompressed")
-    # No body at all is still the body the operation lacks.
+    # No body at all is still the body the operation lacks, with or without its length.
+    bodiless = client.build_request("POST", "/v1/customers", headers=SALES)
+    bodiless.headers.pop("Content-Length", None)
+    assert "content-length" not in bodiless.headers
+    refused(await client.send(bodiless), "body")
     empty = await client.post("/v1/customers", headers=SALES | {"Content-Type": "text/plain"})
     refused(empty, "body")
     document = (await client.get("/openapi.json")).json()

@@ -52,6 +52,7 @@ log = logging.getLogger("salesbook.closing.close")
 
 LEDGER = Actor(subject="closing.ledger", role=Role.ADMIN)
 """Who the audit log names for what the ledger does by itself: completing a close."""
+
 ZERO = Decimal("0.00")
 # The subscriptions whose events a close waits for: the ledger, and each source's answer to
 # the close request. One of them stuck on an event is the close's problem (SPEC §9).
