@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -20,6 +21,11 @@ from sqlalchemy.ext.asyncio import (
 from shared.messaging.outbox import flush_outbox
 
 Row = TypeVar("Row")
+AfterCommit = Callable[[AsyncSession], Awaitable[None]]
+
+log = logging.getLogger("salesbook.db")
+
+_AFTER_COMMIT = "after_commit"
 
 
 def async_url(url: str) -> str:
@@ -79,9 +85,22 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+            for then in session.info.pop(_AFTER_COMMIT, ()):
+                try:
+                    await then(session)
+                except Exception:  # the change has committed: the caller must learn that
+                    log.exception("a wait after a commit failed; answering without it")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def after_commit(session: AsyncSession, then: AfterCommit) -> None:
+    """Run `then(session)` once the session's transaction has committed, and before the
+    request that began it answers: to wait (a bounded time) for what another service does
+    with the change, so the client's next read finds it done. `then` reads in a transaction
+    of its own; what it raises is logged, not answered, since the change has committed."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(then)
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection[Any]:

@@ -33,7 +33,9 @@ the same write. The answer is built from what was written, with no read back.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -86,7 +88,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import held, hold_period
-from shared.db import driver_connection, lock_or_404, raw_connection
+from shared.db import after_commit, driver_connection, lock_or_404, raw_connection
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
 from shared.events import payments
@@ -95,11 +97,13 @@ from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
 from shared.memo import per_database, remember
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
-from shared.messaging.postgres import wait_for_key
+from shared.messaging.postgres import LOOK_AGAIN_SECONDS, wait_for_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, period_closed, today
 from shared.periods import ensure_open as ensure_period_open
+
+log = logging.getLogger("salesbook.orders")
 
 S = OrderStatus
 
@@ -276,6 +280,38 @@ async def _payments_counted(
     )
 
 
+def wait_for_release(session: AsyncSession, order: Order) -> None:
+    """When a cancellation, a rejection or a credit note leaves an order paid beyond what
+    it still asks for, the payments service releases the excess to the customer's unapplied
+    credit when it reads the order's event, and this service learns of it from the
+    release's event. The request waits for that (a bounded time) after it commits, so the
+    client's next read of the order shows it paid no more than it owes, never a negative
+    outstanding."""
+    owed = order.gross - order.credited if order.status in RECEIVABLE_STATUSES else ZERO
+    if order.paid > owed:
+        after_commit(session, lambda s: _released(s, order.id, order.number))
+
+
+async def _released(session: AsyncSession, order_id: UUID, number: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PAYMENTS_WAIT_SECONDS
+    owed = case(
+        (col(Order.status).in_(RECEIVABLE_STATUSES), col(Order.gross) - col(Order.credited)),
+        else_=ZERO,
+    )
+    query = select(col(Order.paid) <= owed).where(col(Order.id) == order_id)
+    while not (await session.execute(query)).scalar_one():
+        if loop.time() >= deadline:
+            log.warning(
+                "order %s is still paid beyond what it owes after %.1fs: the payments "
+                "service has not released the excess yet",
+                number,
+                PAYMENTS_WAIT_SECONDS,
+            )
+            return
+        await asyncio.sleep(LOOK_AGAIN_SECONDS)
+
+
 async def open_receivable_of(
     session: AsyncSession, customer_id: UUID, *, excluding: UUID | None = None
 ) -> Decimal:
@@ -413,6 +449,7 @@ async def reject(
     order = await lock_order(session, order_id)
     _check_transition(order, S.REJECTED, "rejected")
     await _move(session, order, S.REJECTED, actor, reason)
+    wait_for_release(session, order)
     emit(
         session,
         events.OrderRejected(
@@ -465,6 +502,7 @@ async def cancel(
     order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
     order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
+    wait_for_release(session, order)
     emit(
         session,
         events.OrderCancelled(

@@ -35,6 +35,15 @@ async def waiting_for_events(database_url: str, source: str) -> None:
     """Until a request of the app under test waits for a subscription to apply `source`'s
     events (shared/messaging/postgres.py wait_for_key: the query it repeats while it waits
     is the one its connection is running, or ran last)."""
+    await running_query(
+        database_url,
+        f"%FROM {source}.outbox AS o WHERE o.key = $1 AND o.id > p.at AND o.id <= $4)%",
+    )
+
+
+async def running_query(database_url: str, like: str) -> None:
+    """Until another connection of the database is running (or last ran) a query whose text
+    is LIKE `like`: a request of the app under test that waits by repeating it."""
     connection = await asyncpg.connect(plain_url(database_url))
     try:
 
@@ -43,7 +52,7 @@ async def waiting_for_events(database_url: str, source: str) -> None:
                 await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                     "AND pid <> pg_backend_pid() AND query LIKE $1",
-                    f"%FROM {source}.outbox AS o WHERE o.key = $1 AND o.id > p.at AND o.id <= $4)%",
+                    like,
                 )
             )
 
