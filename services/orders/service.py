@@ -45,7 +45,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -292,15 +292,19 @@ def wait_for_release(session: AsyncSession, order: Order) -> None:
         after_commit(session, lambda s: _released(s, order.id, order.number))
 
 
+# Outside a transaction (the request's has committed): each look is a statement of its own.
+_OVERPAID = (
+    f"SELECT paid > CASE WHEN status = ANY($2::text[]) THEN gross - credited ELSE 0 END "
+    f"FROM {SCHEMA}.orders WHERE id = $1"
+)
+
+
 async def _released(session: AsyncSession, order_id: UUID, number: str) -> None:
+    db = await raw_connection(session)
+    receivable = [status.value for status in RECEIVABLE_STATUSES]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PAYMENTS_WAIT_SECONDS
-    owed = case(
-        (col(Order.status).in_(RECEIVABLE_STATUSES), col(Order.gross) - col(Order.credited)),
-        else_=ZERO,
-    )
-    query = select(col(Order.paid) <= owed).where(col(Order.id) == order_id)
-    while not (await session.execute(query)).scalar_one():
+    while await db.fetchval(_OVERPAID, order_id, receivable):
         if loop.time() >= deadline:
             log.warning(
                 "order %s is still paid beyond what it owes after %.1fs: the payments "

@@ -53,7 +53,7 @@ async def settle(url: str) -> None:
 
 async def waiting_for_release(url: str) -> None:
     """Until a request of the app under test repeats the read of service._released."""
-    await running_query(url, "%orders.orders.paid <= CASE%")
+    await running_query(url, "%SELECT paid > CASE WHEN status = ANY%")
 
 
 @asynccontextmanager
