@@ -24,12 +24,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.audit import record_audit
+from shared.auth import Actor, Role
 from shared.events.closing import CONTROL_KEY, ControlTotal, PeriodCloseRequested, PeriodCutoff
 from shared.events.envelope import Event
 from shared.messaging.consumer import Subscription, one_by_one
@@ -58,8 +61,9 @@ async def apply_cutoff(
     close_id: UUID,
     totals_of: ControlTotals,
     periods_before: DocumentPeriods,
-) -> None:
-    """Lock `period` at this source and emit `period.cutoff`, in the caller's transaction.
+) -> PeriodCutoff:
+    """Lock `period` at this source and emit `period.cutoff` (returned), in the caller's
+    transaction.
 
     The exclusive advisory locks wait for every in-flight document of the period or an
     earlier one (writers hold them shared), so the totals counted here are final and the
@@ -76,19 +80,16 @@ async def apply_cutoff(
         )
     else:
         await _lock(session, guard, period, now)
-    emit(
-        session,
-        PeriodCutoff(
-            period=period,
-            close_id=close_id,
-            source=guard.schema,
-            control_totals={} if refused else await totals_of(session, period),
-            locked_at=now,
-            refused=refused,
-        ),
+    cutoff = PeriodCutoff(
+        period=period,
+        close_id=close_id,
         source=guard.schema,
-        key=CONTROL_KEY,
+        control_totals={} if refused else await totals_of(session, period),
+        locked_at=now,
+        refused=refused,
     )
+    emit(session, cutoff, source=guard.schema, key=CONTROL_KEY)
+    return cutoff
 
 
 async def lock_period(session: AsyncSession, guard: PeriodGuard, period: str) -> None:
@@ -189,10 +190,14 @@ def cutoff_subscription(
     """The source's subscription to the close's control events: answer a close request with
     the cutoff; unlock on reopen or abort."""
 
+    name = f"{guard.schema}.closing"
+    # Who the audit log names for the locks this subscription takes and lifts.
+    actor = Actor(subject=name, role=Role.ADMIN)
+
     async def on_closing_event(session: AsyncSession, event: Event) -> None:
         if event.type == "period.close_requested":
             request = event.payload_as(PeriodCloseRequested)
-            await apply_cutoff(
+            cutoff = await apply_cutoff(
                 session,
                 guard,
                 period=request.period,
@@ -200,13 +205,30 @@ def cutoff_subscription(
                 totals_of=totals_of,
                 periods_before=periods_before,
             )
+            details: dict[str, Any] = {"close_id": cutoff.close_id}
+            if cutoff.refused:
+                details["refused"] = cutoff.refused
+            else:
+                details["control_totals"] = cutoff.model_dump(mode="json")["control_totals"]
+            action = "period.cutoff_refused" if cutoff.refused else "period.locked"
         elif event.type in ("period.reopened", "period.close_aborted"):
-            await lift_cutoff(
-                session, guard, event.data["period"], reopening=event.type == "period.reopened"
-            )
+            reopening = event.type == "period.reopened"
+            await lift_cutoff(session, guard, event.data["period"], reopening=reopening)
+            action, details = "period.unlocked", {"because": event.type}
+        else:
+            return
+        await record_audit(
+            session,
+            schema=guard.schema,
+            actor=actor,
+            action=action,
+            entity="period",
+            entity_id=event.data["period"],
+            details=details,
+        )
 
     return Subscription(
-        name=f"{guard.schema}.closing",
+        name=name,
         schema=guard.schema,
         sources=("closing",),
         handle=one_by_one(on_closing_event),

@@ -20,6 +20,8 @@ from services.payments.domain import (
 from services.payments.domain import AllocationStatus as A
 from services.payments.models import SCHEMA, Allocation, KnownOrder, Payment
 from services.payments.service import (
+    ORDER_EVENTS,
+    audit_payment,
     emit_allocated,
     guard_order,
     lock_orders,
@@ -189,11 +191,21 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
                 allocation.amount,
                 reason=refused.detail,
                 orders=orders,
+                actor=ORDER_EVENTS,
             )
             continue
         allocation.status = A.APPLIED
         order.applied += allocation.amount
         emit_allocated(session, payment, allocation)
+        await audit_payment(
+            session,
+            ORDER_EVENTS,
+            "payment.allocation_applied",
+            payment.id,
+            allocation_id=allocation.id,
+            order_id=allocation.order_id,
+            amount=allocation.amount,
+        )
 
 
 async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: date | None) -> None:
@@ -207,6 +219,7 @@ async def _end_order(session: AsyncSession, order_id: UUID, status: str, day: da
             allocation.amount,
             reason=f"order {status}",
             orders=orders,
+            actor=ORDER_EVENTS,
             day=day,
         )
 
@@ -226,5 +239,6 @@ async def _release_overpaid(session: AsyncSession, order_id: UUID, day: date) ->
             part,
             reason="credit note left the order overpaid",
             orders=orders,
+            actor=ORDER_EVENTS,
             day=day,
         )

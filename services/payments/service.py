@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select, text, tuple_
@@ -44,7 +45,7 @@ from services.payments.models import (
 )
 from services.payments.schemas import AllocationRequest, PaymentCreate, RefundCreate
 from shared.audit import record_audit
-from shared.auth import Actor
+from shared.auth import Actor, Role
 from shared.config import Settings
 from shared.cutoff import hold_period
 from shared.db import lock_or_404, raw_connection
@@ -63,6 +64,26 @@ from shared.messaging.outbox import emit
 from shared.messaging.postgres import wait_for_key
 from shared.numbering import number_last, stand_in
 from shared.periods import Period, business_date_of, check_not_future, ensure_open, today
+
+# Who the audit log names for what the service does on reading an order's event: applying a
+# pending allocation once the order is confirmed, releasing those of a rejected or cancelled
+# order or that a credit note left overpaid.
+ORDER_EVENTS = Actor(subject=replica.SUBSCRIPTION, role=Role.ADMIN)
+
+
+async def audit_payment(
+    session: AsyncSession, actor: Actor, action: str, payment_id: UUID, **details: Any
+) -> None:
+    """One entry of the payments audit log about a payment."""
+    await record_audit(
+        session,
+        schema=SCHEMA,
+        actor=actor,
+        action=action,
+        entity="payment",
+        entity_id=payment_id,
+        details=details,
+    )
 
 
 class PaymentNotFound(NotFound):
@@ -159,7 +180,12 @@ async def receive(
         action="payment.received",
         entity="payment",
         entity_id=payment.id,
-        details={"number": payment.number, "amount": payment.amount, "method": payment.method},
+        details={
+            "number": payment.number,
+            "amount": payment.amount,
+            "method": payment.method,
+            "allocations": [_state(a).model_dump(mode="json") for a in allocations],
+        },
     )
     set_committed_value(payment, "number", number)
     return payment, allocations
@@ -182,14 +208,12 @@ async def allocate(
     allocations = await _allocate(session, payment, requests, field="allocations")
     _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
     _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
-    await record_audit(
+    await audit_payment(
         session,
-        schema=SCHEMA,
-        actor=actor,
-        action="payment.allocated",
-        entity="payment",
-        entity_id=payment.id,
-        details={"allocations": [_state(a).model_dump(mode="json") for a in allocations]},
+        actor,
+        "payment.allocated",
+        payment.id,
+        allocations=[_state(a).model_dump(mode="json") for a in allocations],
     )
     return payment
 
@@ -214,7 +238,7 @@ async def refund(
     if business_date < payment.business_date:
         raise InvalidInput("business_date", "a refund cannot be dated before its payment")
     released = await release_newest(
-        session, payment, split.to_release, reason="refund", day=business_date
+        session, payment, split.to_release, reason="refund", day=business_date, actor=actor
     )
     payment.refunded += data.amount
     await sync_totals(session, payment)
@@ -245,14 +269,14 @@ async def refund(
         key=str(payment.customer_id),
         business_date=business_date,
     )
-    await record_audit(
+    await audit_payment(
         session,
-        schema=SCHEMA,
-        actor=actor,
-        action="payment.refunded",
-        entity="payment",
-        entity_id=payment.id,
-        details={"refund_id": row.id, "amount": data.amount, "reason": data.reason},
+        actor,
+        "payment.refunded",
+        payment.id,
+        refund_id=row.id,
+        amount=data.amount,
+        reason=data.reason,
     )
     return payment
 
@@ -272,7 +296,13 @@ async def lock_payment(session: AsyncSession, payment_id: UUID) -> Payment:
 
 
 async def release_newest(
-    session: AsyncSession, payment: Payment, amount: Decimal, *, reason: str, day: date
+    session: AsyncSession,
+    payment: Payment,
+    amount: Decimal,
+    *,
+    reason: str,
+    day: date,
+    actor: Actor,
 ) -> list[Allocation]:
     """Release `amount` of the payment's allocations, newest first, back to unapplied credit.
 
@@ -295,7 +325,9 @@ async def release_newest(
     )
     orders = await lock_orders(session, {a.order_id for a in live})
     return [
-        await release(session, payment, allocation, part, reason=reason, orders=orders, day=day)
+        await release(
+            session, payment, allocation, part, reason=reason, orders=orders, actor=actor, day=day
+        )
         for allocation, part in take_newest(live, amount, amount_of=lambda a: a.amount)
     ]
 
@@ -308,9 +340,11 @@ async def release(
     *,
     reason: str,
     orders: dict[UUID, KnownOrder],
+    actor: Actor,
     day: date | None = None,
 ) -> Allocation:
-    """Release `amount` of one allocation of `payment` back to its unapplied credit.
+    """Release `amount` of one allocation of `payment` back to its unapplied credit; the
+    audit log records it as done by `actor` (ORDER_EVENTS when an order's event caused it).
 
     A partial release lowers the allocation and keeps the released part as a row of its own;
     the event names the allocation reduced either way (see AllocationReleased)."""
@@ -362,6 +396,19 @@ async def release(
         ),
         source=SCHEMA,
         key=str(allocation.customer_id),
+    )
+    await audit_payment(
+        session,
+        actor,
+        "payment.allocation_released",
+        allocation.payment_id,
+        allocation_id=allocation.id,
+        release_id=release_id,
+        order_id=allocation.order_id,
+        amount=amount,
+        remaining=remaining,
+        was_applied=was_applied,
+        reason=reason,
     )
     return released
 

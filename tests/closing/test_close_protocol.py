@@ -277,6 +277,21 @@ async def test_reopen_keeps_versions_marks_later_stale_and_diffs(client, db) -> 
     ).json()["items"][0]
     assert row["opening"] == "-55.00"
     assert (await client.get(f"/v1/closing/periods/{after}/verify", headers=FINANCE)).json()["ok"]
+    # The payments service's audit log has each lock the close took and the reopen lifted.
+    audit = (
+        await client.get(
+            "/v1/payments/audit", params={"entity": "period", "entity_id": month}, headers=ADMIN
+        )
+    ).json()["items"]
+    assert [(e["actor"], e["action"]) for e in audit] == [
+        ("payments.closing", "period.locked"),
+        ("payments.closing", "period.unlocked"),
+        ("payments.closing", "period.locked"),
+    ]
+    assert audit[1]["details"] == {"because": "period.reopened"}
+    locked = audit[2]["details"]
+    assert locked["close_id"] == v2["close_id"]
+    assert locked["control_totals"]["payment"] == {"count": 2, "amount": "55.00"}
 
 
 async def test_late_event_goes_to_the_first_open_period(client, db) -> None:

@@ -333,3 +333,63 @@ async def test_a_payment_its_events_and_its_audit_carry_its_number(client, feed,
     ]
     for text in [*(e["payload"] for e in events), audit]:
         assert payment["number"] in text and "~" not in text, text
+
+
+async def test_what_order_events_do_to_allocations_is_in_the_audit_log(client, feed) -> None:
+    """Applying a pending allocation once its order is confirmed, and releasing one that a
+    cancellation or a credit note leaves overpaid, are state changes of the payment the
+    service makes by itself: each is in its audit log, by the subscription that made it."""
+    customer = await feed.customer()
+    later = new_id()  # not entered yet: its allocation waits
+    kept = await feed.confirmed(customer, "40.00")
+    response = await take_payment(
+        client,
+        customer,
+        "100.00",
+        allocations=[
+            {"order_id": str(later), "amount": "60.00"},
+            {"order_id": str(kept), "amount": "40.00"},
+        ],
+    )
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    await feed.confirmed(customer, "60.00", order_id=later)
+    await _wait_status(client, payment["id"], "applied")
+    await feed.cancelled(customer, later, "60.00")
+    await feed.returned(customer, kept, "15.00")
+    await payment_settles(client, payment["id"], unapplied="75.00")
+
+    async def audit() -> list[dict]:
+        answer = await client.get(
+            "/v1/payments/audit",
+            params={"entity": "payment", "entity_id": payment["id"]},
+            headers=auth("admin", "root"),
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["items"]
+
+    entries = await audit()
+    received = entries[0]
+    assert received["action"] == "payment.received"
+    assert {
+        (a["order_id"], a["amount"], a["status"]) for a in received["details"]["allocations"]
+    } == {
+        (str(later), "60.00", "pending"),
+        (str(kept), "40.00", "applied"),
+    }
+    by_system = [
+        (e["actor"], e["action"], e["details"]["order_id"], e["details"]["amount"])
+        + ((e["details"]["reason"],) if "reason" in e["details"] else ())
+        for e in entries[1:]
+    ]
+    assert by_system == [
+        ("payments.orders", "payment.allocation_applied", str(later), "60.00"),
+        ("payments.orders", "payment.allocation_released", str(later), "60.00", "order cancelled"),
+        (
+            "payments.orders",
+            "payment.allocation_released",
+            str(kept),
+            "15.00",
+            "credit note left the order overpaid",
+        ),
+    ]
