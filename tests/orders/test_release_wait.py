@@ -51,9 +51,16 @@ async def settle(url: str) -> None:
     await drain(url, "orders", payment_events.name)
 
 
-async def waiting_for_release(url: str) -> None:
-    """Until a request of the app under test repeats the read of service._released."""
-    await running_query(url, "%SELECT paid > CASE WHEN status = ANY%")
+async def waiting_for_release(url: str, answer: asyncio.Task[httpx.Response]) -> None:
+    """Until the request `answer` waits, repeating the read of service._released; fails with
+    its answer should it come first."""
+    waiting = asyncio.ensure_future(running_query(url, "%SELECT paid > CASE WHEN status = ANY%"))
+    await asyncio.wait([waiting, answer], return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        answered = answer.result()
+        raise AssertionError(f"answered without waiting: {answered.status_code} {answered.text}")
+    waiting.result()
 
 
 @asynccontextmanager
@@ -132,8 +139,7 @@ async def test_a_move_that_overpays_an_order_answers_once_the_excess_is_released
     monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", 600.0)
     async with paid_order(app_client, migrated) as (client, product, order, payment):
         answer = asyncio.create_task(move(client, product, order, "1"))
-        await waiting_for_release(migrated)
-        assert not answer.done()
+        await waiting_for_release(migrated, answer)
         await settle(migrated)
         answered = await asyncio.wait_for(answer, 30)
         assert answered.status_code == status, answered.text
