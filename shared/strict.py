@@ -146,6 +146,11 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
+            coding = self.headers.get("content-encoding", "").strip().lower()
+            if coding not in ("", "identity"):
+                # Not undone here, so not read either, even when the bytes happen to be JSON:
+                # the error handler answers 415 naming the coding (shared/errors.py).
+                raise json.JSONDecodeError("the body is sent with a Content-Encoding", "", 0)
             # FastAPI answers a JSONDecodeError (DuplicateKey is one) with its 422.
             self._json = json.loads(await self.body(), object_pairs_hook=_object)
         return self._json

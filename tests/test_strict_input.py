@@ -607,6 +607,21 @@ async def test_a_body_sent_as_another_type_than_json_is_415(client: httpx.AsyncC
         headers=SALES | {"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
     assert_problem(packed, 415, "Content-Encoding gzip", "uncompressed")
+    # Even when the bytes sent under a coding happen to be plain JSON: they are not read.
+    for coding in ("gzip", "br", "Identity, gzip"):
+        labelled = await client.post(
+            "/v1/customers",
+            content=body,
+            headers=SALES | {"Content-Type": "application/json", "Content-Encoding": coding},
+        )
+        assert_problem(labelled, 415, f"Content-Encoding {coding.lower()}")
+    for plain in ("identity", "IDENTITY", ""):
+        kept = await client.post(
+            "/v1/customers",
+            content=body,
+            headers=SALES | {"Content-Type": "application/json", "Content-Encoding": plain},
+        )
+        assert kept.status_code == 201, kept.text
     # No body at all is still the body the operation lacks, with or without its length.
     bodiless = client.build_request("POST", "/v1/customers", headers=SALES)
     bodiless.headers.pop("Content-Length", None)
