@@ -73,7 +73,11 @@ async def apply_order_events(session: AsyncSession, events: list[Event]) -> None
     order (the projection set-wise comes first: only what came before may go there)."""
     order_ids = sorted({replica.order_id_of(e) for e in events if e.type.startswith("order.")})
     await _guard_orders(session, order_ids)
-    allocated = await _with_allocations(session, order_ids)
+    live = await _live_allocations(session, order_ids)
+    allocated = {order_id for order_id, _ in live}
+    # Their payments are locked before any replicated order row is written (the lock order of
+    # service.py): a refund holds its payment, then locks the orders it releases from.
+    await _lock_payments(session, {payment_id for _, payment_id in live})
     reacting: set[UUID] = set()  # orders whose first reaction in this batch has come
     one_by_one: list[Event] = []
     at_once: list[Event] = []
@@ -101,18 +105,18 @@ async def _guard_orders(session: AsyncSession, order_ids: list[UUID]) -> None:
         )
 
 
-async def _with_allocations(session: AsyncSession, order_ids: list[UUID]) -> set[UUID]:
+async def _live_allocations(
+    session: AsyncSession, order_ids: list[UUID]
+) -> list[tuple[UUID, UUID]]:
+    """(order, payment) of every pending or applied allocation to the orders."""
     if not order_ids:
-        return set()
+        return []
     rows = await session.execute(
-        select(col(Allocation.order_id))
-        .where(
-            col(Allocation.order_id).in_(order_ids),
-            col(Allocation.status).in_(("pending", "applied")),
-        )
+        select(col(Allocation.order_id), col(Allocation.payment_id))
+        .where(col(Allocation.order_id).in_(order_ids), col(Allocation.status).in_(LIVE))
         .distinct()
     )
-    return set(rows.scalars())
+    return [(order_id, payment_id) for order_id, payment_id in rows]
 
 
 async def on_event(session: AsyncSession, event: Event) -> None:
