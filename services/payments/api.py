@@ -134,6 +134,7 @@ async def allocate_payment(
             requests=body.requests(),
             actor=actor,
             settings=settings,
+            field="allocations" if body.allocations else "",
         )
         return await queries.to_public(session, payment, settings)
 

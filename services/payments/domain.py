@@ -91,30 +91,36 @@ def check_allocation(
     order: KnownOrderTerms,
     customer_id: UUID,
     amount: Decimal,
-    field: str,
+    at: str,
     *,
     waiting: Decimal = ZERO,
 ) -> None:
-    """The rules an allocation to a known order must pass (409 otherwise).
+    """The rules an allocation to a known order must pass (409 otherwise); a refusal names
+    the allocation's `order_id` or `amount` under `at`, the allocation's place in the body
+    ("allocations.0"; "" when the body is the allocation itself).
 
     An order known but not confirmed yet takes no more than its gross less what pending
     allocations (`waiting`) already ask of it: more could never apply once it is confirmed."""
+    order_field, amount_field = (f"{at}.{name}" if at else name for name in ("order_id", "amount"))
     if order.customer_id != customer_id:
-        raise Conflict(f"{field}: order {order.number} belongs to another customer", field=field)
+        raise Conflict(
+            f"{order_field}: order {order.number} belongs to another customer", field=order_field
+        )
     if order.status in ENDED:
-        raise Conflict(f"{field}: order {order.number} is {order.status}", field=field)
+        raise Conflict(f"{order_field}: order {order.number} is {order.status}", field=order_field)
     if order.status in INVOICED and amount > order.open_amount:
         raise OverAllocation(
-            f"{field}: {amount} exceeds the {order.open_amount} still open on order {order.number}",
-            field=field,
+            f"{amount_field}: {amount} exceeds the {order.open_amount} still open on order "
+            f"{order.number}",
+            field=amount_field,
             open_amount=str(order.open_amount),
         )
     if order.status not in INVOICED and amount > order.open_amount - waiting:
         room = max(order.open_amount - waiting, ZERO)
         raise OverAllocation(
-            f"{field}: {amount} exceeds the {room} order {order.number} can still take "
+            f"{amount_field}: {amount} exceeds the {room} order {order.number} can still take "
             f"(its gross less the allocations already waiting for its confirmation)",
-            field=field,
+            field=amount_field,
             open_amount=str(room),
         )
 
@@ -123,7 +129,7 @@ def allocation_status(
     order: KnownOrderTerms | None,
     customer_id: UUID,
     amount: Decimal,
-    field: str,
+    at: str,
     *,
     waiting: Decimal = ZERO,
 ) -> AllocationStatus:
@@ -132,7 +138,7 @@ def allocation_status(
     pending allocations already ask of a known order that is not confirmed yet."""
     if order is None:
         return A.PENDING
-    check_allocation(order, customer_id, amount, field, waiting=waiting)
+    check_allocation(order, customer_id, amount, at, waiting=waiting)
     return A.APPLIED if order.status in INVOICED else A.PENDING
 
 

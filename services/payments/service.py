@@ -198,14 +198,16 @@ async def allocate(
     requests: list[AllocationRequest],
     actor: Actor,
     settings: Settings,
+    field: str = "allocations",
 ) -> Payment:
-    """Apply part of a payment's unapplied credit to orders."""
+    """Apply part of a payment's unapplied credit to orders; a refusal names the allocation
+    under `field` ("" when the body is one allocation)."""
     known = await session.get(Payment, payment_id)  # its customer, before anything is locked
     if known is not None:
         await _await_orders(session, known.customer_id, {r.order_id for r in requests}, settings)
     await guard_orders(session, {r.order_id for r in requests})
     payment = await lock_payment(session, payment_id)
-    allocations = await _allocate(session, payment, requests, field="allocations")
+    allocations = await _allocate(session, payment, requests, field=field)
     _emit_applied(session, payment, [a for a in allocations if a.status == A.APPLIED])
     _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
     await audit_payment(
@@ -508,7 +510,7 @@ async def _plan(
             order,
             payment.customer_id,
             request.amount,
-            f"{field}.{index}",
+            f"{field}.{index}" if field else "",
             waiting=waiting.get(request.order_id, ZERO),
         )
         if order is not None and status == A.APPLIED:

@@ -129,7 +129,15 @@ async def test_a_known_order_awaiting_approval_takes_no_more_than_its_gross(clie
         ],
     )
     assert split.status_code == 409, split.text
-    assert split.json()["field"] == "allocations.1"
+    assert split.json()["field"] == "allocations.1.amount"
+    # A body that is one allocation names its own field.
+    alone = await client.post(
+        f"/v1/payments/{first.json()['id']}/allocations",
+        json={"order_id": str(order), "amount": "100.01"},
+        headers=auth("pos"),
+    )
+    assert alone.status_code == 409, alone.text
+    assert alone.json()["field"] == "amount" and alone.json()["open_amount"] == "100.00"
     fits = await client.post(
         f"/v1/payments/{first.json()['id']}/allocations",
         json={"order_id": str(order), "amount": "100.00"},

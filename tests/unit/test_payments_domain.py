@@ -57,21 +57,26 @@ def test_an_allocation_applies_to_an_invoice_and_waits_for_an_order_not_yet_invo
 
 
 @pytest.mark.parametrize(
-    ("known", "customer", "amount", "refusal"),
+    ("known", "customer", "amount", "refusal", "named"),
     [
-        (order("confirmed"), uuid4(), D(1), Conflict),
-        (order("cancelled"), CUSTOMER, D(1), Conflict),
-        (order("rejected"), CUSTOMER, D(1), Conflict),
-        (order("confirmed", "99.99"), CUSTOMER, D("100.00"), OverAllocation),
-        (order("submitted", "99.99"), CUSTOMER, D("100.00"), OverAllocation),
+        (order("confirmed"), uuid4(), D(1), Conflict, "order_id"),
+        (order("cancelled"), CUSTOMER, D(1), Conflict, "order_id"),
+        (order("rejected"), CUSTOMER, D(1), Conflict, "order_id"),
+        (order("confirmed", "99.99"), CUSTOMER, D("100.00"), OverAllocation, "amount"),
+        (order("submitted", "99.99"), CUSTOMER, D("100.00"), OverAllocation, "amount"),
     ],
 )
 def test_refused_allocations_name_their_field(
-    known: Order, customer: UUID, amount: Decimal, refusal: type[Conflict]
+    known: Order, customer: UUID, amount: Decimal, refusal: type[Conflict], named: str
 ) -> None:
     with pytest.raises(refusal) as refused:
         allocation_status(known, customer, amount, "allocations.2")
-    assert refused.value.extra["field"] == "allocations.2"
+    assert refused.value.extra["field"] == f"allocations.2.{named}"
+    # A body that is the allocation itself ({"order_id": ..., "amount": ...}) names its field.
+    with pytest.raises(refusal) as refused:
+        allocation_status(known, customer, amount, "")
+    assert refused.value.extra["field"] == named
+    assert refused.value.detail.startswith(f"{named}: ")
 
 
 def test_an_order_awaiting_approval_takes_what_pending_allocations_leave_of_it() -> None:
