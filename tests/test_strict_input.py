@@ -224,7 +224,7 @@ async def test_a_target_of_the_longest_salesperson_is_kept_and_audited(
     name = "长" * 100  # the 73-100 character names once overflowed the audit's entity id
     body = {"targets": [{"salesperson": name, "period": "2026-02", "amount": MAX}]}
     saved = ok(await client.put("/v1/analytics/targets", json=body, headers=FINANCE))
-    assert [(t["salesperson"], t["target"]) for t in saved] == [(name, MAX)]
+    assert [(t["salesperson"], t["target"]) for t in saved["targets"]] == [(name, MAX)]
     log = ok(
         await client.get(
             "/v1/analytics/audit", params={"entity": "target", "entity_id": "2026-02"},

@@ -23,6 +23,7 @@ from services.analytics.schemas import (
     Lifetime,
     SalesReport,
     SalesRow,
+    SavedTargets,
     TargetRow,
     TargetsIn,
     TopReport,
@@ -300,14 +301,14 @@ async def trend_report(
     return _list_answer(request, report, points, list(TrendPoint.model_fields), "trend.csv")
 
 
-@router.put("/targets", response_model=list[TargetRow])
+@router.put("/targets", response_model=SavedTargets)
 async def put_targets(
     body: TargetsIn,
     session: AsyncSession = Session,
     actor: Actor = Depends(require(Role.FINANCE)),
-) -> list[TargetRow]:
+) -> SavedTargets:
     """Set revenue targets per salesperson and period (YYYY-MM), each pair once (422 names
-    a repeat)."""
+    a repeat); answers each with its attainment as it stands."""
     saved = await service.set_targets(session=session, targets=body.targets, actor=actor)
     # Each target as attainment reads it now: the month's revenue so far against it.
     by_period: dict[str, dict[str, dict[str, Any]]] = {}
@@ -315,7 +316,10 @@ async def put_targets(
         by_period[period] = {
             r["salesperson"]: r for r in await service.attainment(session=session, period=period)
         }
-    return [TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved]
+    return SavedTargets(
+        as_of=await queries.as_of(session),
+        targets=[TargetRow.model_validate(by_period[t.period][t.salesperson]) for t in saved],
+    )
 
 
 @router.get("/targets/attainment", response_model=Attainment, responses=CSV_ANSWER)

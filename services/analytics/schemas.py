@@ -159,3 +159,9 @@ class TargetRow(BaseModel):
 class Attainment(Fresh):
     period: str
     rows: list[TargetRow]
+
+
+class SavedTargets(Fresh):
+    """The targets just set, each with its attainment as it stands."""
+
+    targets: list[TargetRow]

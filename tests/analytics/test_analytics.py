@@ -452,7 +452,8 @@ async def test_targets_and_attainment(
     )
     rows = {r["salesperson"]: r for r in answer.json()["rows"]}
     # The answer to setting a target is its attainment as it stands, not a blank one.
-    assert put.json() == [rows["alice"], rows["bob"]]
+    assert put.json()["targets"] == [rows["alice"], rows["bob"]]
+    assert put.json()["as_of"] == answer.json()["as_of"]
     revenue = w.sales(date(2025, 2, 1), date(2025, 2, 28), lambda f: f.salesperson or "")
     alice = revenue.get("alice", {"revenue": ZERO})["revenue"]
     assert Decimal(rows["alice"]["revenue"]) == alice
