@@ -19,6 +19,7 @@ from services.analytics.schemas import (
     AgeingRow,
     AgeingTotals,
     Attainment,
+    Fresh,
     Kpis,
     Lifetime,
     SalesReport,
@@ -67,18 +68,44 @@ def _choice(field: str, value: str, allowed: tuple[str, ...] | dict[str, Any]) -
         raise InvalidInput(field, f"{value!r} is not one of {', '.join(allowed)}")
 
 
-def _list_answer(
-    request: Request, report: BaseModel, rows: Sequence[BaseModel], columns: list[str], name: str
+AS_OF = "X-As-Of"
+CSV_ROWS: dict[int | str, dict[str, Any]] = {
+    200: {
+        **CSV_ANSWER[200],
+        "headers": {
+            AS_OF: {
+                "description": "On a CSV answer: the report's `as_of`, the time of the newest "
+                "event applied (absent while none has been).",
+                "schema": {"type": "string", "format": "date-time"},
+            }
+        },
+    }
+}
+"""`responses=` of a report that answers CSV rows, its freshness in a header."""
+
+
+def _csv_answer(
+    report: Fresh, rows: Sequence[dict[str, Any]], columns: list[str], name: str
 ) -> Response:
-    """The report as JSON, or its rows as CSV when the client asks for text/csv."""
+    answer = csv_response(rows, columns, filename=name)
+    if report.as_of is not None:  # written as the JSON answer writes it
+        answer.headers[AS_OF] = Fresh(as_of=report.as_of).model_dump(mode="json")["as_of"]
+    return answer
+
+
+def _list_answer(
+    request: Request, report: Fresh, rows: Sequence[BaseModel], columns: list[str], name: str
+) -> Response:
+    """The report as JSON, or its rows as CSV (how fresh, in X-As-Of) when the client asks
+    for text/csv."""
     if wants_csv(request):
-        return csv_response([r.model_dump(mode="json") for r in rows], columns, filename=name)
+        return _csv_answer(report, [r.model_dump(mode="json") for r in rows], columns, name)
     return json_answer(report)
 
 
 def _paged_answer(
     request: Request,
-    report: BaseModel,
+    report: Fresh,
     rows: Sequence[BaseModel],
     columns: list[str],
     name: str,
@@ -101,9 +128,7 @@ def sales_key_after(cursor: str | None) -> str | None:
     return marked[1:]
 
 
-@router.get(
-    "/sales", response_model=SalesReport, response_model_by_alias=True, responses=CSV_ANSWER
-)
+@router.get("/sales", response_model=SalesReport, response_model_by_alias=True, responses=CSV_ROWS)
 async def sales(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -158,7 +183,7 @@ async def sales(
     )
 
 
-@router.get("/kpis", response_model=Kpis, response_model_by_alias=True, responses=CSV_ANSWER)
+@router.get("/kpis", response_model=Kpis, response_model_by_alias=True, responses=CSV_ROWS)
 async def kpis(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -176,7 +201,7 @@ async def kpis(
     )
     if wants_csv(request):
         row = report.model_dump(mode="json", by_alias=True)
-        return csv_response([row], list(row), filename="kpis.csv")
+        return _csv_answer(report, [row], list(row), "kpis.csv")
     return report
 
 
@@ -191,7 +216,7 @@ async def customer_lifetime(
     return Lifetime(as_of=await queries.as_of(session), **found)
 
 
-@router.get("/top", response_model=TopReport, responses=CSV_ANSWER)
+@router.get("/top", response_model=TopReport, responses=CSV_ROWS)
 async def top(
     request: Request,
     dimension: str = Query("product", json_schema_extra={"enum": list(TOP_DIMENSIONS)}),
@@ -224,7 +249,7 @@ async def top(
     return _list_answer(request, report, rows, list(TopRow.model_fields), "top.csv")
 
 
-@router.get("/ar-ageing", response_model=AgeingReport, responses=CSV_ANSWER)
+@router.get("/ar-ageing", response_model=AgeingReport, responses=CSV_ROWS)
 async def ar_ageing(
     request: Request,
     as_of: Annotated[
@@ -257,7 +282,7 @@ async def ar_ageing(
     return _paged_answer(request, report, rows, columns, "ar-ageing.csv", next_cursor)
 
 
-@router.get("/trend", response_model=TrendReport, responses=CSV_ANSWER)
+@router.get("/trend", response_model=TrendReport, responses=CSV_ROWS)
 async def trend_report(
     request: Request,
     start: Annotated[BusinessDate, Query(alias="from")],
@@ -322,7 +347,7 @@ async def put_targets(
     )
 
 
-@router.get("/targets/attainment", response_model=Attainment, responses=CSV_ANSWER)
+@router.get("/targets/attainment", response_model=Attainment, responses=CSV_ROWS)
 async def attainment(
     request: Request,
     period: Annotated[PeriodText, Query(description="YYYY-MM")],

@@ -492,6 +492,9 @@ async def test_csv_answers(client: httpx.AsyncClient, world: tuple[World, list[E
         answer = await client.get(f"{URL}/{path}", params=params, headers=csv_headers)
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
         assert len(list(csv.DictReader(io.StringIO(answer.text)))) >= 1
+        # How fresh the rows are, as the JSON answer says it in as_of.
+        fresh = await client.get(f"{URL}/{path}", params=params, headers=ANALYST)
+        assert answer.headers["X-As-Of"] == fresh.json()["as_of"], path
 
 
 @pytest.mark.parametrize(
