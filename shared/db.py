@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 from shared.messaging.outbox import flush_outbox
 
 Row = TypeVar("Row")
-AfterCommit = Callable[[AsyncSession], Awaitable[None]]
+AfterCommit = Callable[["Database"], Awaitable[None]]
 
 log = logging.getLogger("salesbook.db")
 
@@ -76,7 +76,9 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits the change and the events it raised together, or neither."""
+        """One unit of work: commits the change and the events it raised together, or neither.
+        Then, with the session closed (its connection back in the pool), what `after_commit`
+        asked to run."""
         async with self.sessions() as session:
             try:
                 yield session
@@ -85,21 +87,30 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
-            for then in session.info.pop(_AFTER_COMMIT, ()):
-                try:
-                    await then(session)
-                except Exception:  # the change has committed: the caller must learn that
-                    log.exception("a wait after a commit failed; answering without it")
+            waits = session.info.pop(_AFTER_COMMIT, [])
+        for then in waits:
+            try:
+                await then(self)
+            except Exception:  # the change has committed: the caller must learn that
+                log.exception("a wait after a commit failed; answering without it")
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """One statement outside any transaction, on a pooled connection taken for it alone."""
+        async with self.engine.connect() as connection:
+            adapted = (await connection.get_raw_connection()).dbapi_connection
+            driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]  # asyncpg adapter
+            return await driver.fetchval(query, *args)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
 def after_commit(session: AsyncSession, then: AfterCommit) -> None:
-    """Run `then(session)` once the session's transaction has committed, and before the
-    request that began it answers: to wait (a bounded time) for what another service does
-    with the change, so the client's next read finds it done. `then` reads in a transaction
-    of its own; what it raises is logged, not answered, since the change has committed."""
+    """Run `then(database)` once the session's transaction has committed (not if it rolls
+    back), and before the request that began it answers: to wait (a bounded time) for what
+    another service does with the change, so the client's next read finds it done. `then`
+    holds no connection of the request's; what it raises is logged, not answered, since the
+    change has committed."""
     session.info.setdefault(_AFTER_COMMIT, []).append(then)
 
 

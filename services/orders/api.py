@@ -419,6 +419,9 @@ async def return_order_lines(
     key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Return quantities of a confirmed or fulfilled order's lines: issues a credit note."""
+    # The first answer and its replays alike come once what the credit note releases has
+    # been released.
+    service.wait_for_release(session, order_id=order_id)
 
     async def create() -> CreditNotePublic:
         note, lines = await returns.create_return(

@@ -88,7 +88,7 @@ from shared.audit import record_audit
 from shared.auth import Actor
 from shared.config import Settings
 from shared.cutoff import held, hold_period
-from shared.db import after_commit, driver_connection, lock_or_404, raw_connection
+from shared.db import Database, after_commit, driver_connection, lock_or_404, raw_connection
 from shared.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from shared.events import orders as events
 from shared.events import payments
@@ -280,40 +280,39 @@ async def _payments_counted(
     )
 
 
-def wait_for_release(session: AsyncSession, order: Order) -> None:
-    """When a cancellation, a rejection or a credit note leaves an order paid beyond what
-    it still asks for, the payments service releases the excess to the customer's unapplied
-    credit when it reads the order's event, and this service learns of it from the
-    release's event. The request waits for that (a bounded time) after it commits, so the
-    client's next read of the order shows it paid no more than it owes, never a negative
-    outstanding."""
-    owed = order.gross - order.credited if order.status in RECEIVABLE_STATUSES else ZERO
-    if order.paid > owed:
-        after_commit(session, lambda s: _released(s, order.id, order.number))
+def wait_for_release(session: AsyncSession, *, order_id: UUID) -> None:
+    """After a cancellation or a credit note (or a replay of one) commits: should the order
+    be paid beyond what it still owes, the payments service releases the excess to the
+    customer's unapplied credit when it reads the order's event, and this service learns of
+    it from the release's event. The request waits for that (a bounded time) before it
+    answers, so the client's next read of the order shows it paid no more than it owes. One
+    short read when the order is not overpaid."""
+    after_commit(session, lambda db: _released(db, order_id))
 
 
-# Outside a transaction (the request's has committed): each look is a statement of its own.
+# Outside a transaction, each look a statement of its own on a connection taken for it.
 _OVERPAID = (
     f"SELECT paid > CASE WHEN status = ANY($2::text[]) THEN gross - credited ELSE 0 END "
     f"FROM {SCHEMA}.orders WHERE id = $1"
 )
 
 
-async def _released(session: AsyncSession, order_id: UUID, number: str) -> None:
-    db = await raw_connection(session)
+async def _released(db: Database, order_id: UUID) -> None:
     receivable = [status.value for status in RECEIVABLE_STATUSES]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PAYMENTS_WAIT_SECONDS
-    while await db.fetchval(_OVERPAID, order_id, receivable):
-        if loop.time() >= deadline:
-            log.warning(
-                "order %s is still paid beyond what it owes after %.1fs: the payments "
-                "service has not released the excess yet",
-                number,
-                PAYMENTS_WAIT_SECONDS,
-            )
-            return
-        await asyncio.sleep(LOOK_AGAIN_SECONDS)
+    try:
+        async with asyncio.timeout(PAYMENTS_WAIT_SECONDS):
+            # Polled: the release is applied by a subscription that may run in another process.
+            while True:
+                if not await db.fetchval(_OVERPAID, order_id, receivable):
+                    return
+                await asyncio.sleep(LOOK_AGAIN_SECONDS)
+    except TimeoutError:
+        log.warning(
+            "order %s is still paid beyond what it owes after %.1fs: the payments service has "
+            "not released the excess yet",
+            order_id,
+            PAYMENTS_WAIT_SECONDS,
+        )
 
 
 async def open_receivable_of(
@@ -453,7 +452,6 @@ async def reject(
     order = await lock_order(session, order_id)
     _check_transition(order, S.REJECTED, "rejected")
     await _move(session, order, S.REJECTED, actor, reason)
-    wait_for_release(session, order)
     emit(
         session,
         events.OrderRejected(
@@ -506,7 +504,7 @@ async def cancel(
     order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
     order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
-    wait_for_release(session, order)
+    wait_for_release(session, order_id=order.id)
     emit(
         session,
         events.OrderCancelled(

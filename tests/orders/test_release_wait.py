@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from services.payments import replica
 from services.registry import service_module
 from shared.db import Database
 from shared.messaging.postgres import PostgresSubscriber
-from tests.conftest import AppClient
+from tests.conftest import BOTH_TRANSPORTS, AppClient
 from tests.orders.factories import (
     POS,
     SALES,
@@ -28,8 +29,9 @@ from tests.orders.factories import (
     make_order,
     make_product,
     ok,
+    unique,
 )
-from tests.support.waiting import running_query
+from tests.support.waiting import eventually, running_query
 
 FINANCE_VIEW = {"paid", "credited", "outstanding", "status"}
 
@@ -182,3 +184,59 @@ async def test_the_wait_is_bounded_and_says_so(
         assert (await figures(client, order))["outstanding"] == "-11.30"
         await settle(migrated)
         assert (await figures(client, order))["outstanding"] == "0.00"
+
+
+async def test_a_replayed_return_answers_once_the_excess_is_released_too(
+    app_client: AppClient, migrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A till that timed out retries with its key: the replay, like the first answer, comes
+    once the release has been applied."""
+    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", 600.0)
+    waits: list[UUID] = []
+    released = service._released
+
+    async def counted(db: Database, order_id: UUID) -> None:
+        waits.append(order_id)
+        await released(db, order_id)
+
+    monkeypatch.setattr(service, "_released", counted)
+    async with paid_order(app_client, migrated) as (client, product, order, _):
+        body = {"lines": [{"sku": product["sku"], "quantity": "1"}]}
+        key = POS | {"Idempotency-Key": unique("till-return")}
+        url = f"/v1/orders/{order['id']}/returns"
+        first = asyncio.create_task(client.post(url, json=body, headers=key))
+        await waiting_for_release(migrated, first)
+        retry = asyncio.create_task(client.post(url, json=body, headers=key))
+        await eventually(lambda: asyncio.sleep(0, len(waits)), lambda n: n == 2)
+        assert not retry.done()
+        await settle(migrated)
+        answers = await asyncio.wait_for(asyncio.gather(first, retry), 30)
+        assert [a.status_code for a in answers] == [201, 201]
+        assert answers[1].headers["Idempotent-Replayed"] == "true"
+        assert (await figures(client, order))["outstanding"] == "0.00"
+
+
+@BOTH_TRANSPORTS
+async def test_the_read_after_a_return_on_a_paid_order_adds_up(app_client: AppClient) -> None:
+    """With the workers running, on either transport: no waiting by the client."""
+    modules = [service_module("orders"), service_module("payments")]
+    async with app_client(modules) as client:
+        product = await make_product(client, unit_price="10.00")
+        customer = await make_customer(client)
+        order = await make_order(
+            client, customer=customer, lines=[{"sku": product["sku"], "quantity": "3"}], submit=True
+        )
+        body = {
+            "customer_id": customer["id"],
+            "amount": "33.90",
+            "method": "cash",
+            "allocations": [{"order_id": order["id"], "amount": "33.90"}],
+        }
+        payment = ok(await client.post("/v1/payments", json=body, headers=POS), 201)
+        # On Kafka the allocation may wait (pending) for the replica to hear of the order.
+        await eventually(lambda: figures(client, order), lambda f: f["paid"] == "33.90")
+        assert await unapplied(client, payment) == "0.00"
+        returned = await returning(client, product, order, "1")
+        assert returned.status_code == 201, returned.text
+        assert (await figures(client, order))["outstanding"] == "0.00"
+        assert await unapplied(client, payment) == "11.30"
