@@ -172,16 +172,21 @@ async def _cut_off_locks(session: AsyncSession, schema: str, period: str) -> Non
 
 async def lift_cutoff(
     session: AsyncSession, guard: PeriodGuard, period: str, *, reopening: bool
-) -> None:
+) -> bool:
     """Unlock a period whose close was aborted or, with `reopening`, that was reopened: a
-    reopened period takes documents though later periods stay locked."""
-    await session.execute(guard.locks.delete().where(guard.locks.c.period == period))
+    reopened period takes documents though later periods stay locked. Whether this source
+    had it locked (one that refused the cutoff had not)."""
+    lifted = await session.execute(
+        guard.locks.delete().where(guard.locks.c.period == period).returning(guard.locks.c.period)
+    )
+    was_locked = lifted.first() is not None
     if reopening:
         await session.execute(
             insert(guard.reopened)
             .values(period=period, reopened_at=datetime.now(UTC))
             .on_conflict_do_nothing()
         )
+    return was_locked
 
 
 def cutoff_subscription(
@@ -213,8 +218,10 @@ def cutoff_subscription(
             action = "period.cutoff_refused" if cutoff.refused else "period.locked"
         elif event.type in ("period.reopened", "period.close_aborted"):
             reopening = event.type == "period.reopened"
-            await lift_cutoff(session, guard, event.data["period"], reopening=reopening)
+            if not await lift_cutoff(session, guard, event.data["period"], reopening=reopening):
+                return  # nothing was locked here: nothing changed
             action, details = "period.unlocked", {"because": event.type}
+            details |= {k: event.data[k] for k in ("close_id", "reason") if k in event.data}
         else:
             return
         await record_audit(

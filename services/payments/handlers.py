@@ -35,7 +35,7 @@ from shared.events.orders import (
     OrderRejected,
     OrderReturned,
 )
-from shared.messaging.consumer import BatchHandler, Subscription
+from shared.messaging.consumer import BatchHandler, Subscription, caused_by
 
 
 def subscriptions() -> list[Subscription]:
@@ -90,7 +90,8 @@ async def apply_order_events(session: AsyncSession, events: list[Event]) -> None
             at_once.append(event)
     await replica.project(session, at_once)
     for event in one_by_one:
-        await on_event(session, event)
+        with caused_by(session, event):
+            await on_event(session, event)
 
 
 async def _guard_orders(session: AsyncSession, order_ids: list[UUID]) -> None:
@@ -186,7 +187,7 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
     for allocation in pending:
         payment = payments[allocation.payment_id]
         try:
-            check_allocation(order, allocation.customer_id, allocation.amount, "allocation")
+            check_allocation(order, allocation.customer_id, allocation.amount, "")
         except DomainError as refused:
             await release(
                 session,
@@ -203,12 +204,14 @@ async def settle_pending(session: AsyncSession, order_id: UUID) -> None:
         emit_allocated(session, payment, allocation)
         await audit_payment(
             session,
-            ORDER_EVENTS,
-            "payment.allocation_applied",
-            payment.id,
-            allocation_id=allocation.id,
-            order_id=allocation.order_id,
-            amount=allocation.amount,
+            actor=ORDER_EVENTS,
+            action="payment.allocation_applied",
+            payment_id=payment.id,
+            details={
+                "allocation_id": allocation.id,
+                "order_id": allocation.order_id,
+                "amount": allocation.amount,
+            },
         )
 
 

@@ -72,7 +72,7 @@ ORDER_EVENTS = Actor(subject=replica.SUBSCRIPTION, role=Role.ADMIN)
 
 
 async def audit_payment(
-    session: AsyncSession, actor: Actor, action: str, payment_id: UUID, **details: Any
+    session: AsyncSession, *, actor: Actor, action: str, payment_id: UUID, details: dict[str, Any]
 ) -> None:
     """One entry of the payments audit log about a payment."""
     await record_audit(
@@ -212,10 +212,10 @@ async def allocate(
     _emit_pending(session, payment, [a for a in allocations if a.status == A.PENDING])
     await audit_payment(
         session,
-        actor,
-        "payment.allocated",
-        payment.id,
-        allocations=[_state(a).model_dump(mode="json") for a in allocations],
+        actor=actor,
+        action="payment.allocated",
+        payment_id=payment.id,
+        details={"allocations": [_state(a).model_dump(mode="json") for a in allocations]},
     )
     return payment
 
@@ -273,12 +273,10 @@ async def refund(
     )
     await audit_payment(
         session,
-        actor,
-        "payment.refunded",
-        payment.id,
-        refund_id=row.id,
-        amount=data.amount,
-        reason=data.reason,
+        actor=actor,
+        action="payment.refunded",
+        payment_id=payment.id,
+        details={"refund_id": row.id, "amount": data.amount, "reason": data.reason},
     )
     return payment
 
@@ -401,16 +399,18 @@ async def release(
     )
     await audit_payment(
         session,
-        actor,
-        "payment.allocation_released",
-        allocation.payment_id,
-        allocation_id=allocation.id,
-        release_id=release_id,
-        order_id=allocation.order_id,
-        amount=amount,
-        remaining=remaining,
-        was_applied=was_applied,
-        reason=reason,
+        actor=actor,
+        action="payment.allocation_released",
+        payment_id=allocation.payment_id,
+        details={
+            "allocation_id": allocation.id,
+            "release_id": release_id,
+            "order_id": allocation.order_id,
+            "amount": amount,
+            "remaining": remaining,
+            "was_applied": was_applied,
+            "reason": reason,
+        },
     )
     return released
 

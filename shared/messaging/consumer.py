@@ -8,7 +8,8 @@ as the handler's effects, and hands the handler only events it has never process
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,9 +43,22 @@ def one_by_one(handler: EventHandler) -> BatchHandler:
 
     async def handle(session: AsyncSession, events: list[Event]) -> None:
         for event in events:
-            await handler(session, event)
+            with caused_by(session, event):
+                await handler(session, event)
 
     return handle
+
+
+@contextmanager
+def caused_by(session: AsyncSession, event: Event) -> Iterator[None]:
+    """While an event is applied, what the session records (audit entries) carries the id of
+    the request that caused the event, as the request's own entries do."""
+    before = session.info.get("request_id")
+    session.info["request_id"] = event.request_id
+    try:
+        yield
+    finally:
+        session.info["request_id"] = before
 
 
 async def apply_batch(

@@ -288,7 +288,10 @@ async def test_reopen_keeps_versions_marks_later_stale_and_diffs(client, db) -> 
         ("payments.closing", "period.unlocked"),
         ("payments.closing", "period.locked"),
     ]
-    assert audit[1]["details"] == {"because": "period.reopened"}
+    assert audit[1]["details"] == {
+        "because": "period.reopened",
+        "reason": "a transfer was booked late",
+    }
     locked = audit[2]["details"]
     assert locked["close_id"] == v2["close_id"]
     assert locked["control_totals"]["payment"] == {"count": 2, "amount": "55.00"}
