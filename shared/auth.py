@@ -113,9 +113,20 @@ _bearer = HTTPBearer(auto_error=False)
 TOKEN_REQUIRED = "a bearer token is required"
 
 
+TOKEN_TWICE = "the Authorization header is sent more than once; send one bearer token"
+
+
+def sent_twice(request: Request) -> bool:
+    """Two Authorization headers: which token speaks for the caller is not for the server to
+    pick (a proxy adding its own, a client sending a stale one beside a fresh one)."""
+    return len(request.headers.getlist("authorization")) > 1
+
+
 async def current_actor(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
 ) -> Actor:
+    if sent_twice(request):
+        raise Unauthorized(TOKEN_TWICE)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized(TOKEN_REQUIRED)
     actor = decode_token(credentials.credentials, secret=request.app.state.token_secret)

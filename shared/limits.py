@@ -77,14 +77,17 @@ _WHITE_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000
 """Unicode's White_Space, what the server strips, spelled out: `\\s` differs between regex
 dialects (Python's takes \\x1c-\\x1f too, JavaScript's takes \\ufeff and not \\x85)."""
 _INVISIBLE = (
+    "\x01-\x08\x0e-\x1f\x7f-\x84\x86-\x9f"
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\u2060-\u206f\u2800\u3164\ufdd0-\ufdef\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\ufffe\uffff"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}-{chr(plane << 16 | 0xFFFF)}" for plane in range(1, 17))
 )
-"""Characters that show nothing and are not white space: Unicode's Default_Ignorable_Code_Point
-(soft hyphen, zero-width space and joiners, direction marks, variation selectors, byte order
-mark, tags, ...), the Hangul fillers and the blank Braille pattern. A name of them alone is as
-blank as a tab."""
+"""Characters that show nothing and are not white space: the control characters (C0 and C1,
+but for the white space among them), Unicode's Default_Ignorable_Code_Point (soft hyphen,
+zero-width space and joiners, direction marks, variation selectors, byte order mark, tags,
+...), the noncharacters (U+FDD0-U+FDEF and the last two code points of every plane), the
+Hangul fillers and the blank Braille pattern. A name of them alone is as blank as a tab."""
 _SHOWN = rf"[^\x00{_WHITE_SPACE}{_INVISIBLE}]"
 NOT_BLANK_PATTERN = rf"^[^\x00]*{_SHOWN}[^\x00]*$"
 """Text without NUL holding a character other than white space and invisible ones: what is

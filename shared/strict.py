@@ -21,7 +21,15 @@ from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from shared.auth import TOKEN_REQUIRED, Role, current_actor, decode_token, forbidden
+from shared.auth import (
+    TOKEN_REQUIRED,
+    TOKEN_TWICE,
+    Role,
+    current_actor,
+    decode_token,
+    forbidden,
+    sent_twice,
+)
 from shared.errors import DomainError, DuplicateKey, InvalidInput, Unauthorized
 from shared.idempotency import HEADER as IDEMPOTENCY_KEY
 
@@ -77,6 +85,8 @@ def _refusal(request: Request, rules: _Rules) -> DomainError | None:
     # after it is the answer, even if the token has expired since.
     actor = getattr(request.state, "actor", None)
     if actor is None:
+        if sent_twice(request):
+            return Unauthorized(TOKEN_TWICE)
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return Unauthorized(TOKEN_REQUIRED)

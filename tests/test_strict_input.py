@@ -31,6 +31,7 @@ from tests.orders.factories import (
     make_order,
     make_product,
     ok,
+    unique,
 )
 from tests.support.waiting import eventually
 
@@ -455,8 +456,11 @@ async def test_dates_blank_text_and_patches_are_refused_by_name(
     )
     refused(answer, "reason")
     # White space, or invisible: default-ignorable code points, a Hangul filler, a blank
-    # Braille pattern.
-    for blank in ("\t", "\u200b", "\ufeff \u200d", "\u00ad", "\u200e\u202e", "\u3164", "\u2800"):
+    # Braille pattern, control characters, noncharacters.
+    for blank in (
+        *("\t", "\u200b", "\ufeff \u200d", "\u00ad", "\u200e\u202e", "\u3164", "\u2800"),
+        *("\x01\x02", "\x1c", "\x7f\x9f", "\ufdd0", "\uffff", "\U0010ffff \U0001fffe"),
+    ):
         answer = await client.post("/v1/customers", json={"name": blank}, headers=SALES)
         refused(answer, "name")
     # Said as a person reads it, not as the pattern the OpenAPI states.
@@ -539,6 +543,17 @@ async def test_unknown_query_parameters_are_422(client: httpx.AsyncClient) -> No
         headers=[*SALES.items(), ("Idempotency-Key", "k1"), ("Idempotency-Key", "k2")],
     )
     assert "more than once" in refused(twice, "Idempotency-Key")["detail"]
+    # Nor two tokens: which one speaks for the caller is not the server's to pick, on a
+    # refused body or an accepted one alike.
+    for body in ({}, {"name": unique("Two Tokens")}):
+        both = await client.post(
+            "/v1/customers",
+            json=body,
+            headers=[*ADMIN.items(), *ANALYST.items()],
+        )
+        assert_problem(both, 401, "more than once")
+    answer = await client.get("/v1/orders", headers=[*SALES.items(), *SALES.items()])
+    assert_problem(answer, 401, "more than once")
     # A page for browsers takes what a browser adds (a cache-buster) and ignores it.
     answer = await client.get("/v1/analytics/dashboard", params={"v": "2"})
     assert answer.status_code == 200
