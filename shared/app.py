@@ -222,8 +222,9 @@ class _Intake:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        rid = (given or uuid.uuid4().hex)[:80]
+        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")[:80]
+        # Printable ASCII only, as it is echoed and logged; anything else gets an id of ours.
+        rid = given if given and given.isascii() and given.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -53,10 +54,15 @@ async def test_a_log_line_written_while_serving_carries_the_request_id(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/v1/probe", headers={"X-Request-ID": "req-42"})
+        # An id that is not printable ASCII is not echoed nor logged: the request gets one.
+        odd = await client.get("/v1/probe", headers={"X-Request-ID": "req\x01\x1b[31m"})
+        long = await client.get("/v1/probe", headers={"X-Request-ID": "r" * 500})
     assert response.headers["X-Request-ID"] == "req-42"
+    assert re.fullmatch("[0-9a-f]{32}", odd.headers["X-Request-ID"])
+    assert long.headers["X-Request-ID"] == "r" * 80
 
     logging.getLogger("salesbook.test.probe").info("between requests")
-    during, after = lines(probe_log)
+    during, *_, after = lines(probe_log)
     assert during["message"] == "probing 订单"
     assert during["request_id"] == "req-42"
     assert {"timestamp", "level", "logger"} <= during.keys()
