@@ -190,10 +190,15 @@ async def lift_cutoff(
 
 
 def cutoff_subscription(
-    guard: PeriodGuard, *, totals_of: ControlTotals, periods_before: DocumentPeriods
+    guard: PeriodGuard,
+    *,
+    totals_of: ControlTotals,
+    periods_before: DocumentPeriods,
+    before_cutoff: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Subscription:
     """The source's subscription to the close's control events: answer a close request with
-    the cutoff; unlock on reopen or abort."""
+    the cutoff (after `before_cutoff`, which may wait for what the source still has to do
+    for the period); unlock on reopen or abort."""
 
     name = f"{guard.schema}.closing"
     # Who the audit log names for the locks this subscription takes and lifts.
@@ -202,6 +207,8 @@ def cutoff_subscription(
     async def on_closing_event(session: AsyncSession, event: Event) -> None:
         if event.type == "period.close_requested":
             request = event.payload_as(PeriodCloseRequested)
+            if before_cutoff is not None:
+                await before_cutoff(session)
             cutoff = await apply_cutoff(
                 session,
                 guard,

@@ -210,6 +210,8 @@ async def store_position(
 
 
 LOOK_AGAIN_SECONDS = 0.02
+TRANSPORT = "transport"
+"""Key of session.info naming the transport whose subscriber began the session's transaction."""
 SCAN_MOST = 10_000
 
 
@@ -268,6 +270,45 @@ async def wait_for_key(
             break
         await asyncio.sleep(LOOK_AGAIN_SECONDS)
         pending = await db.fetchval(again, key, consumer, source, head)
+    return True
+
+
+async def wait_for_head(
+    db: asyncpg.Connection[Any],
+    *,
+    schema: str,
+    consumer: str,
+    source: str,
+    seconds: float,
+    why: str,
+) -> bool:
+    """Wait, at most `seconds`, until the subscription `consumer` of the service of `schema`
+    has applied every event `source`'s outbox held when the wait began (wait_for_key, for
+    all keys). A subscription still behind at the bound is logged, and the caller goes on.
+    True when it had to wait."""
+    head = await db.fetchval(f"SELECT coalesce(max(id), 0) FROM {source}.outbox")
+    position = (
+        f"SELECT coalesce(max(position), 0) FROM {schema}.consumer_offsets "
+        f"WHERE consumer = $1 AND source = $2"
+    )
+    if await db.fetchval(position, consumer, source) >= head:
+        return False
+    log.info("%s waits for %s to apply %s up to %d", why, consumer, source, head)
+    try:
+        async with asyncio.timeout(seconds):
+            while True:  # polled: the subscription may run in another process
+                await asyncio.sleep(LOOK_AGAIN_SECONDS)
+                if await db.fetchval(position, consumer, source) >= head:
+                    break
+    except TimeoutError:
+        log.warning(
+            "%s goes ahead after %.1fs: %s has not applied all of %s up to %d",
+            why,
+            seconds,
+            consumer,
+            source,
+            head,
+        )
     return True
 
 
@@ -423,6 +464,7 @@ class PostgresSubscriber:
         sub = self.subscription
         self._attempt = self._batch_end = None
         async with self.db.transaction() as session:
+            session.info[TRANSPORT] = "postgres"
             position = await self._locked_position(session, source)
             until = self._careful.get(source)
             careful = until is not None and position < until
