@@ -69,7 +69,8 @@ class ReplicaProgress:
         """True when woken by a batch, False when `seconds` passed first."""
         self.waits += 1
         try:
-            await asyncio.wait_for(waiter, seconds)
+            async with asyncio.timeout(seconds):  # never swallows a cancellation, as wait_for can
+                await waiter
         except TimeoutError:
             return False
         return True

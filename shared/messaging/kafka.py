@@ -460,7 +460,8 @@ async def started_producer(
 async def _pause(seconds: float, stopping: asyncio.Event) -> None:
     """Sleep, unless asked to stop meanwhile."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
+        async with asyncio.timeout(seconds):  # never swallows a cancellation, as wait_for can
+            await stopping.wait()
 
 
 async def republish(db: Database, settings: Settings, *, source: str, from_id: int) -> int:
@@ -921,7 +922,8 @@ class KafkaSubscriber:
             await self._rewind(consumer)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(assignments.settled.wait(), assignments.timeout_seconds)
+            async with asyncio.timeout(assignments.timeout_seconds):
+                await assignments.settled.wait()
         held_at_start = assignments.committed if assignments.settled.is_set() else {}
         assigned = consumer.assignment()
         for tp in batches:

@@ -383,8 +383,11 @@ class OutboxWaker:
                 self._event.clear()
                 self.notified |= self._sources
                 return  # whatever was notified while nobody listened is read now
+        # asyncio.timeout, not wait_for: on Python 3.11 a cancellation arriving as wait_for
+        # times out comes out as TimeoutError, and the worker would not stop when asked.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
         self._event.clear()
 
     async def _reconnect(self) -> None:
