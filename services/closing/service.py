@@ -343,9 +343,12 @@ async def reopen(*, session: AsyncSession, period: str, reason: str, actor: Acto
         .values(reopened_at=now, reopened_by=actor.subject, reopen_reason=reason)
     )
     row.status = P.OPEN
+    # What the close found is its version's now: the open month shows none of it.
     row.hash = None
     row.close_id = None
     row.control_totals = {}
+    row.totals = None
+    row.closed_at = None
     await session.execute(
         update(Period)
         .where(col(Period.period) > period, col(Period.status).in_(MOVES["stale"][0]))

@@ -245,6 +245,10 @@ async def test_reopen_keeps_versions_marks_later_stale_and_diffs(client, db) -> 
         headers=ADMIN,
     )
     assert reopened.status_code == 200 and reopened.json()["status"] == "open"
+    # The open month shows nothing of the close it had: that is version 1's now.
+    assert {
+        k: reopened.json()[k] for k in ("totals", "hash", "closed_at", "close_id")
+    } == dict.fromkeys(("totals", "hash", "closed_at", "close_id"))
     assert (await get_period(client, after))["status"] == "stale"
     # Payments lifts its lock: a document may be dated into the month again.
     added = await eventually(
