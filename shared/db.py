@@ -94,11 +94,18 @@ class Database:
             except Exception:  # the change has committed: the caller must learn that
                 log.exception("a wait after a commit failed; answering without it")
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        """One statement outside any transaction, on a pooled connection taken for it alone."""
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection[Any]]:
+        """A pooled connection, outside any transaction (each statement commits as it ends),
+        given back when the block ends."""
         async with self.engine.connect() as connection:
             adapted = (await connection.get_raw_connection()).dbapi_connection
             driver: asyncpg.Connection[Any] = adapted.driver_connection  # type: ignore[union-attr]  # asyncpg adapter
+            yield driver
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """One statement outside any transaction, on a pooled connection taken for it alone."""
+        async with self.connection() as driver:
             return await driver.fetchval(query, *args)
 
     async def dispose(self) -> None:

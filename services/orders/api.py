@@ -421,7 +421,7 @@ async def return_order_lines(
     """Return quantities of a confirmed or fulfilled order's lines: issues a credit note."""
     # The first answer and its replays alike come once what the credit note releases has
     # been released.
-    service.wait_for_release(session, order_id=order_id)
+    service.wait_for_release(session, order_id=order_id, settings=settings)
 
     async def create() -> CreditNotePublic:
         note, lines = await returns.create_return(

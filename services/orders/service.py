@@ -280,14 +280,16 @@ async def _payments_counted(
     )
 
 
-def wait_for_release(session: AsyncSession, *, order_id: UUID) -> None:
+def wait_for_release(session: AsyncSession, *, order_id: UUID, settings: Settings) -> None:
     """After a cancellation or a credit note (or a replay of one) commits: should the order
     be paid beyond what it still owes, the payments service releases the excess to the
     customer's unapplied credit when it reads the order's event, and this service learns of
     it from the release's event. The request waits for that (a bounded time) before it
-    answers, so the client's next read of the order shows it paid no more than it owes. One
-    short read when the order is not overpaid."""
-    after_commit(session, lambda db: _released(db, order_id))
+    answers, so the client's next read of the order shows it paid no more than it owes.
+    On the postgres transport it first counts the customer's payments acknowledged so far
+    (one taken a moment before the return may not be applied here yet). One or two short
+    reads when nothing is to be released."""
+    after_commit(session, lambda db: _released(db, order_id, settings))
 
 
 # Outside a transaction, each look a statement of its own on a connection taken for it.
@@ -297,8 +299,14 @@ _OVERPAID = (
 )
 
 
-async def _released(db: Database, order_id: UUID) -> None:
+async def _released(db: Database, order_id: UUID, settings: Settings) -> None:
     receivable = [status.value for status in RECEIVABLE_STATUSES]
+    if settings.effective_transport == "postgres":
+        customer_id = await db.fetchval(
+            f"SELECT customer_id FROM {SCHEMA}.orders WHERE id = $1", order_id
+        )
+        async with db.connection() as connection:
+            await _payments_counted(connection, customer_id, settings)
     try:
         async with asyncio.timeout(PAYMENTS_WAIT_SECONDS):
             # Polled: the release is applied by a subscription that may run in another process.
@@ -504,7 +512,7 @@ async def cancel(
     order.reversed_net, order.reversed_tax = reversal.net, reversal.tax
     order.reversed_gross = reversal.gross
     await _move(session, order, S.CANCELLED, actor, reason)
-    wait_for_release(session, order_id=order.id)
+    wait_for_release(session, order_id=order.id, settings=settings)
     emit(
         session,
         events.OrderCancelled(

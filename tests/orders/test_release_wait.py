@@ -18,6 +18,7 @@ from services.orders import service
 from services.orders.handlers import subscription as payment_events
 from services.payments import replica
 from services.registry import service_module
+from shared.config import Settings
 from shared.db import Database
 from shared.messaging.postgres import PostgresSubscriber
 from tests.conftest import BOTH_TRANSPORTS, AppClient
@@ -31,7 +32,7 @@ from tests.orders.factories import (
     ok,
     unique,
 )
-from tests.support.waiting import eventually, running_query
+from tests.support.waiting import eventually, running_query, waiting_for_events
 
 FINANCE_VIEW = {"paid", "credited", "outstanding", "status"}
 
@@ -67,11 +68,11 @@ async def waiting_for_release(url: str, answer: asyncio.Task[httpx.Response]) ->
 
 @asynccontextmanager
 async def paid_order(
-    app_client: AppClient, url: str
+    app_client: AppClient, url: str, *, known_paid: bool = True
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any], dict[str, Any], dict[str, Any]]]:
     """An app whose workers do not run (the test applies events itself), and a confirmed
     order of 3 × 10.00 + 13% tax, paid in full by one payment: (client, product, order,
-    payment)."""
+    payment). Unless `known_paid`, the orders service has not applied the payment yet."""
     modules = [service_module("orders"), service_module("payments")]
     async with app_client(modules, run_workers=False) as client:
         product = await make_product(client, unit_price="10.00")
@@ -92,8 +93,10 @@ async def paid_order(
         }
         payment = ok(await client.post("/v1/payments", json=body, headers=POS), 201)
         assert [a["status"] for a in payment["allocations"]] == ["applied"]
-        await settle(url)
-        assert (await get_order(client, order["id"]))["paid"] == "33.90"
+        if known_paid:
+            await settle(url)
+        expected = "33.90" if known_paid else "0.00"
+        assert (await get_order(client, order["id"]))["paid"] == expected
         yield client, product, order, payment
 
 
@@ -195,9 +198,9 @@ async def test_a_replayed_return_answers_once_the_excess_is_released_too(
     waits: list[UUID] = []
     released = service._released
 
-    async def counted(db: Database, order_id: UUID) -> None:
+    async def counted(db: Database, order_id: UUID, settings: Settings) -> None:
         waits.append(order_id)
-        await released(db, order_id)
+        await released(db, order_id, settings)
 
     monkeypatch.setattr(service, "_released", counted)
     async with paid_order(app_client, migrated) as (client, product, order, _):
@@ -239,4 +242,33 @@ async def test_the_read_after_a_return_on_a_paid_order_adds_up(app_client: AppCl
         returned = await returning(client, product, order, "1")
         assert returned.status_code == 201, returned.text
         assert (await figures(client, order))["outstanding"] == "0.00"
+        assert await unapplied(client, payment) == "11.30"
+
+
+async def test_a_return_right_after_the_payment_counts_the_payment_first(
+    app_client: AppClient, migrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The till takes the money, then the customer returns a unit at once: the orders service
+    has not applied the payment yet. The return counts it first (postgres transport), so it
+    sees the order overpaid and waits for the release."""
+    monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", 600.0)
+    async with paid_order(app_client, migrated, known_paid=False) as (
+        client,
+        product,
+        order,
+        payment,
+    ):
+        answer = asyncio.create_task(returning(client, product, order, "1"))
+        await waiting_for_events(migrated, "payments")
+        await drain(migrated, "orders", payment_events.name)  # the payment, counted
+        await waiting_for_release(migrated, answer)
+        await settle(migrated)
+        returned = await asyncio.wait_for(answer, 30)
+        assert returned.status_code == 201, returned.text
+        assert await figures(client, order) == {
+            "status": "confirmed",
+            "paid": "22.60",
+            "credited": "11.30",
+            "outstanding": "0.00",
+        }
         assert await unapplied(client, payment) == "11.30"
