@@ -153,6 +153,12 @@ async def _supervise(worker: Worker) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled, though the error it came out as is another (asyncio.wait_for
+                # turns a cancellation into TimeoutError on Python 3.11 when the two meet):
+                # a worker that is being stopped is not started again.
+                raise asyncio.CancelledError from None
             log.exception("worker crashed; restarting in 1s")
             await asyncio.sleep(1)
 
