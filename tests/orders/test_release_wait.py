@@ -21,7 +21,7 @@ from services.registry import service_module
 from shared.config import Settings
 from shared.db import Database
 from shared.messaging.postgres import PostgresSubscriber
-from tests.conftest import BOTH_TRANSPORTS, AppClient
+from tests.conftest import BOTH_TRANSPORTS, AppClient, migrate_all
 from tests.orders.factories import (
     POS,
     SALES,
@@ -74,7 +74,7 @@ async def paid_order(
     order of 3 × 10.00 + 13% tax, paid in full by one payment: (client, product, order,
     payment). Unless `known_paid`, the orders service has not applied the payment yet."""
     modules = [service_module("orders"), service_module("payments")]
-    async with app_client(modules, run_workers=False) as client:
+    async with app_client(modules, run_workers=False, database_url=url) as client:
         product = await make_product(client, unit_price="10.00")
         customer = await make_customer(client)
         order = await make_order(
@@ -246,11 +246,13 @@ async def test_the_read_after_a_return_on_a_paid_order_adds_up(app_client: AppCl
 
 
 async def test_a_return_right_after_the_payment_counts_the_payment_first(
-    app_client: AppClient, migrated: str, monkeypatch: pytest.MonkeyPatch
+    app_client: AppClient, scratch_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The till takes the money, then the customer returns a unit at once: the orders service
     has not applied the payment yet. The return counts it first (postgres transport), so it
-    sees the order overpaid and waits for the release."""
+    sees the order overpaid and waits for the release. On a database of its own: nothing
+    but the test applies the events."""
+    migrated = await migrate_all(scratch_database)
     monkeypatch.setattr(service, "PAYMENTS_WAIT_SECONDS", 600.0)
     async with paid_order(app_client, migrated, known_paid=False) as (
         client,
