@@ -33,7 +33,6 @@ the same write. The answer is built from what was written, with no read back.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -97,7 +96,7 @@ from shared.ids import new_id
 from shared.limits import MAX_AMOUNT
 from shared.memo import per_database, remember
 from shared.messaging.outbox import emit, notify_channel, outbox_lock_key
-from shared.messaging.postgres import LOOK_AGAIN_SECONDS, wait_for_key
+from shared.messaging.postgres import look_again, wait_for_key
 from shared.money import money_str, plain, round_money
 from shared.numbering import next_number
 from shared.periods import Period, period_closed, today
@@ -302,19 +301,16 @@ _OVERPAID = (
 async def _released(db: Database, order_id: UUID, settings: Settings) -> None:
     receivable = [status.value for status in RECEIVABLE_STATUSES]
     if settings.effective_transport == "postgres":
-        customer_id = await db.fetchval(
-            f"SELECT customer_id FROM {SCHEMA}.orders WHERE id = $1", order_id
-        )
         async with db.connection() as connection:
-            await _payments_counted(connection, customer_id, settings)
-    try:
-        async with asyncio.timeout(PAYMENTS_WAIT_SECONDS):
-            # Polled: the release is applied by a subscription that may run in another process.
-            while True:
-                if not await db.fetchval(_OVERPAID, order_id, receivable):
-                    return
-                await asyncio.sleep(LOOK_AGAIN_SECONDS)
-    except TimeoutError:
+            customer = f"SELECT customer_id FROM {SCHEMA}.orders WHERE id = $1"
+            await _payments_counted(
+                connection, await connection.fetchval(customer, order_id), settings
+            )
+    if not await db.fetchval(_OVERPAID, order_id, receivable):
+        return
+    if not await look_again(
+        lambda: db.fetchval(_OVERPAID, order_id, receivable), PAYMENTS_WAIT_SECONDS
+    ):
         log.warning(
             "order %s is still paid beyond what it owes after %.1fs: the payments service has "
             "not released the excess yet",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -256,20 +256,8 @@ async def wait_for_key(
     if not pending:
         return False
     log.info("%s waits for %s events %s has not applied", why, source, consumer)
-    deadline = asyncio.get_running_loop().time() + seconds
-    while pending:
-        if asyncio.get_running_loop().time() >= deadline:
-            log.warning(
-                "%s goes ahead after %.1fs: %s has not applied all of %s up to %d",
-                why,
-                seconds,
-                consumer,
-                source,
-                head,
-            )
-            break
-        await asyncio.sleep(LOOK_AGAIN_SECONDS)
-        pending = await db.fetchval(again, key, consumer, source, head)
+    if not await look_again(lambda: db.fetchval(again, key, consumer, source, head), seconds):
+        _went_ahead(why, seconds, consumer, source, head)
     return True
 
 
@@ -287,29 +275,40 @@ async def wait_for_head(
     all keys). A subscription still behind at the bound is logged, and the caller goes on.
     True when it had to wait."""
     head = await db.fetchval(f"SELECT coalesce(max(id), 0) FROM {source}.outbox")
-    position = (
-        f"SELECT coalesce(max(position), 0) FROM {schema}.consumer_offsets "
+    behind = (
+        f"SELECT coalesce(max(position), 0) < $3 FROM {schema}.consumer_offsets "
         f"WHERE consumer = $1 AND source = $2"
     )
-    if await db.fetchval(position, consumer, source) >= head:
+    if not await db.fetchval(behind, consumer, source, head):
         return False
     log.info("%s waits for %s to apply %s up to %d", why, consumer, source, head)
+    if not await look_again(lambda: db.fetchval(behind, consumer, source, head), seconds):
+        _went_ahead(why, seconds, consumer, source, head)
+    return True
+
+
+async def look_again(still: Callable[[], Awaitable[bool]], seconds: float) -> bool:
+    """Look again every LOOK_AGAIN_SECONDS, for at most `seconds`, while `still()` holds
+    (polled: what it waits for may be done by another process); False when it still held."""
     try:
         async with asyncio.timeout(seconds):
-            while True:  # polled: the subscription may run in another process
+            while True:
                 await asyncio.sleep(LOOK_AGAIN_SECONDS)
-                if await db.fetchval(position, consumer, source) >= head:
-                    break
+                if not await still():
+                    return True
     except TimeoutError:
-        log.warning(
-            "%s goes ahead after %.1fs: %s has not applied all of %s up to %d",
-            why,
-            seconds,
-            consumer,
-            source,
-            head,
-        )
-    return True
+        return False
+
+
+def _went_ahead(why: str, seconds: float, consumer: str, source: str, head: int) -> None:
+    log.warning(
+        "%s goes ahead after %.1fs: %s has not applied all of %s up to %d",
+        why,
+        seconds,
+        consumer,
+        source,
+        head,
+    )
 
 
 class OutboxWaker:
