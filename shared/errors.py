@@ -254,14 +254,20 @@ def _not_json(request: Request) -> bool:
     return not (kind == "application" and (subtype == "json" or subtype.endswith("+json")))
 
 
+def content_coding(request: Request) -> str | None:
+    """The Content-Encoding a body is said to be sent in, unless none (or identity): the
+    server undoes none, so it reads no body sent in one."""
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    return None if coding in ("", "identity") else coding
+
+
 def _unsupported_body(request: Request) -> JSONResponse | None:
     """415 for a body the server could not read because of how it was sent: compressed
     (`Content-Encoding`, which the server does not undo) or of another type than JSON. A
     request without a body lacks one, whatever its headers say (422)."""
     if not _sent_a_body(request):
         return None
-    coding = request.headers.get("content-encoding", "identity").strip().lower()
-    if coding not in ("", "identity"):
+    if coding := content_coding(request):
         detail = f"the body is sent with Content-Encoding {coding}; send it uncompressed"
     elif _not_json(request):
         given = request.headers.get("content-type")

@@ -30,7 +30,7 @@ from shared.auth import (
     forbidden,
     sent_twice,
 )
-from shared.errors import DomainError, DuplicateKey, InvalidInput, Unauthorized
+from shared.errors import DomainError, DuplicateKey, InvalidInput, Unauthorized, content_coding
 from shared.idempotency import HEADER as IDEMPOTENCY_KEY
 
 _DECLARED = "salesbook_query_rules"
@@ -156,8 +156,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            coding = self.headers.get("content-encoding", "").strip().lower()
-            if coding not in ("", "identity"):
+            if content_coding(self):
                 # Not undone here, so not read either, even when the bytes happen to be JSON:
                 # the error handler answers 415 naming the coding (shared/errors.py).
                 raise json.JSONDecodeError("the body is sent with a Content-Encoding", "", 0)
